@@ -1,0 +1,135 @@
+//! The command line, as clap sees it. Doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// gold: one binary that turns a health insurer's raw feeds into a governed,
+/// versioned gold layer on Delta Lake.
+///
+/// Results go to stdout; logs and progress bars go to stderr. Exit codes:
+/// 0 ok, 1 a user or data error, 2 an internal error.
+#[derive(Debug, Parser)]
+#[command(name = "gold", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Configuration file [default: ./gold.toml when it exists].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Warehouse root: a local folder or a URI [default: the config's
+    /// warehouse.root, else $GOLD_WAREHOUSE, else ./warehouse].
+    #[arg(long, global = true, value_name = "URI")]
+    pub(crate) warehouse: Option<String>,
+
+    /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// Less log output on stderr (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub(crate) quiet: u8,
+
+    /// How results are printed on stdout. With json, stdout holds exactly one
+    /// JSON document, also on failure.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output_format: OutputFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Generate a small insurer and build it end to end: the quickest way to
+    /// see gold work.
+    Demo(DemoArgs),
+    /// Write a gold.toml and a models/ folder to start from.
+    Init(InitArgs),
+    /// Generate a deterministic synthetic insurer: one landing folder per day,
+    /// the legacy member database, and the truth about injected defects and
+    /// fraud.
+    Generate(GenerateArgs),
+    /// List the run ledger: every run, its status and the table versions it
+    /// left.
+    Runs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Folder for the demo's landing data (DIR/landing). The warehouse is the
+    /// usual one: --warehouse, the config, $GOLD_WAREHOUSE or ./warehouse.
+    #[arg(long, value_name = "DIR", default_value = "gold-demo")]
+    pub(crate) out: PathBuf,
+
+    /// Members of the demo insurer.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) members: u64,
+
+    /// Random seed of the demo insurer.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Folder to write gold.toml and models/ into.
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub(crate) dir: PathBuf,
+
+    /// Overwrite files that already exist.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// Landing root to write; day folders go directly below it.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+
+    /// Distinct members over the whole history.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub(crate) members: u64,
+
+    /// Number of daily landing folders.
+    #[arg(long, default_value_t = synth::DEFAULT_DAYS, value_name = "D")]
+    pub(crate) days: u32,
+
+    /// The first day. The defaults span 2025-01-01.
+    #[arg(long, value_name = "YYYY-MM-DD", default_value = "2024-12-29")]
+    pub(crate) start_date: NaiveDate,
+
+    /// Random seed; the same seed and settings give byte-identical files.
+    #[arg(long, default_value_t = 42, value_name = "S")]
+    pub(crate) seed: u64,
+
+    /// Probability that a row carries an injected defect (0 to 0.5).
+    #[arg(long, default_value_t = 0.02, value_name = "R")]
+    pub(crate) defect_rate: f64,
+
+    /// Share of enrollment-system claims that are fraudulent (0 to 0.5).
+    #[arg(long, default_value_t = 0.02, value_name = "R")]
+    pub(crate) fraud_rate: f64,
+
+    /// Also write the member table as of the last day into this database:
+    /// postgres://…, mysql://… or sqlite://…. Prefer the environment
+    /// variable, so a password never shows in the process list.
+    #[arg(long, value_name = "URL", env = "GOLD_MEMBERS_DB", hide_env_values = true)]
+    pub(crate) members_db: Option<String>,
+
+    /// Table name for --members-db.
+    #[arg(long, default_value = "members", value_name = "NAME")]
+    pub(crate) members_table: String,
+
+    /// Replace an earlier generation in --out. Files that generate did not
+    /// write are never removed.
+    #[arg(long)]
+    pub(crate) force: bool,
+}

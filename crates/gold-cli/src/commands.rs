@@ -1,0 +1,201 @@
+//! One function per command. Each sets its result on the [`Printer`].
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use storage::{Ledger, RunClock, RunKind, RunRecord};
+
+use crate::UserError;
+use crate::cli::{DemoArgs, GenerateArgs, InitArgs};
+use crate::config::open_warehouse;
+use crate::output::Printer;
+
+const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The files `gold init` writes, relative to its folder.
+const INIT_FILES: &[(&str, &str)] = &[
+    ("gold.toml", include_str!("../templates/gold.toml")),
+    ("models/README.md", include_str!("../../../models/README.md")),
+];
+
+fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if hidden { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} members ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn run_generator(config: &synth::Config, quiet: bool) -> anyhow::Result<(synth::Summary, f64)> {
+    let bar = progress_bar(config.members, quiet);
+    bar.set_message("generating");
+    let started = std::time::Instant::now();
+    let summary = synth::generate(config, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .with_context(|| format!("cannot generate into {}", config.out.display()))?;
+    bar.finish_and_clear();
+    Ok((summary, started.elapsed().as_secs_f64()))
+}
+
+fn generate_text(s: &synth::Summary, seconds: f64) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "generated {} days ({} .. {}) into {}", s.days, s.first_day, s.last_day, s.out.display());
+    let _ = writeln!(
+        t,
+        "  {} members, {} providers, {} rows in {:.2} s ({} rows/s)",
+        thousands(s.members),
+        thousands(s.providers),
+        thousands(s.rows),
+        seconds,
+        thousands((s.rows as f64 / seconds.max(1e-9)) as u64)
+    );
+    for (name, rows) in &s.by_source {
+        let _ = writeln!(t, "  {name:<20} {:>12} rows", thousands(*rows));
+    }
+    let _ = writeln!(t, "  member table: {} rows in legacy.db", thousands(s.member_table_rows));
+    let _ = writeln!(
+        t,
+        "  injected: {} defects (_truth/defects.csv), {} fraud labels (_truth/fraud_labels.csv)",
+        thousands(s.defects),
+        thousands(s.fraud_labels)
+    );
+    t
+}
+
+pub(crate) async fn generate(args: GenerateArgs, quiet: bool, printer: &mut Printer) -> anyhow::Result<()> {
+    let config = synth::Config {
+        out: args.out,
+        members: args.members,
+        days: args.days,
+        start_date: args.start_date,
+        seed: args.seed,
+        defect_rate: args.defect_rate,
+        fraud_rate: args.fraud_rate,
+        members_db: args.members_db,
+        members_table: args.members_table,
+        force: args.force,
+    };
+    let (summary, seconds) = run_generator(&config, quiet).await?;
+    let text = generate_text(&summary, seconds);
+    printer.result(json!({"status": "ok", "seconds": seconds, "rows_per_second": summary.rows as f64 / seconds.max(1e-9), "summary": summary}), text);
+    Ok(())
+}
+
+pub(crate) fn init(args: InitArgs, printer: &mut Printer) -> anyhow::Result<()> {
+    let targets: Vec<(PathBuf, &str)> = INIT_FILES.iter().map(|(rel, body)| (args.dir.join(rel), *body)).collect();
+    if !args.force
+        && let Some((existing, _)) = targets.iter().find(|(p, _)| p.exists())
+    {
+        return Err(UserError(format!("{} already exists; pass --force to overwrite", existing.display())).into());
+    }
+    let mut written = Vec::new();
+    for (path, body) in &targets {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    let text = format!("wrote {}\nnext: gold demo, or gold generate --out landing\n", written.join(", "));
+    printer.result(json!({"status": "ok", "written": written}), text);
+    Ok(())
+}
+
+pub(crate) async fn runs(location: &str, printer: &mut Printer) -> anyhow::Result<()> {
+    let warehouse = open_warehouse(location)?;
+    let runs = Ledger::new(&warehouse).runs().await.context("cannot read the run ledger")?;
+    let mut text = String::new();
+    if runs.is_empty() {
+        let _ = writeln!(text, "no runs recorded in {}", warehouse.root());
+    } else {
+        let _ = writeln!(
+            text,
+            "{:>4}  {:<9} {:<10}  {:<9} {:<20} {:>8}  tables",
+            "run", "kind", "date", "status", "started (UTC)", "seconds"
+        );
+        for r in &runs {
+            let tables = if r.tables.is_empty() {
+                "-".to_string()
+            } else {
+                r.tables.iter().map(|t| format!("{}@v{}", t.table, t.version)).collect::<Vec<_>>().join(", ")
+            };
+            let seconds = (r.ended_at - r.started_at).num_milliseconds() as f64 / 1000.0;
+            let _ = writeln!(
+                text,
+                "{:>4}  {:<9} {:<10}  {:<9} {:<20} {:>8.2}  {}",
+                r.run_id.0,
+                r.kind,
+                r.logical_date,
+                r.status,
+                r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                seconds,
+                tables
+            );
+            if let Some(message) = &r.message {
+                let _ = writeln!(text, "      error: {message}");
+            }
+        }
+    }
+    let docs: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            let mut doc = serde_json::to_value(r).unwrap_or_default();
+            // The summary is stored as text; show it as the JSON it is.
+            if let Some(summary) = r.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            {
+                doc["summary"] = summary;
+            }
+            doc
+        })
+        .collect();
+    printer.result(json!({"warehouse": warehouse.root().as_str(), "runs": docs}), text);
+    Ok(())
+}
+
+pub(crate) async fn demo(args: DemoArgs, location: &str, quiet: bool, printer: &mut Printer) -> anyhow::Result<()> {
+    let landing = args.out.join("landing");
+    // The demo owns its folder: an earlier demo's landing data is replaced.
+    let config = synth::Config { members: args.members, seed: args.seed, force: true, ..synth::Config::new(&landing) };
+    // The run is for the last generated day; its clock starts now.
+    let clock = RunClock::for_date(config.start_date + chrono::Duration::days(i64::from(config.days) - 1));
+    let (summary, seconds) = run_generator(&config, quiet).await?;
+
+    let warehouse = open_warehouse(location)?;
+    let ledger = Ledger::new(&warehouse);
+    let run = ledger.begin(RunKind::Demo, clock).await.context("cannot start a run")?;
+    let stages = json!([{"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()}]);
+    let run_summary = json!({"run_id": run.id, "kind": "demo", "stages": stages});
+    let record = RunRecord::succeeded(&run, CODE_VERSION).with_summary(&run_summary);
+    let ledger_version = ledger.finish(&run, record).await.context("cannot record the run")?;
+
+    let mut text = generate_text(&summary, seconds);
+    let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
+    let _ =
+        writeln!(text, "stages run: generate (ingest, silver, dims, facts, score and aggregates are not built yet)");
+    let _ = writeln!(text, "next: gold runs --warehouse {location}");
+    printer.result(json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": stages, "generate": summary}), text);
+    Ok(())
+}

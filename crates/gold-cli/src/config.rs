@@ -1,0 +1,63 @@
+//! `gold.toml`, and how the global flags, the config and the environment
+//! combine.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::UserError;
+
+/// The config file. Secrets never live here: they come from environment
+/// variables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub(crate) warehouse: WarehouseConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WarehouseConfig {
+    /// Warehouse root, relative to the config file's folder when it is a
+    /// relative path.
+    pub(crate) root: Option<String>,
+}
+
+/// The config that applies: `--config FILE`, else `./gold.toml` when it
+/// exists, else the defaults. Also returns the file's folder.
+pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new("gold.toml").is_file() => PathBuf::from("gold.toml"),
+        None => return Ok((Config::default(), None)),
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| UserError(format!("cannot read config {}: {e}", path.display())))?;
+    let config: Config = toml::from_str(&text)
+        .map_err(|e| UserError(format!("config {}: {}", path.display(), e.to_string().trim_end())))?;
+    let dir = path.parent().map(|d| if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() });
+    Ok((config, dir))
+}
+
+/// The warehouse location: the flag, else the config, else
+/// `$GOLD_WAREHOUSE`, else `./warehouse`.
+pub(crate) fn warehouse_location(flag: Option<&str>, config: &Config, config_dir: Option<&Path>) -> String {
+    if let Some(flag) = flag {
+        return flag.to_string();
+    }
+    if let Some(root) = &config.warehouse.root {
+        let is_uri = root.contains("://");
+        return match config_dir {
+            Some(dir) if !is_uri && Path::new(root).is_relative() => dir.join(root).display().to_string(),
+            _ => root.clone(),
+        };
+    }
+    std::env::var("GOLD_WAREHOUSE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "./warehouse".to_string())
+}
+
+/// Opens the warehouse, naming the location in any error.
+pub(crate) fn open_warehouse(location: &str) -> anyhow::Result<storage::Warehouse> {
+    storage::Warehouse::open(location).with_context(|| format!("cannot open warehouse {location}"))
+}

@@ -1,0 +1,39 @@
+//! Results on stdout: text for people, or exactly one JSON document.
+
+use std::io::Write;
+
+use crate::cli::OutputFormat;
+
+/// Collects a command's result and prints it once, at the end, so that a
+/// JSON run prints one document whatever the command does on the way.
+pub(crate) struct Printer {
+    format: OutputFormat,
+    text: String,
+    json: Option<serde_json::Value>,
+}
+
+impl Printer {
+    pub(crate) fn new(format: OutputFormat) -> Self {
+        Self { format, text: String::new(), json: None }
+    }
+
+    /// Sets the result: `json` for `--output-format json`, `text` otherwise.
+    pub(crate) fn result(&mut self, json: serde_json::Value, text: String) {
+        self.json = Some(json);
+        self.text = text;
+    }
+
+    pub(crate) fn flush(self) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            OutputFormat::Json => {
+                let doc = self.json.unwrap_or_else(|| serde_json::json!({"status": "ok"}));
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            }
+            OutputFormat::Text => out.write_all(self.text.as_bytes())?,
+        }
+        out.flush()?;
+        Ok(())
+    }
+}

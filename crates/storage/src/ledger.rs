@@ -1,0 +1,294 @@
+//! `_gold_runs`: one row per run.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::buffer::OffsetBuffer;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{
+    DataType, Date32Type, Field, Fields, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
+use serde::Serialize;
+
+use crate::warehouse::{Commit, TableName, Warehouse};
+use crate::{Error, Result, RunClock, RunContext, RunId, RunKind};
+
+/// The ledger table's name.
+pub const LEDGER_TABLE: &str = "_gold_runs";
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Delta version a run left a table at, and the rows it wrote there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TableVersion {
+    pub table: String,
+    pub version: i64,
+    pub rows_written: i64,
+}
+
+/// One ledger row.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub kind: String,
+    pub logical_date: NaiveDate,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub status: RunStatus,
+    /// The version of every table the run wrote.
+    pub tables: Vec<TableVersion>,
+    /// The fraud model the run scored with, if any.
+    pub model_version: Option<String>,
+    /// The gold version that ran.
+    pub code_version: String,
+    /// Why the run failed.
+    pub message: Option<String>,
+    /// The run's JSON summary (stages, row counts), as text.
+    pub summary: Option<String>,
+}
+
+impl RunRecord {
+    /// A successful run that wrote nothing yet; add tables with [`Self::with_table`].
+    pub fn succeeded(run: &RunContext, code_version: &str) -> Self {
+        Self {
+            run_id: run.id,
+            kind: run.kind.as_str().to_string(),
+            logical_date: run.clock.logical_date(),
+            started_at: run.clock.started_at(),
+            ended_at: run.clock.ended_at(),
+            status: RunStatus::Succeeded,
+            tables: Vec::new(),
+            model_version: None,
+            code_version: code_version.to_string(),
+            message: None,
+            summary: None,
+        }
+    }
+
+    /// A failed run and the reason.
+    pub fn failed(run: &RunContext, code_version: &str, message: &str) -> Self {
+        Self { status: RunStatus::Failed, message: Some(message.to_string()), ..Self::succeeded(run, code_version) }
+    }
+
+    pub fn with_table(mut self, table: &str, version: i64, rows_written: i64) -> Self {
+        self.tables.push(TableVersion { table: table.to_string(), version, rows_written });
+        self
+    }
+
+    pub fn with_summary(mut self, summary: &serde_json::Value) -> Self {
+        self.summary = Some(summary.to_string());
+        self
+    }
+}
+
+fn table_version_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("version", DataType::Int64, false),
+        Field::new("rows_written", DataType::Int64, false),
+    ])
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn ledger_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("logical_date", DataType::Date32, false),
+        Field::new("started_at", utc_micros(), false),
+        Field::new("ended_at", utc_micros(), false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new(
+            "tables",
+            DataType::List(Arc::new(Field::new("element", DataType::Struct(table_version_fields()), false))),
+            false,
+        ),
+        Field::new("model_version", DataType::Utf8, true),
+        Field::new("code_version", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, true),
+        Field::new("summary", DataType::Utf8, true),
+    ]))
+}
+
+/// The run ledger of one warehouse.
+pub struct Ledger<'w> {
+    warehouse: &'w Warehouse,
+    name: TableName,
+}
+
+impl<'w> Ledger<'w> {
+    pub fn new(warehouse: &'w Warehouse) -> Self {
+        Self { warehouse, name: TableName::new(LEDGER_TABLE).expect("valid ledger name") }
+    }
+
+    /// Starts a run: gives it the next run id.
+    pub async fn begin(&self, kind: RunKind, clock: RunClock) -> Result<RunContext> {
+        let last = self.runs().await?.iter().map(|r| r.run_id.0).max().unwrap_or(0);
+        Ok(RunContext { id: RunId(last + 1), kind, clock })
+    }
+
+    /// Records a finished run (one commit) and returns the ledger version.
+    pub async fn finish(&self, run: &RunContext, record: RunRecord) -> Result<i64> {
+        let batch = to_batch(&[record]).map_err(|source| Error::Arrow { table: LEDGER_TABLE.into(), source })?;
+        self.warehouse.append(&self.name, vec![batch], Commit { run, operation: "ledger.record" }).await
+    }
+
+    /// Every run, oldest first. An empty list if no run was recorded yet.
+    pub async fn runs(&self) -> Result<Vec<RunRecord>> {
+        if self.warehouse.load(&self.name).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut runs = Vec::new();
+        for batch in self.warehouse.scan(&self.name, None).await? {
+            runs.extend(from_batch(&batch)?);
+        }
+        runs.sort_by_key(|r| r.run_id);
+        Ok(runs)
+    }
+}
+
+fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    let micros = |t: DateTime<Utc>| t.timestamp_micros();
+    let days = |d: NaiveDate| Date32Type::from_naive_date(d);
+    let mut names = Vec::new();
+    let mut versions = Vec::new();
+    let mut rows = Vec::new();
+    let mut lengths = Vec::new();
+    for r in records {
+        lengths.push(r.tables.len());
+        for t in &r.tables {
+            names.push(t.table.clone());
+            versions.push(t.version);
+            rows.push(t.rows_written);
+        }
+    }
+    let entries = StructArray::try_new(
+        table_version_fields(),
+        vec![
+            Arc::new(StringArray::from(names)) as ArrayRef,
+            Arc::new(Int64Array::from(versions)),
+            Arc::new(Int64Array::from(rows)),
+        ],
+        None,
+    )?;
+    let schema = ledger_schema();
+    let DataType::List(item) = schema.field(6).data_type().clone() else { unreachable!("tables is a list") };
+    let tables = ListArray::try_new(item, OffsetBuffer::from_lengths(lengths), Arc::new(entries), None)?;
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.run_id.0))),
+            Arc::new(StringArray::from_iter_values(records.iter().map(|r| r.kind.as_str()))),
+            Arc::new(Date32Array::from_iter_values(records.iter().map(|r| days(r.logical_date)))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| micros(r.started_at)))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| micros(r.ended_at)))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(records.iter().map(|r| r.status.as_str()))),
+            Arc::new(tables),
+            Arc::new(StringArray::from_iter(records.iter().map(|r| r.model_version.as_deref()))),
+            Arc::new(StringArray::from_iter_values(records.iter().map(|r| r.code_version.as_str()))),
+            Arc::new(StringArray::from_iter(records.iter().map(|r| r.message.as_deref()))),
+            Arc::new(StringArray::from_iter(records.iter().map(|r| r.summary.as_deref()))),
+        ],
+    )
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| Error::Ledger(format!("column {name} is missing")))
+}
+
+/// A string column as plain `Utf8`, whatever string type the reader chose.
+fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let col = column(batch, name)?;
+    let utf8 = cast(col, &DataType::Utf8).map_err(|source| Error::Arrow { table: LEDGER_TABLE.into(), source })?;
+    Ok(utf8.as_string::<i32>().clone())
+}
+
+fn opt(a: &StringArray, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.value(i).to_string())
+}
+
+fn from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
+    let bad = |what: &str| Error::Ledger(format!("column {what} has an unexpected type"));
+    let run_id = column(batch, "run_id")?.as_primitive_opt::<Int64Type>().ok_or_else(|| bad("run_id"))?;
+    let logical = column(batch, "logical_date")?.as_primitive_opt::<Date32Type>().ok_or_else(|| bad("logical_date"))?;
+    let started =
+        column(batch, "started_at")?.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| bad("started_at"))?;
+    let ended =
+        column(batch, "ended_at")?.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| bad("ended_at"))?;
+    let (kind, status, model, code, message, summary) = (
+        strings(batch, "kind")?,
+        strings(batch, "status")?,
+        strings(batch, "model_version")?,
+        strings(batch, "code_version")?,
+        strings(batch, "message")?,
+        strings(batch, "summary")?,
+    );
+    let tables = column(batch, "tables")?.as_list_opt::<i32>().ok_or_else(|| bad("tables"))?;
+    let ts = |m: i64| DateTime::<Utc>::from_timestamp_micros(m).ok_or_else(|| bad("timestamp"));
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let entries = tables.value(i);
+        let entries = entries.as_struct_opt().ok_or_else(|| bad("tables"))?;
+        let batch = RecordBatch::from(entries.clone());
+        let names = strings(&batch, "table")?;
+        let versions =
+            column(&batch, "version")?.as_primitive_opt::<Int64Type>().ok_or_else(|| bad("tables.version"))?;
+        let rows = column(&batch, "rows_written")?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| bad("tables.rows_written"))?;
+        out.push(RunRecord {
+            run_id: RunId(run_id.value(i)),
+            kind: kind.value(i).to_string(),
+            logical_date: Date32Type::to_naive_date_opt(logical.value(i)).ok_or_else(|| bad("logical_date"))?,
+            started_at: ts(started.value(i))?,
+            ended_at: ts(ended.value(i))?,
+            status: if status.value(i) == "succeeded" { RunStatus::Succeeded } else { RunStatus::Failed },
+            tables: (0..names.len())
+                .map(|j| TableVersion {
+                    table: names.value(j).to_string(),
+                    version: versions.value(j),
+                    rows_written: rows.value(j),
+                })
+                .collect(),
+            model_version: opt(&model, i),
+            code_version: code.value(i).to_string(),
+            message: opt(&message, i),
+            summary: opt(&summary, i),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,96 @@
+//! The warehouse: Delta tables under one root URI, the run clock, and the
+//! run ledger `_gold_runs`.
+//!
+//! Every table lives at `ROOT/<name>/`, with a layer prefix in the name
+//! (`bronze_`, `silver_`, `dim_`, `fact_`, `gold_`, `quarantine_`, or `_` for
+//! gold's own bookkeeping). Every commit carries the run id and the
+//! operation in its commit info, so `DESCRIBE HISTORY` in any Delta engine
+//! shows which gold run wrote it. Strings are written as plain `Utf8`.
+//!
+//! ```no_run
+//! use storage::{Ledger, RunClock, RunKind, RunRecord, Warehouse};
+//! # async fn run() -> storage::Result<()> {
+//! let warehouse = Warehouse::open("./warehouse")?;
+//! let ledger = Ledger::new(&warehouse);
+//! let clock = RunClock::for_date(chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap());
+//! let run = ledger.begin(RunKind::Build, clock).await?;
+//! ledger.finish(&run, RunRecord::succeeded(&run, env!("CARGO_PKG_VERSION"))).await?;
+//! for past in ledger.runs().await? {
+//!     println!("run {} {} {}", past.run_id, past.kind, past.status);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod clock;
+mod ledger;
+mod warehouse;
+
+pub use clock::{RunClock, RunContext, RunId, RunKind};
+pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
+pub use warehouse::{Commit, TableName, Warehouse};
+
+/// Errors of the warehouse layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The warehouse location is not a usable path or URI.
+    #[error("warehouse location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+    /// A table name breaks the naming rules.
+    #[error("invalid table name {name:?}: {reason}")]
+    InvalidTableName { name: String, reason: String },
+    /// A table that must exist does not.
+    #[error("table {table} does not exist in the warehouse")]
+    NoSuchTable { table: String },
+    /// Time travel to a version the table does not have.
+    #[error("table {table} has no version {version} (latest is {latest})")]
+    NoSuchVersion { table: String, version: i64, latest: u64 },
+    /// Delta Lake reported an error on a table.
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    /// A query over a table failed.
+    #[error("query on {table}: {source}")]
+    Query {
+        table: String,
+        #[source]
+        source: deltalake::datafusion::error::DataFusionError,
+    },
+    /// Building or reading Arrow data failed.
+    #[error("arrow data for {table}: {source}")]
+    Arrow {
+        table: String,
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
+    },
+    /// Data that gold refuses to write, such as `Utf8View` columns.
+    #[error("table {table}: {reason}")]
+    Unsupported { table: String, reason: String },
+    /// The ledger holds something gold did not write.
+    #[error("run ledger: {0}")]
+    Ledger(String),
+    /// A local warehouse folder could not be created.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl Error {
+    /// Whether the user can fix this (bad location or name, missing table),
+    /// as opposed to a storage fault or a bug.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidLocation { .. }
+                | Self::InvalidTableName { .. }
+                | Self::NoSuchTable { .. }
+                | Self::NoSuchVersion { .. }
+        )
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

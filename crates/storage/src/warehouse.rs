@@ -1,0 +1,219 @@
+//! Delta tables under one root.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use crate::{Error, Result, RunContext};
+
+/// A validated table name: lower-case letters, digits and `_`, starting
+/// with a letter or `_`, at most 128 characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName(String);
+
+impl TableName {
+    pub fn new(name: &str) -> Result<Self> {
+        let bad = |reason: &str| Err(Error::InvalidTableName { name: name.to_string(), reason: reason.to_string() });
+        if name.is_empty() || name.len() > 128 {
+            return bad("must be 1 to 128 characters");
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
+            return bad("must start with a lower-case letter or '_'");
+        }
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return bad("may hold only lower-case letters, digits and '_'");
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a commit is: the run that makes it and the operation, both written
+/// into the Delta commit info as `gold.run_id` and `gold.operation`.
+#[derive(Clone, Copy, Debug)]
+pub struct Commit<'a> {
+    pub run: &'a RunContext,
+    pub operation: &'a str,
+}
+
+impl Commit<'_> {
+    fn properties(&self) -> CommitProperties {
+        CommitProperties::default().with_metadata([
+            ("gold.run_id".to_string(), serde_json::json!(self.run.id.0)),
+            ("gold.run_kind".to_string(), serde_json::json!(self.run.kind.as_str())),
+            ("gold.operation".to_string(), serde_json::json!(self.operation)),
+            ("gold.logical_date".to_string(), serde_json::json!(self.run.clock.logical_date().to_string())),
+        ])
+    }
+}
+
+/// The warehouse root: a local folder or an object-store URI.
+#[derive(Clone, Debug)]
+pub struct Warehouse {
+    root: Url,
+    storage_options: HashMap<String, String>,
+}
+
+fn delta_err(table: &TableName) -> impl FnOnce(DeltaTableError) -> Error + '_ {
+    move |source| Error::Delta { table: table.to_string(), source }
+}
+
+impl Warehouse {
+    /// Opens the warehouse at `location`: a local path or a URI such as
+    /// `file:///…`. A local folder is created by the first write.
+    pub fn open(location: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation { location: location.to_string(), reason };
+        if location.trim().is_empty() {
+            return Err(invalid("empty location".into()));
+        }
+        let root = match Url::parse(location) {
+            Ok(url) if url.scheme().len() > 1 => {
+                if url.scheme() == "file" {
+                    let path = url.to_file_path().map_err(|()| invalid("not a local file URL".into()))?;
+                    Self::local_root(&path, location)?
+                } else {
+                    return Err(invalid(format!(
+                        "the {}:// scheme is not supported by this build; use a local path",
+                        url.scheme()
+                    )));
+                }
+            }
+            // A relative or absolute path (a Windows drive letter parses as a one-letter scheme).
+            _ => Self::local_root(Path::new(location), location)?,
+        };
+        Ok(Self { root, storage_options: HashMap::new() })
+    }
+
+    /// A local root as a directory URL. The folder is created by the first
+    /// write, not here, so that reading a mistyped location leaves no trace.
+    fn local_root(path: &Path, location: &str) -> Result<Url> {
+        let invalid = |reason: String| Error::InvalidLocation { location: location.to_string(), reason };
+        let abs = std::path::absolute(path).map_err(|e| invalid(e.to_string()))?;
+        if abs.exists() && !abs.is_dir() {
+            return Err(invalid("not a directory".into()));
+        }
+        Url::from_directory_path(&abs).map_err(|()| invalid("cannot be expressed as a file URL".into()))
+    }
+
+    /// The root URI, ending in `/`.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// Where table `name` lives.
+    pub fn table_url(&self, name: &TableName) -> Result<Url> {
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|e| Error::InvalidLocation { location: self.root.to_string(), reason: e.to_string() })
+    }
+
+    /// A handle on the table at `url`, loaded when the table exists. (Asking
+    /// first keeps delta-rs from logging a failed load of a table that is
+    /// about to be created.)
+    async fn handle(&self, url: Url, name: &TableName) -> Result<DeltaTable> {
+        let mut table = DeltaTableBuilder::from_url(url)
+            .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
+            .map_err(delta_err(name))?;
+        if table.verify_deltatable_existence().await.map_err(delta_err(name))? {
+            table.load().await.map_err(delta_err(name))?;
+        }
+        Ok(table)
+    }
+
+    /// A handle to write to, creating a local table folder if needed.
+    async fn handle_for_write(&self, name: &TableName) -> Result<DeltaTable> {
+        let url = self.table_url(name)?;
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        }
+        self.handle(url, name).await
+    }
+
+    /// The table at its latest version, or `None` if it does not exist yet.
+    pub async fn load(&self, name: &TableName) -> Result<Option<DeltaTable>> {
+        let url = self.table_url(name)?;
+        if url.to_file_path().is_ok_and(|path| !path.exists()) {
+            return Ok(None);
+        }
+        let table = self.handle(url, name).await?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// The table at `version`.
+    pub async fn load_version(&self, name: &TableName, version: i64) -> Result<DeltaTable> {
+        let mut table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
+        let latest = table.version().unwrap_or(0);
+        let wanted = u64::try_from(version).ok().filter(|v| *v <= latest);
+        let wanted = wanted.ok_or_else(|| Error::NoSuchVersion { table: name.to_string(), version, latest })?;
+        table.load_version(wanted).await.map_err(delta_err(name))?;
+        Ok(table)
+    }
+
+    /// Appends `batches` in one commit, creating the table on first use.
+    /// Returns the new version.
+    pub async fn append(&self, name: &TableName, batches: Vec<RecordBatch>, commit: Commit<'_>) -> Result<i64> {
+        check_plain_strings(name, &batches)?;
+        let table = self.handle_for_write(name).await?;
+        let written = table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(delta_err(name))?;
+        written
+            .version()
+            .and_then(|v| i64::try_from(v).ok())
+            .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+    }
+
+    /// Every row of the table at `version` (latest if `None`), in file order.
+    pub async fn scan(&self, name: &TableName, version: Option<i64>) -> Result<Vec<RecordBatch>> {
+        let table = match version {
+            Some(v) => self.load_version(name, v).await?,
+            None => self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?,
+        };
+        let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source };
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
+        let provider = table.table_provider().await.map_err(&query_err)?;
+        let frame = ctx.read_table(provider).map_err(&query_err)?;
+        frame.collect().await.map_err(query_err)
+    }
+}
+
+/// Some Delta readers reject `Utf8View`; gold writes plain `Utf8` only.
+fn check_plain_strings(name: &TableName, batches: &[RecordBatch]) -> Result<()> {
+    fn has_view(t: &DataType) -> bool {
+        match t {
+            DataType::Utf8View | DataType::BinaryView => true,
+            DataType::List(f) | DataType::LargeList(f) => has_view(f.data_type()),
+            DataType::Struct(fields) => fields.iter().any(|f| has_view(f.data_type())),
+            _ => false,
+        }
+    }
+    match batches.first().map(|b| b.schema()) {
+        Some(schema) if schema.fields().iter().any(|f| has_view(f.data_type())) => Err(Error::Unsupported {
+            table: name.to_string(),
+            reason: "refusing to write Utf8View/BinaryView columns, which some Delta readers reject".into(),
+        }),
+        _ => Ok(()),
+    }
+}

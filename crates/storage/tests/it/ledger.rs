@@ -1,0 +1,52 @@
+//! The run ledger `_gold_runs`.
+
+use chrono::NaiveDate;
+use storage::{Ledger, RunClock, RunKind, RunRecord, RunStatus, Warehouse};
+
+fn date(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+#[tokio::test]
+async fn runs_get_increasing_ids_and_keep_their_table_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let ledger = Ledger::new(&warehouse);
+    assert!(ledger.runs().await.unwrap().is_empty(), "a new warehouse has no runs");
+
+    let first = ledger.begin(RunKind::Build, RunClock::for_date(date("2025-01-01"))).await.unwrap();
+    assert_eq!(first.id.0, 1);
+    let record = RunRecord::succeeded(&first, "0.1.0")
+        .with_table("bronze_members", 0, 1000)
+        .with_table("silver_members", 3, 990)
+        .with_summary(&serde_json::json!({"stages": ["ingest"]}));
+    assert_eq!(ledger.finish(&first, record).await.unwrap(), 0, "the first record creates the ledger at version 0");
+
+    let second = ledger.begin(RunKind::Build, RunClock::for_date(date("2025-01-02"))).await.unwrap();
+    assert_eq!(second.id.0, 2);
+    ledger.finish(&second, RunRecord::failed(&second, "0.1.0", "stage silver: expectation failed")).await.unwrap();
+
+    let runs = ledger.runs().await.unwrap();
+    assert_eq!(runs.len(), 2);
+    let (a, b) = (&runs[0], &runs[1]);
+    assert_eq!(
+        (a.run_id.0, a.kind.as_str(), a.logical_date, a.status),
+        (1, "build", date("2025-01-01"), RunStatus::Succeeded)
+    );
+    assert_eq!(
+        a.tables.iter().map(|t| (t.table.as_str(), t.version, t.rows_written)).collect::<Vec<_>>(),
+        [("bronze_members", 0, 1000), ("silver_members", 3, 990)]
+    );
+    assert_eq!(a.summary.as_deref(), Some(r#"{"stages":["ingest"]}"#));
+    assert!(a.ended_at >= a.started_at);
+    assert_eq!((b.status, b.message.as_deref()), (RunStatus::Failed, Some("stage silver: expectation failed")));
+    assert!(b.tables.is_empty());
+}
+
+#[tokio::test]
+async fn a_dated_run_clock_reads_midnight_of_its_date() {
+    let clock = RunClock::for_date(date("2025-01-01"));
+    assert_eq!(clock.now().to_rfc3339(), "2025-01-01T00:00:00+00:00");
+    assert_eq!(clock.logical_date(), date("2025-01-01"));
+    assert_eq!(clock.now(), RunClock::for_date(date("2025-01-01")).now(), "the same date gives the same clock");
+}

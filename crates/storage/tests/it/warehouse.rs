@@ -1,0 +1,110 @@
+//! Tables under the warehouse root: commit metadata, protocol, time travel.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, StringViewArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use storage::{Commit, RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
+
+fn run(id: i64) -> RunContext {
+    RunContext {
+        id: RunId(id),
+        kind: RunKind::Build,
+        clock: RunClock::for_date(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()),
+    }
+}
+
+fn batch(ids: &[i64]) -> RecordBatch {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))])
+        .unwrap()
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+/// The commit entries of one Delta log file, as JSON values.
+fn log_actions(table_dir: &std::path::Path, version: u64) -> Vec<serde_json::Value> {
+    let path = table_dir.join("_delta_log").join(format!("{version:020}.json"));
+    std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn every_commit_names_its_run_and_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let name = TableName::new("bronze_things").unwrap();
+    assert_eq!(
+        warehouse
+            .append(&name, vec![batch(&[1, 2])], Commit { run: &run(7), operation: "ingest.append" })
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        warehouse.append(&name, vec![batch(&[3])], Commit { run: &run(8), operation: "ingest.append" }).await.unwrap(),
+        1
+    );
+    for (version, run_id) in [(0, 7), (1, 8)] {
+        let actions = log_actions(&dir.path().join("bronze_things"), version);
+        let info = actions.iter().find_map(|a| a.get("commitInfo")).expect("commitInfo");
+        assert_eq!(info["gold.run_id"], run_id, "{info}");
+        assert_eq!(info["gold.operation"], "ingest.append");
+        assert_eq!(info["gold.logical_date"], "2025-01-01");
+    }
+}
+
+#[tokio::test]
+async fn tables_use_the_minimal_protocol_and_plain_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let name = TableName::new("silver_things").unwrap();
+    warehouse.append(&name, vec![batch(&[1])], Commit { run: &run(1), operation: "test" }).await.unwrap();
+    let actions = log_actions(&dir.path().join("silver_things"), 0);
+    let protocol = actions.iter().find_map(|a| a.get("protocol")).expect("protocol");
+    assert_eq!((protocol["minReaderVersion"].as_i64(), protocol["minWriterVersion"].as_i64()), (Some(1), Some(2)));
+    let schema =
+        actions.iter().find_map(|a| a.get("metaData")).expect("metaData")["schemaString"].as_str().unwrap().to_string();
+    assert!(schema.contains(r#""type":"string""#), "{schema}");
+
+    let view_schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8View, true)]));
+    let view = RecordBatch::try_new(view_schema, vec![Arc::new(StringViewArray::from(vec!["a"]))]).unwrap();
+    let err = warehouse
+        .append(&TableName::new("silver_views").unwrap(), vec![view], Commit { run: &run(1), operation: "test" })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Utf8View"), "{err}");
+    assert!(!dir.path().join("silver_views").join("_delta_log").exists(), "nothing is committed");
+}
+
+#[tokio::test]
+async fn time_travel_reads_each_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let name = TableName::new("dim_things").unwrap();
+    assert!(warehouse.load(&name).await.unwrap().is_none());
+    warehouse.append(&name, vec![batch(&[1, 2])], Commit { run: &run(1), operation: "test" }).await.unwrap();
+    warehouse.append(&name, vec![batch(&[3, 4, 5])], Commit { run: &run(2), operation: "test" }).await.unwrap();
+    assert_eq!(rows(&warehouse.scan(&name, Some(0)).await.unwrap()), 2);
+    assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 5);
+    let err = warehouse.scan(&TableName::new("dim_nothing").unwrap(), None).await.unwrap_err();
+    assert!(err.is_user_error() && err.to_string().contains("dim_nothing"), "{err}");
+}
+
+#[test]
+fn table_names_and_locations_are_checked() {
+    for bad in ["", "Bronze", "1table", "a-b", "a/b"] {
+        assert!(TableName::new(bad).unwrap_err().is_user_error(), "{bad:?} accepted");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "x").unwrap();
+    let err = Warehouse::open(file.to_str().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("a_file"), "{err}");
+    let err = Warehouse::open("s3://bucket/wh").unwrap_err();
+    assert!(err.is_user_error() && err.to_string().contains("s3"), "{err}");
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# gold's test command: sets up what the tests need on a fresh machine, then
+# runs every test of the workspace.
+#
+#   bash tests/run.sh            # extra arguments go to `cargo test`
+#
+# 1. a Python venv with the independent Delta reader (polars-deltalake),
+#    at $GOLD_VENV (default ~/.cache/gold/venv), created once;
+# 2. PostgreSQL and MariaDB on 127.0.0.1, started if they are down, and
+#    GOLD_TEST_POSTGRES_URL / GOLD_TEST_MYSQL_URL pointing at them
+#    (already-set variables are kept);
+# 3. cargo test over the workspace, two jobs at a time.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
+
+# 1. The independent reader.
+VENV="${GOLD_VENV:-$HOME/.cache/gold/venv}"
+if ! "$VENV/bin/python" -c 'import polars_deltalake' 2>/dev/null; then
+  log "creating $VENV with tests/interop/requirements.txt"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+export GOLD_TEST_PYTHON="$VENV/bin/python"
+
+# 2. The database servers.
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+my_up() { (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; }
+if ! pg_up && command -v pg_ctlcluster >/dev/null; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if ! my_up && [ -x /usr/sbin/mariadbd ]; then
+  log "starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+fi
+for _ in $(seq 1 30); do
+  pg_up && my_up && break
+  sleep 1
+done
+pg_up || log "PostgreSQL is not reachable on 127.0.0.1:5432"
+my_up || log "MariaDB is not reachable on 127.0.0.1:3306"
+export GOLD_TEST_POSTGRES_URL="${GOLD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export GOLD_TEST_MYSQL_URL="${GOLD_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
+
+# 3. The tests.
+log "cargo test (target: ${CARGO_TARGET_DIR:-target})"
+cargo test --workspace -j 2 "$@"
