@@ -59,6 +59,21 @@ pub(crate) enum Command {
     /// List the run ledger: every run, its status and the table versions it
     /// left.
     Runs,
+    /// Ingest what has landed into bronze: the first stage of build, alone.
+    /// Reads every day folder up to --date that has not been ingested yet.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// Landing root holding YYYY-MM-DD/ day folders.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) landing: PathBuf,
+
+    /// The run's logical date: day folders after it are left for later, and
+    /// the run clock reads midnight UTC of it [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub(crate) date: Option<NaiveDate>,
 }
 
 #[derive(Debug, Args)]

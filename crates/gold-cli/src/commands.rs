@@ -1,15 +1,15 @@
 //! One function per command. Each sets its result on the [`Printer`].
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use storage::{Ledger, RunClock, RunKind, RunRecord};
+use storage::{Ledger, RunClock, RunContext, RunKind, RunRecord, Warehouse};
 
 use crate::UserError;
-use crate::cli::{DemoArgs, GenerateArgs, InitArgs};
+use crate::cli::{DemoArgs, GenerateArgs, IngestArgs, InitArgs};
 use crate::config::open_warehouse;
 use crate::output::Printer;
 
@@ -175,7 +175,114 @@ pub(crate) async fn runs(location: &str, printer: &mut Printer) -> anyhow::Resul
     Ok(())
 }
 
-pub(crate) async fn demo(args: DemoArgs, location: &str, quiet: bool, printer: &mut Printer) -> anyhow::Result<()> {
+/// The ingest stage: bronze from the landing folder, up to the run's date.
+async fn ingest_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &ingest::SourceCatalog,
+    landing: &Path,
+) -> anyhow::Result<(ingest::IngestReport, serde_json::Value)> {
+    let started = std::time::Instant::now();
+    let options = ingest::IngestOptions { landing, up_to: run.clock.logical_date() };
+    let report = ingest::ingest(warehouse, run, catalog, &options).await.context("stage ingest")?;
+    let (read, written, rescued) = report.totals();
+    let stage = json!({
+        "stage": "ingest",
+        "seconds": started.elapsed().as_secs_f64(),
+        "days": report.days,
+        "rows_read": read,
+        "rows_written": written,
+        "rows_rescued": rescued,
+        "sources": report.sources,
+    });
+    Ok((report, stage))
+}
+
+fn ingest_text(report: &ingest::IngestReport) -> String {
+    let mut t = String::new();
+    let _ =
+        writeln!(t, "  {:<16} {:>6} {:>12} {:>12} {:>9}  table", "source", "files", "rows read", "written", "rescued");
+    for s in &report.sources {
+        let table = s.bronze_version.map_or_else(|| "(nothing new)".to_string(), |v| format!("{}@v{v}", s.table));
+        let _ = writeln!(
+            t,
+            "  {:<16} {:>6} {:>12} {:>12} {:>9}  {table}",
+            s.source,
+            s.read.len(),
+            thousands(s.rows_read),
+            thousands(s.rows_written),
+            thousands(s.rows_rescued)
+        );
+    }
+    let warnings: Vec<&String> = report.sources.iter().flat_map(|s| &s.warnings).collect();
+    if !warnings.is_empty() {
+        let _ = writeln!(t, "  warnings:");
+        for w in warnings {
+            let _ = writeln!(t, "    {w}");
+        }
+    }
+    t
+}
+
+/// Records a run's outcome in the ledger: its tables and summary if it
+/// succeeded, its error if not (and then returns that error).
+async fn finish_run<T>(
+    ledger: &Ledger<'_>,
+    run: &RunContext,
+    outcome: anyhow::Result<T>,
+    tables: impl FnOnce(&T) -> Vec<(String, i64, i64)>,
+    summary: impl FnOnce(&T) -> serde_json::Value,
+) -> anyhow::Result<(T, i64)> {
+    match outcome {
+        Ok(value) => {
+            let mut record = RunRecord::succeeded(run, CODE_VERSION).with_summary(&summary(&value));
+            for (table, version, rows) in tables(&value) {
+                record = record.with_table(&table, version, rows);
+            }
+            let version = ledger.finish(run, record).await.context("cannot record the run")?;
+            Ok((value, version))
+        }
+        Err(err) => {
+            if let Err(e) = ledger.finish(run, RunRecord::failed(run, CODE_VERSION, &format!("{err:#}"))).await {
+                tracing::warn!("cannot record the failed run {}: {e:#}", run.id);
+            }
+            Err(err)
+        }
+    }
+}
+
+pub(crate) async fn ingest(
+    args: IngestArgs,
+    location: &str,
+    catalog: &ingest::SourceCatalog,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let clock = args.date.map_or_else(RunClock::from_wall_clock, RunClock::for_date);
+    let warehouse = open_warehouse(location)?;
+    let ledger = Ledger::new(&warehouse);
+    let run = ledger.begin(RunKind::Build, clock).await.context("cannot start a run")?;
+    let outcome = ingest_stage(&warehouse, &run, catalog, &args.landing).await;
+    let summary = |(_, stage): &(ingest::IngestReport, serde_json::Value)| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": [stage]});
+    let ((report, stage), _) = finish_run(&ledger, &run, outcome, |(r, _)| r.table_versions(), summary).await?;
+    let mut text = format!(
+        "run {} (build, {}): ingested {} day folder(s) from {}\n",
+        run.id,
+        run.clock.logical_date(),
+        report.days.len(),
+        args.landing.display()
+    );
+    text.push_str(&ingest_text(&report));
+    printer.result(json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "logical_date": run.clock.logical_date(), "stages": [stage], "tables": report.table_versions()}), text);
+    Ok(())
+}
+
+pub(crate) async fn demo(
+    args: DemoArgs,
+    location: &str,
+    catalog: &ingest::SourceCatalog,
+    quiet: bool,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
     let landing = args.out.join("landing");
     // The demo owns its folder: an earlier demo's landing data is replaced.
     let config = synth::Config { members: args.members, seed: args.seed, force: true, ..synth::Config::new(&landing) };
@@ -186,16 +293,22 @@ pub(crate) async fn demo(args: DemoArgs, location: &str, quiet: bool, printer: &
     let warehouse = open_warehouse(location)?;
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Demo, clock).await.context("cannot start a run")?;
-    let stages = json!([{"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()}]);
-    let run_summary = json!({"run_id": run.id, "kind": "demo", "stages": stages});
-    let record = RunRecord::succeeded(&run, CODE_VERSION).with_summary(&run_summary);
-    let ledger_version = ledger.finish(&run, record).await.context("cannot record the run")?;
+    let generate = json!({"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()});
+    let outcome = ingest_stage(&warehouse, &run, catalog, &landing).await;
+    let run_summary = |(_, stage): &(ingest::IngestReport, serde_json::Value)| json!({"run_id": run.id, "kind": "demo", "logical_date": run.clock.logical_date(), "stages": [generate, stage]});
+    let ((report, stage), ledger_version) =
+        finish_run(&ledger, &run, outcome, |(r, _)| r.table_versions(), run_summary).await?;
 
     let mut text = generate_text(&summary, seconds);
+    let _ = writeln!(text, "ingested into bronze (run {}, {}):", run.id, run.clock.logical_date());
+    text.push_str(&ingest_text(&report));
     let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
     let _ =
-        writeln!(text, "stages run: generate (ingest, silver, dims, facts, score and aggregates are not built yet)");
+        writeln!(text, "stages run: generate, ingest (silver, dims, facts, score and aggregates are not built yet)");
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
-    printer.result(json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": stages, "generate": summary}), text);
+    printer.result(
+        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": [generate, stage], "tables": report.table_versions(), "generate": summary}),
+        text,
+    );
     Ok(())
 }

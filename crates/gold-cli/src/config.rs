@@ -15,6 +15,33 @@ use crate::UserError;
 pub(crate) struct Config {
     #[serde(default)]
     pub(crate) warehouse: WarehouseConfig,
+    #[serde(default)]
+    pub(crate) models: ModelsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelsConfig {
+    /// The models folder, relative to the config file's folder.
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// The source catalog: `sources.toml` in the configured models folder, else
+/// `./models/sources.toml` when it exists, else the one built into gold.
+pub(crate) fn source_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<ingest::SourceCatalog> {
+    let configured = config.models.dir.as_ref().map(|d| config_dir.map_or_else(|| d.clone(), |base| base.join(d)));
+    let path = match configured {
+        Some(dir) => Some(dir.join("sources.toml")),
+        None => Some(PathBuf::from("models/sources.toml")).filter(|p| p.is_file()),
+    };
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| UserError(format!("cannot read {}: {e}", path.display())))?;
+            Ok(ingest::SourceCatalog::parse(&text, &path.display().to_string())?)
+        }
+        None => Ok(ingest::SourceCatalog::default_catalog()?),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         e.is::<UserError>()
             || e.downcast_ref::<synth::Error>().is_some_and(synth::Error::is_user_error)
             || e.downcast_ref::<storage::Error>().is_some_and(storage::Error::is_user_error)
+            || e.downcast_ref::<ingest::Error>().is_some_and(ingest::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -51,7 +52,7 @@ fn init_logging(cli: &Cli) {
         (_, 1) => "debug",
         _ => "trace",
     };
-    let default = format!("warn,gold={ours},gold_cli={ours},synth={ours},storage={ours}");
+    let default = format!("warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours}");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
@@ -99,6 +100,13 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         Command::Generate(args) => commands::generate(args, cli.quiet > 0, printer).await,
         Command::Init(args) => commands::init(args, printer),
         Command::Runs => commands::runs(&warehouse, printer).await,
-        Command::Demo(args) => commands::demo(args, &warehouse, cli.quiet > 0, printer).await,
+        Command::Demo(args) => {
+            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
+            commands::demo(args, &warehouse, &catalog, cli.quiet > 0, printer).await
+        }
+        Command::Ingest(args) => {
+            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
+            commands::ingest(args, &warehouse, &catalog, printer).await
+        }
     }
 }

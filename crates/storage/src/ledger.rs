@@ -157,8 +157,8 @@ impl<'w> Ledger<'w> {
 
     /// Records a finished run (one commit) and returns the ledger version.
     pub async fn finish(&self, run: &RunContext, record: RunRecord) -> Result<i64> {
-        let batch = to_batch(&[record]).map_err(|source| Error::Arrow { table: LEDGER_TABLE.into(), source })?;
-        self.warehouse.append(&self.name, vec![batch], Commit { run, operation: "ledger.record" }).await
+        let batch = to_batch(&[record]).map_err(arrow_err)?;
+        self.warehouse.append(&self.name, vec![batch], &Commit::new(run, "ledger.record")).await
     }
 
     /// Every run, oldest first. An empty list if no run was recorded yet.
@@ -226,6 +226,10 @@ fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::erro
     )
 }
 
+fn arrow_err(source: deltalake::arrow::error::ArrowError) -> Error {
+    Error::Arrow { table: LEDGER_TABLE.into(), source: Box::new(source) }
+}
+
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| Error::Ledger(format!("column {name} is missing")))
 }
@@ -233,7 +237,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 /// A string column as plain `Utf8`, whatever string type the reader chose.
 fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     let col = column(batch, name)?;
-    let utf8 = cast(col, &DataType::Utf8).map_err(|source| Error::Arrow { table: LEDGER_TABLE.into(), source })?;
+    let utf8 = cast(col, &DataType::Utf8).map_err(arrow_err)?;
     Ok(utf8.as_string::<i32>().clone())
 }
 

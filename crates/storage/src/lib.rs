@@ -51,21 +51,21 @@ pub enum Error {
     Delta {
         table: String,
         #[source]
-        source: deltalake::DeltaTableError,
+        source: Box<deltalake::DeltaTableError>,
     },
     /// A query over a table failed.
     #[error("query on {table}: {source}")]
     Query {
         table: String,
         #[source]
-        source: deltalake::datafusion::error::DataFusionError,
+        source: Box<deltalake::datafusion::error::DataFusionError>,
     },
     /// Building or reading Arrow data failed.
     #[error("arrow data for {table}: {source}")]
     Arrow {
         table: String,
         #[source]
-        source: deltalake::arrow::error::ArrowError,
+        source: Box<deltalake::arrow::error::ArrowError>,
     },
     /// Data that gold refuses to write, such as `Utf8View` columns.
     #[error("table {table}: {reason}")]

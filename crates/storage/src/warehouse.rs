@@ -8,7 +8,9 @@ use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
@@ -47,21 +49,62 @@ impl fmt::Display for TableName {
 }
 
 /// What a commit is: the run that makes it and the operation, both written
-/// into the Delta commit info as `gold.run_id` and `gold.operation`.
-#[derive(Clone, Copy, Debug)]
+/// into the Delta commit info as `gold.run_id` and `gold.operation`, plus
+/// optional extra commit metadata, an application transaction (Delta
+/// `txn`) for exactly-once writes, and partition columns.
+#[derive(Clone, Debug)]
 pub struct Commit<'a> {
-    pub run: &'a RunContext,
-    pub operation: &'a str,
+    run: &'a RunContext,
+    operation: &'a str,
+    metadata: Vec<(String, serde_json::Value)>,
+    txn: Option<(String, i64)>,
+    partition_by: Vec<String>,
+    merge_schema: bool,
 }
 
-impl Commit<'_> {
+impl<'a> Commit<'a> {
+    pub fn new(run: &'a RunContext, operation: &'a str) -> Self {
+        Self { run, operation, metadata: Vec::new(), txn: None, partition_by: Vec::new(), merge_schema: false }
+    }
+
+    /// Adds `gold.<key>` to the commit info.
+    pub fn with_metadata(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.metadata.push((format!("gold.{key}"), value));
+        self
+    }
+
+    /// Records application transaction `(app_id, version)` in the same
+    /// commit; [`Warehouse::txn_version`] reads it back.
+    pub fn with_txn(mut self, app_id: &str, version: i64) -> Self {
+        self.txn = Some((app_id.to_string(), version));
+        self
+    }
+
+    /// Partitions a new table by these columns.
+    pub fn partitioned_by(mut self, columns: &[&str]) -> Self {
+        self.partition_by = columns.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// Lets the write add columns the table does not have yet.
+    pub fn merging_schema(mut self) -> Self {
+        self.merge_schema = true;
+        self
+    }
+
     fn properties(&self) -> CommitProperties {
-        CommitProperties::default().with_metadata([
+        let mut metadata = vec![
             ("gold.run_id".to_string(), serde_json::json!(self.run.id.0)),
             ("gold.run_kind".to_string(), serde_json::json!(self.run.kind.as_str())),
             ("gold.operation".to_string(), serde_json::json!(self.operation)),
             ("gold.logical_date".to_string(), serde_json::json!(self.run.clock.logical_date().to_string())),
-        ])
+        ];
+        metadata.extend(self.metadata.iter().cloned());
+        let mut properties = CommitProperties::default().with_metadata(metadata);
+        if let Some((app_id, version)) = &self.txn {
+            properties = properties.with_application_transaction(Transaction::new(app_id, *version));
+        }
+        properties
     }
 }
 
@@ -73,7 +116,7 @@ pub struct Warehouse {
 }
 
 fn delta_err(table: &TableName) -> impl FnOnce(DeltaTableError) -> Error + '_ {
-    move |source| Error::Delta { table: table.to_string(), source }
+    move |source| Error::Delta { table: table.to_string(), source: Box::new(source) }
 }
 
 impl Warehouse {
@@ -169,19 +212,45 @@ impl Warehouse {
 
     /// Appends `batches` in one commit, creating the table on first use.
     /// Returns the new version.
-    pub async fn append(&self, name: &TableName, batches: Vec<RecordBatch>, commit: Commit<'_>) -> Result<i64> {
+    pub async fn append(&self, name: &TableName, batches: Vec<RecordBatch>, commit: &Commit<'_>) -> Result<i64> {
         check_plain_strings(name, &batches)?;
         let table = self.handle_for_write(name).await?;
-        let written = table
+        let mut write = table
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(commit.properties())
-            .await
-            .map_err(delta_err(name))?;
+            .with_partition_columns(commit.partition_by.clone())
+            .with_commit_properties(commit.properties());
+        if commit.merge_schema {
+            write = write.with_schema_mode(SchemaMode::Merge);
+        }
+        let written = write.await.map_err(delta_err(name))?;
         written
             .version()
             .and_then(|v| i64::try_from(v).ok())
             .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+    }
+
+    /// The last version recorded for application transaction `app_id`, or
+    /// `None` if the table or the transaction does not exist.
+    pub async fn txn_version(&self, name: &TableName, app_id: &str) -> Result<Option<i64>> {
+        let Some(table) = self.load(name).await? else { return Ok(None) };
+        let state = table.snapshot().map_err(delta_err(name))?;
+        state.transaction_version(table.log_store().as_ref(), app_id).await.map_err(delta_err(name))
+    }
+
+    /// The `gold.*` commit metadata of the newest `limit` commits.
+    pub async fn commit_metadata(
+        &self,
+        name: &TableName,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        use futures::TryStreamExt;
+        let Some(table) = self.load(name).await? else { return Ok(Vec::new()) };
+        let infos: Vec<_> = table.history(Some(limit)).try_collect().await.map_err(delta_err(name))?;
+        Ok(infos
+            .into_iter()
+            .map(|info| info.info.into_iter().filter(|(k, _)| k.starts_with("gold.")).collect())
+            .collect())
     }
 
     /// Every row of the table at `version` (latest if `None`), in file order.
@@ -190,7 +259,7 @@ impl Warehouse {
             Some(v) => self.load_version(name, v).await?,
             None => self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?,
         };
-        let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source };
+        let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
         let ctx = SessionContext::new();
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
         let provider = table.table_provider().await.map_err(&query_err)?;

@@ -48,15 +48,12 @@ pub(crate) struct MemberTable {
 
 /// `url` with any password replaced, safe to print.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -90,6 +87,7 @@ impl MemberTable {
         let url = if dialect == Dialect::MySql { url.replacen("mariadb:", "mysql:", 1) } else { url.to_string() };
         let db_err = |source: sqlx::Error| Error::Database { url: shown.clone(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(db_err)?.disable_statement_logging();
+        tracing::debug!(url = %shown, table, "writing the member table");
         let pool = AnyPoolOptions::new().max_connections(1).connect_with(options).await.map_err(db_err)?;
         let ddl = match dialect {
             Dialect::Sqlite => format!(

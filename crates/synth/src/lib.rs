@@ -202,6 +202,13 @@ pub async fn generate(config: &Config, progress: &mut dyn FnMut(u64, u64)) -> Re
             file: e.file,
             name: e.name,
         });
+        tracing::debug!(
+            pass = p + 1,
+            of = passes.len(),
+            first_day = range.start,
+            last_day = range.end - 1,
+            "generating day folders"
+        );
         let mut landing = Landing::new(&config.out, config.start_date, range.clone(), pass_extra);
         let mut out = Out { landing: &mut landing, truth: &mut truth };
         world.write_reference(&mut out)?;
@@ -263,6 +270,7 @@ pub async fn generate(config: &Config, progress: &mut dyn FnMut(u64, u64)) -> Re
         member_table_rows,
     };
     write_manifest(config, &summary)?;
+    tracing::debug!(rows = summary.rows, defects = summary.defects, fraud_labels = summary.fraud_labels, out = %config.out.display(), "generated");
     Ok(summary)
 }
 

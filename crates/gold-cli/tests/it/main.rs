@@ -2,6 +2,7 @@
 //! check its stdout, stderr, exit code and the files it leaves.
 
 mod commands;
+mod ingest;
 mod interop;
 
 use std::path::Path;

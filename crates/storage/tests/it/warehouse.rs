@@ -38,17 +38,8 @@ async fn every_commit_names_its_run_and_operation() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
     let name = TableName::new("bronze_things").unwrap();
-    assert_eq!(
-        warehouse
-            .append(&name, vec![batch(&[1, 2])], Commit { run: &run(7), operation: "ingest.append" })
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        warehouse.append(&name, vec![batch(&[3])], Commit { run: &run(8), operation: "ingest.append" }).await.unwrap(),
-        1
-    );
+    assert_eq!(warehouse.append(&name, vec![batch(&[1, 2])], &Commit::new(&run(7), "ingest.append")).await.unwrap(), 0);
+    assert_eq!(warehouse.append(&name, vec![batch(&[3])], &Commit::new(&run(8), "ingest.append")).await.unwrap(), 1);
     for (version, run_id) in [(0, 7), (1, 8)] {
         let actions = log_actions(&dir.path().join("bronze_things"), version);
         let info = actions.iter().find_map(|a| a.get("commitInfo")).expect("commitInfo");
@@ -63,7 +54,7 @@ async fn tables_use_the_minimal_protocol_and_plain_strings() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
     let name = TableName::new("silver_things").unwrap();
-    warehouse.append(&name, vec![batch(&[1])], Commit { run: &run(1), operation: "test" }).await.unwrap();
+    warehouse.append(&name, vec![batch(&[1])], &Commit::new(&run(1), "test")).await.unwrap();
     let actions = log_actions(&dir.path().join("silver_things"), 0);
     let protocol = actions.iter().find_map(|a| a.get("protocol")).expect("protocol");
     assert_eq!((protocol["minReaderVersion"].as_i64(), protocol["minWriterVersion"].as_i64()), (Some(1), Some(2)));
@@ -74,7 +65,7 @@ async fn tables_use_the_minimal_protocol_and_plain_strings() {
     let view_schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8View, true)]));
     let view = RecordBatch::try_new(view_schema, vec![Arc::new(StringViewArray::from(vec!["a"]))]).unwrap();
     let err = warehouse
-        .append(&TableName::new("silver_views").unwrap(), vec![view], Commit { run: &run(1), operation: "test" })
+        .append(&TableName::new("silver_views").unwrap(), vec![view], &Commit::new(&run(1), "test"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Utf8View"), "{err}");
@@ -87,8 +78,8 @@ async fn time_travel_reads_each_version() {
     let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
     let name = TableName::new("dim_things").unwrap();
     assert!(warehouse.load(&name).await.unwrap().is_none());
-    warehouse.append(&name, vec![batch(&[1, 2])], Commit { run: &run(1), operation: "test" }).await.unwrap();
-    warehouse.append(&name, vec![batch(&[3, 4, 5])], Commit { run: &run(2), operation: "test" }).await.unwrap();
+    warehouse.append(&name, vec![batch(&[1, 2])], &Commit::new(&run(1), "test")).await.unwrap();
+    warehouse.append(&name, vec![batch(&[3, 4, 5])], &Commit::new(&run(2), "test")).await.unwrap();
     assert_eq!(rows(&warehouse.scan(&name, Some(0)).await.unwrap()), 2);
     assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 5);
     let err = warehouse.scan(&TableName::new("dim_nothing").unwrap(), None).await.unwrap_err();

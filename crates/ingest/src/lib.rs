@@ -1,0 +1,424 @@
+//! Bronze ingestion: every declared source into `bronze_<name>`, exactly
+//! once, with nothing lost.
+//!
+//! Sources are declared in `models/sources.toml` ([`SourceCatalog`]): CSV,
+//! newline-delimited JSON (flat or nested) and SQL tables. [`ingest`] reads
+//! every landing day folder up to a date, skips files it has already
+//! ingested (by path and BLAKE3 content hash, in `_gold_ingest_files`),
+//! refuses files that changed under the same name, and writes one Delta
+//! commit per source with the run id and an application transaction. Every
+//! physical row becomes a bronze row with `_batch_id`, `_ingested_at`,
+//! `_source_file`, `_source_row`, `_rescued_data` and `_error`; bronze
+//! tables are partitioned by `_ingest_date`.
+//!
+//! ```no_run
+//! # async fn run(run: &storage::RunContext) -> ingest::Result<()> {
+//! let warehouse = storage::Warehouse::open("./warehouse")?;
+//! let catalog = ingest::SourceCatalog::default_catalog()?;
+//! let options = ingest::IngestOptions { landing: std::path::Path::new("landing"), up_to: run.clock.logical_date() };
+//! let report = ingest::ingest(&warehouse, run, &catalog, &options).await?;
+//! for s in &report.sources {
+//!     println!("{}: {} rows read, {} written, {} rescued", s.source, s.rows_read, s.rows_written, s.rows_rescued);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod bronze;
+mod checkpoint;
+mod files;
+mod model;
+mod sql;
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use storage::{Commit, RunContext, TableName, Warehouse};
+
+pub use bronze::METADATA_COLUMNS;
+pub use checkpoint::{CHECKPOINT_TABLE, Entry};
+pub use model::{ColumnDef, ColumnType, DEFAULT_SOURCES, DriftPolicy, LoadMode, SourceCatalog, SourceDef, SourceKind};
+pub use sql::redact_url;
+
+use crate::bronze::{BatchMeta, BronzeBuilder};
+use crate::checkpoint::{Checkpoint, app_id};
+
+/// Errors of ingestion.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `sources.toml` is invalid.
+    #[error("{origin}: {reason}")]
+    Model { origin: String, reason: String },
+    /// A landing file cannot be ingested as declared.
+    #[error("{file}: {reason}")]
+    BadFile { file: String, reason: String },
+    /// Files already ingested have different contents now.
+    #[error("{} already ingested file(s) changed under the same name, so nothing was ingested: {}", files.len(), files.join(", "))]
+    ChangedFiles { files: Vec<String> },
+    /// A SQL source cannot be read. The location has no password.
+    #[error("source {source_name} ({location}): {reason}")]
+    Source { source_name: String, location: String, reason: String },
+    /// A landing path cannot be read.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The warehouse failed.
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether the user can fix this (bad model, bad or changed file,
+    /// unreachable source), as opposed to a storage fault or a bug.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Model { .. }
+            | Self::BadFile { .. }
+            | Self::ChangedFiles { .. }
+            | Self::Source { .. }
+            | Self::Io { .. } => true,
+            Self::Storage(e) => e.is_user_error(),
+            Self::Internal(_) => false,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where and how far to ingest.
+#[derive(Clone, Copy, Debug)]
+pub struct IngestOptions<'a> {
+    /// The landing root, holding `YYYY-MM-DD/` day folders (and `legacy.db`).
+    pub landing: &'a Path,
+    /// The last day folder to read.
+    pub up_to: NaiveDate,
+}
+
+/// What one source did in a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceReport {
+    pub source: String,
+    pub table: String,
+    pub kind: SourceKind,
+    /// Files (or `sql:<table>`) read in this run.
+    pub read: Vec<String>,
+    /// Files already ingested by an earlier run, skipped.
+    pub already_ingested: usize,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    /// Rows kept with `_rescued_data` or `_error`.
+    pub rows_rescued: u64,
+    pub batch_id: Option<String>,
+    pub bronze_version: Option<i64>,
+    pub checkpoint_version: Option<i64>,
+    pub warnings: Vec<String>,
+}
+
+/// What a run ingested.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngestReport {
+    /// The day folders considered.
+    pub days: Vec<NaiveDate>,
+    pub sources: Vec<SourceReport>,
+}
+
+impl IngestReport {
+    /// (table, version, rows written) for every table this run committed to.
+    pub fn table_versions(&self) -> Vec<(String, i64, i64)> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            if let Some(v) = s.bronze_version {
+                out.push((s.table.clone(), v, s.rows_written as i64));
+            }
+        }
+        if let Some(v) = self.sources.iter().filter_map(|s| s.checkpoint_version).max() {
+            out.push((
+                CHECKPOINT_TABLE.to_string(),
+                v,
+                self.sources.iter().filter(|s| s.checkpoint_version.is_some()).map(|s| s.read.len() as i64).sum(),
+            ));
+        }
+        out
+    }
+
+    /// Rows read, written and rescued over all sources.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.sources.iter().fold((0, 0, 0), |(r, w, x), s| (r + s.rows_read, w + s.rows_written, x + s.rows_rescued))
+    }
+}
+
+/// The day folders of `landing` up to `up_to`, oldest first.
+pub fn day_folders(landing: &Path, up_to: NaiveDate) -> Result<Vec<(NaiveDate, PathBuf)>> {
+    let io = |source| Error::Io { path: landing.display().to_string(), source };
+    let mut days = Vec::new();
+    for entry in std::fs::read_dir(landing).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let Some(date) = entry.file_name().to_str().and_then(|n| NaiveDate::parse_from_str(n, "%Y-%m-%d").ok()) else {
+            continue;
+        };
+        if date <= up_to && entry.path().is_dir() {
+            days.push((date, entry.path()));
+        }
+    }
+    days.sort();
+    Ok(days)
+}
+
+/// A new file of a source: where it is and what it holds.
+struct NewFile {
+    path: PathBuf,
+    rel: String,
+    size: u64,
+    hash: String,
+}
+
+/// The files of one source: new ones, and how many were seen before.
+struct FilePlan {
+    new: Vec<NewFile>,
+    already: usize,
+    /// Days on which no file matched.
+    missing_on: Vec<NaiveDate>,
+}
+
+fn plan_files(
+    source: &SourceDef,
+    days: &[(NaiveDate, PathBuf)],
+    landing: &Path,
+    checkpoint: &Checkpoint,
+    changed: &mut Vec<String>,
+) -> Result<FilePlan> {
+    let pattern = source.location.as_deref().unwrap_or_default();
+    let mut plan = FilePlan { new: Vec::new(), already: 0, missing_on: Vec::new() };
+    for (date, dir) in days {
+        let full = format!("{}/{}", glob::Pattern::escape(&dir.display().to_string()), pattern);
+        let paths = glob::glob(&full).map_err(|e| Error::Model {
+            origin: format!("source {}", source.name),
+            reason: format!("location {pattern:?}: {e}"),
+        })?;
+        let mut found = 0;
+        for path in paths {
+            let path = path.map_err(|e| Error::Io {
+                path: e.path().display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            if !path.is_file() {
+                continue;
+            }
+            found += 1;
+            let rel = path.strip_prefix(landing).unwrap_or(&path).display().to_string();
+            let (size, hash) = files::fingerprint(&path)?;
+            match checkpoint.files.get(&(source.name.clone(), rel.clone())) {
+                Some(Some(old)) if *old == hash => plan.already += 1,
+                Some(_) => changed.push(rel),
+                None => plan.new.push(NewFile { path, rel, size, hash }),
+            }
+        }
+        if found == 0 {
+            plan.missing_on.push(*date);
+        }
+    }
+    Ok(plan)
+}
+
+/// Ingests every active source of `catalog` from the day folders up to
+/// `options.up_to`. Validation (changed files, unreadable days) happens
+/// before any commit; then each source commits once.
+pub async fn ingest(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &SourceCatalog,
+    options: &IngestOptions<'_>,
+) -> Result<IngestReport> {
+    let days = day_folders(options.landing, options.up_to)?;
+    let mut checkpoint = Checkpoint::load(warehouse).await?;
+    let active: Vec<&SourceDef> = catalog.active().collect();
+    for source in &active {
+        let bronze = TableName::new(&source.bronze_table())?;
+        checkpoint.recover(warehouse, run, &source.name, &bronze).await?;
+    }
+
+    let mut changed = Vec::new();
+    let mut plans = Vec::new();
+    for source in &active {
+        plans.push(match source.kind {
+            SourceKind::Sql => None,
+            _ => Some(plan_files(source, &days, options.landing, &checkpoint, &mut changed)?),
+        });
+    }
+    if !changed.is_empty() {
+        return Err(Error::ChangedFiles { files: changed });
+    }
+    // A source missing from a day is worth a warning on the run that reads
+    // that day, not on every later run.
+    let new_days: std::collections::HashSet<String> = plans
+        .iter()
+        .flatten()
+        .flat_map(|p| &p.new)
+        .filter_map(|f| f.rel.split('/').next().map(str::to_string))
+        .collect();
+
+    let meta = |source: &SourceDef, seq: i64| BatchMeta {
+        batch_id: format!("{}-{seq:06}", source.name),
+        ingested_at_micros: run.clock.now().timestamp_micros(),
+        ingest_date: deltalake::arrow::datatypes::Date32Type::from_naive_date(run.clock.logical_date()),
+    };
+    let mut reports = Vec::new();
+    for (source, plan) in active.into_iter().zip(plans) {
+        let seq = checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
+        let meta = meta(source, seq);
+        let mut builder = BronzeBuilder::new(source, meta.clone())?;
+        let mut report = SourceReport {
+            source: source.name.clone(),
+            table: source.bronze_table(),
+            kind: source.kind,
+            read: Vec::new(),
+            already_ingested: 0,
+            rows_read: 0,
+            rows_written: 0,
+            rows_rescued: 0,
+            batch_id: None,
+            bronze_version: None,
+            checkpoint_version: None,
+            warnings: Vec::new(),
+        };
+        let mut entries = Vec::new();
+        match plan {
+            Some(plan) => {
+                report.already_ingested = plan.already;
+                let location = source.location.as_deref().unwrap_or_default();
+                report.warnings = plan
+                    .missing_on
+                    .iter()
+                    .filter(|d| new_days.contains(&d.to_string()))
+                    .map(|d| format!("{d}: no file matches {location}"))
+                    .collect();
+                for file in &plan.new {
+                    let before = builder.rows;
+                    let notes = match source.kind {
+                        SourceKind::Csv => files::read_csv(&file.path, &file.rel, source, &mut builder)?,
+                        _ => files::read_ndjson(&file.path, &file.rel, source, &mut builder)?,
+                    };
+                    if !notes.missing_columns.is_empty() {
+                        report.warnings.push(format!(
+                            "{}: missing declared column(s) {}, ingested as NULL",
+                            file.rel,
+                            notes.missing_columns.join(", ")
+                        ));
+                    }
+                    if !notes.extra_columns.is_empty() {
+                        let policy = match source.drift {
+                            DriftPolicy::Rescue => "kept in _rescued_data",
+                            DriftPolicy::AddColumn => "added to the table",
+                            DriftPolicy::Fail => "refused",
+                        };
+                        report.warnings.push(format!(
+                            "{}: undeclared column(s) {}, {policy}",
+                            file.rel,
+                            notes.extra_columns.join(", ")
+                        ));
+                    }
+                    let rows = builder.rows - before;
+                    if rows == 0 {
+                        report.warnings.push(format!("{}: no rows", file.rel));
+                    }
+                    report.read.push(file.rel.clone());
+                    entries.push(Entry {
+                        source: source.name.clone(),
+                        batch_seq: seq,
+                        batch_id: meta.batch_id.clone(),
+                        run_id: run.id.0,
+                        path: file.rel.clone(),
+                        size: Some(file.size as i64),
+                        hash: Some(file.hash.clone()),
+                        rows: rows as i64,
+                        watermark: None,
+                    });
+                }
+            }
+            None => {
+                let url = match source.url_env.as_deref().and_then(|v| std::env::var(v).ok()).filter(|v| !v.is_empty())
+                {
+                    Some(url) => url,
+                    None => {
+                        let db = options.landing.join("legacy.db");
+                        if !db.is_file() {
+                            return Err(Error::Source {
+                                source_name: source.name.clone(),
+                                location: db.display().to_string(),
+                                reason: format!(
+                                    "no database: set {} or generate a landing with legacy.db",
+                                    source.url_env.as_deref().unwrap_or("url_env")
+                                ),
+                            });
+                        }
+                        format!("sqlite://{}?mode=ro", db.display())
+                    }
+                };
+                let since = (source.load == LoadMode::Incremental)
+                    .then(|| checkpoint.watermark.get(&source.name).cloned())
+                    .flatten();
+                let read = sql::read_table(source, &url, since.as_deref(), &mut builder).await?;
+                let path = format!("sql:{}", source.table.as_deref().unwrap_or_default());
+                // A full load of an unchanged table is nothing new.
+                let unchanged = source.load == LoadMode::Full
+                    && checkpoint.files.get(&(source.name.clone(), path.clone()))
+                        == Some(&Some(read.content_hash.clone()));
+                if unchanged {
+                    report.already_ingested = 1;
+                    reports.push(report);
+                    continue;
+                }
+                if read.rows > 0 {
+                    report.read.push(path.clone());
+                    entries.push(Entry {
+                        source: source.name.clone(),
+                        batch_seq: seq,
+                        batch_id: meta.batch_id.clone(),
+                        run_id: run.id.0,
+                        path,
+                        size: None,
+                        hash: Some(read.content_hash.clone()),
+                        rows: read.rows as i64,
+                        watermark: read.watermark,
+                    });
+                }
+                tracing::debug!(source = %source.name, url = %read.shown_url, rows = read.rows, "read sql source");
+            }
+        }
+        report.rows_read = builder.rows;
+        report.rows_rescued = builder.rescued_rows;
+        let batches = builder.finish()?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows as u64 != report.rows_read {
+            return Err(Error::Internal(format!("{}: read {} rows but built {rows}", source.name, report.rows_read)));
+        }
+        if entries.is_empty() {
+            reports.push(report);
+            continue;
+        }
+        report.batch_id = Some(meta.batch_id.clone());
+        if rows > 0 {
+            let table = TableName::new(&source.bronze_table())?;
+            let mut commit = Commit::new(run, "ingest")
+                .with_txn(&app_id(&source.name), seq)
+                .with_metadata("source", serde_json::json!(source.name))
+                .with_metadata("batch_seq", serde_json::json!(seq))
+                .with_metadata("batch_id", serde_json::json!(meta.batch_id))
+                .with_metadata("files", serde_json::to_value(&entries).map_err(|e| Error::Internal(e.to_string()))?)
+                .partitioned_by(&["_ingest_date"]);
+            if source.drift == DriftPolicy::AddColumn {
+                commit = commit.merging_schema();
+            }
+            report.bronze_version = Some(warehouse.append(&table, batches, &commit).await?);
+            report.rows_written = rows as u64;
+        }
+        report.checkpoint_version = Some(checkpoint.record(warehouse, run, &source.name, seq, &entries).await?);
+        reports.push(report);
+    }
+    Ok(IngestReport { days: days.into_iter().map(|(d, _)| d).collect(), sources: reports })
+}
