@@ -382,31 +382,34 @@ impl BronzeBuilder {
         Ok(())
     }
 
-    /// All batches, with one schema: batches from before an extra column
-    /// appeared get it as NULLs.
+    /// The batches built so far (each batch has the columns known when it
+    /// was cut; see [`unify`]).
     pub(crate) fn finish(mut self) -> Result<Vec<RecordBatch>> {
         self.flush()?;
-        let Some(widest) = self.batches.iter().map(|b| b.schema()).max_by_key(|s| s.fields().len()) else {
-            return Ok(Vec::new());
-        };
-        self.batches
-            .into_iter()
-            .map(|b| {
-                if b.schema().fields().len() == widest.fields().len() {
-                    return Ok(b);
-                }
-                let columns = widest
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        b.column_by_name(f.name())
-                            .cloned()
-                            .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
-                    })
-                    .collect();
-                RecordBatch::try_new(widest.clone(), columns)
-                    .map_err(|e| Error::Internal(format!("widening a batch: {e}")))
-            })
-            .collect()
+        Ok(self.batches)
     }
+}
+
+/// Gives all batches one schema: batches from before an extra column
+/// appeared (or from another reader) get it as NULLs.
+pub(crate) fn unify(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let Some(widest) = batches.iter().map(|b| b.schema()).max_by_key(|s| s.fields().len()) else {
+        return Ok(Vec::new());
+    };
+    batches
+        .into_iter()
+        .map(|b| {
+            if b.schema().fields().len() == widest.fields().len() {
+                return Ok(b);
+            }
+            let columns = widest
+                .fields()
+                .iter()
+                .map(|f| {
+                    b.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
+                })
+                .collect();
+            RecordBatch::try_new(widest.clone(), columns).map_err(|e| Error::Internal(format!("widening a batch: {e}")))
+        })
+        .collect()
 }

@@ -225,6 +225,60 @@ fn plan_files(
     Ok(plan)
 }
 
+/// One file's outcome: its notes and the rows it gave.
+struct FileRead {
+    notes: files::FileNotes,
+    rows: u64,
+}
+
+/// What reading a source's files gave: the batches, each file's outcome
+/// (by its position in the file list) and the rows rescued.
+struct FilesRead {
+    batches: Vec<deltalake::arrow::array::RecordBatch>,
+    reads: Vec<(usize, FileRead)>,
+    rescued: u64,
+}
+
+/// Reads the new files of a source on every core: each worker fills its own
+/// builder with every n-th file. Returns the batches, each file's outcome
+/// (in `files` order) and the rows rescued.
+fn read_files(source: &SourceDef, files: &[NewFile], meta: &BatchMeta) -> Result<FilesRead> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(files.len()).max(1);
+    let results: Vec<Result<FilesRead>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    let mut builder = BronzeBuilder::new(source, meta.clone())?;
+                    let mut reads = Vec::new();
+                    for (i, file) in files.iter().enumerate().skip(w).step_by(workers) {
+                        let before = builder.rows;
+                        let notes = match source.kind {
+                            SourceKind::Csv => files::read_csv(&file.path, &file.rel, source, &mut builder)?,
+                            _ => files::read_ndjson(&file.path, &file.rel, source, &mut builder)?,
+                        };
+                        reads.push((i, FileRead { notes, rows: builder.rows - before }));
+                    }
+                    let rescued = builder.rescued_rows;
+                    Ok(FilesRead { batches: builder.finish()?, reads, rescued })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a file reader panicked".into()))))
+            .collect()
+    });
+    let mut all = FilesRead { batches: Vec::new(), reads: Vec::new(), rescued: 0 };
+    for r in results {
+        let r = r?;
+        all.batches.extend(r.batches);
+        all.reads.extend(r.reads);
+        all.rescued += r.rescued;
+    }
+    all.reads.sort_by_key(|(i, _)| *i);
+    Ok(all)
+}
+
 /// Ingests every active source of `catalog` from the day folders up to
 /// `options.up_to`. Validation (changed files, unreadable days) happens
 /// before any commit; then each source commits once.
@@ -271,7 +325,7 @@ pub async fn ingest(
     for (source, plan) in active.into_iter().zip(plans) {
         let seq = checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
         let meta = meta(source, seq);
-        let mut builder = BronzeBuilder::new(source, meta.clone())?;
+        let (mut batches, mut rows_read, mut rescued_rows) = (Vec::new(), 0u64, 0u64);
         let mut report = SourceReport {
             source: source.name.clone(),
             table: source.bronze_table(),
@@ -297,12 +351,11 @@ pub async fn ingest(
                     .filter(|d| new_days.contains(&d.to_string()))
                     .map(|d| format!("{d}: no file matches {location}"))
                     .collect();
-                for file in &plan.new {
-                    let before = builder.rows;
-                    let notes = match source.kind {
-                        SourceKind::Csv => files::read_csv(&file.path, &file.rel, source, &mut builder)?,
-                        _ => files::read_ndjson(&file.path, &file.rel, source, &mut builder)?,
-                    };
+                let read = read_files(source, &plan.new, &meta)?;
+                batches.extend(read.batches);
+                rescued_rows += read.rescued;
+                for (file, (_, FileRead { notes, rows })) in plan.new.iter().zip(read.reads) {
+                    rows_read += rows;
                     if !notes.missing_columns.is_empty() {
                         report.warnings.push(format!(
                             "{}: missing declared column(s) {}, ingested as NULL",
@@ -322,7 +375,6 @@ pub async fn ingest(
                             notes.extra_columns.join(", ")
                         ));
                     }
-                    let rows = builder.rows - before;
                     if rows == 0 {
                         report.warnings.push(format!("{}: no rows", file.rel));
                     }
@@ -362,7 +414,11 @@ pub async fn ingest(
                 let since = (source.load == LoadMode::Incremental)
                     .then(|| checkpoint.watermark.get(&source.name).cloned())
                     .flatten();
+                let mut builder = BronzeBuilder::new(source, meta.clone())?;
                 let read = sql::read_table(source, &url, since.as_deref(), &mut builder).await?;
+                rows_read = builder.rows;
+                rescued_rows = builder.rescued_rows;
+                batches = builder.finish()?;
                 let path = format!("sql:{}", source.table.as_deref().unwrap_or_default());
                 // A full load of an unchanged table is nothing new.
                 let unchanged = source.load == LoadMode::Full
@@ -390,9 +446,9 @@ pub async fn ingest(
                 tracing::debug!(source = %source.name, url = %read.shown_url, rows = read.rows, "read sql source");
             }
         }
-        report.rows_read = builder.rows;
-        report.rows_rescued = builder.rescued_rows;
-        let batches = builder.finish()?;
+        report.rows_read = rows_read;
+        report.rows_rescued = rescued_rows;
+        let batches = bronze::unify(batches)?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows as u64 != report.rows_read {
             return Err(Error::Internal(format!("{}: read {} rows but built {rows}", source.name, report.rows_read)));

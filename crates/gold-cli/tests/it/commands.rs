@@ -128,7 +128,7 @@ fn help_and_version_exit_0() {
 fn config_file_sets_the_warehouse_and_typos_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     gold_ok(dir.path(), &["init", "proj"]);
-    assert!(dir.path().join("proj/gold.toml").is_file() && dir.path().join("proj/models/README.md").is_file());
+    assert!(dir.path().join("proj/gold.toml").is_file() && dir.path().join("proj/models/sources.toml").is_file());
     let o = gold(dir.path(), &["init", "proj"]);
     assert_eq!(o.status.code(), Some(1), "init refuses to overwrite: {}", stderr(&o));
     gold_ok(dir.path(), &["init", "proj", "--force"]);
