@@ -19,6 +19,7 @@ const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
 const INIT_FILES: &[(&str, &str)] = &[
     ("gold.toml", include_str!("../templates/gold.toml")),
     ("models/README.md", include_str!("../../../models/README.md")),
+    ("models/sources.toml", ingest::DEFAULT_SOURCES),
 ];
 
 fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
