@@ -194,35 +194,67 @@ fn plan_files(
 ) -> Result<FilePlan> {
     let pattern = source.location.as_deref().unwrap_or_default();
     let mut plan = FilePlan { new: Vec::new(), already: 0, missing_on: Vec::new() };
+    let mut found: Vec<PathBuf> = Vec::new();
     for (date, dir) in days {
         let full = format!("{}/{}", glob::Pattern::escape(&dir.display().to_string()), pattern);
         let paths = glob::glob(&full).map_err(|e| Error::Model {
             origin: format!("source {}", source.name),
             reason: format!("location {pattern:?}: {e}"),
         })?;
-        let mut found = 0;
+        let before = found.len();
         for path in paths {
             let path = path.map_err(|e| Error::Io {
                 path: e.path().display().to_string(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            if !path.is_file() {
-                continue;
-            }
-            found += 1;
-            let rel = path.strip_prefix(landing).unwrap_or(&path).display().to_string();
-            let (size, hash) = files::fingerprint(&path)?;
-            match checkpoint.files.get(&(source.name.clone(), rel.clone())) {
-                Some(Some(old)) if *old == hash => plan.already += 1,
-                Some(_) => changed.push(rel),
-                None => plan.new.push(NewFile { path, rel, size, hash }),
+            if path.is_file() {
+                found.push(path);
             }
         }
-        if found == 0 {
+        if found.len() == before {
             plan.missing_on.push(*date);
         }
     }
+    for (path, (size, hash)) in found.iter().zip(fingerprint_all(&found)?) {
+        let rel = path.strip_prefix(landing).unwrap_or(path).display().to_string();
+        match checkpoint.files.get(&(source.name.clone(), rel.clone())) {
+            Some(Some(old)) if *old == hash => plan.already += 1,
+            Some(_) => changed.push(rel),
+            None => plan.new.push(NewFile { path: path.clone(), rel, size, hash }),
+        }
+    }
     Ok(plan)
+}
+
+/// Runs `work(worker, workers)` on one thread per core (at most `items`
+/// threads) and returns each worker's result, in worker order. A worker
+/// takes every `workers`-th item from its own index on.
+fn on_every_core<T: Send>(items: usize, work: impl Fn(usize, usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(items).max(1);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers).map(|w| scope.spawn(move || work(w, workers))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("an ingest worker panicked".into()))))
+            .collect()
+    })
+}
+
+/// Size and hash of every file, on every core, in `paths` order.
+fn fingerprint_all(paths: &[PathBuf]) -> Result<Vec<(u64, String)>> {
+    let parts = on_every_core(paths.len(), |w, workers| {
+        paths
+            .iter()
+            .enumerate()
+            .skip(w)
+            .step_by(workers)
+            .map(|(i, p)| files::fingerprint(p).map(|f| (i, f)))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut all: Vec<_> = parts.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, f)| f).collect())
 }
 
 /// One file's outcome: its notes and the rows it gave.
@@ -243,37 +275,25 @@ struct FilesRead {
 /// builder with every n-th file. Returns the batches, each file's outcome
 /// (in `files` order) and the rows rescued.
 fn read_files(source: &SourceDef, files: &[NewFile], meta: &BatchMeta) -> Result<FilesRead> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(files.len()).max(1);
-    let results: Vec<Result<FilesRead>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                scope.spawn(move || {
-                    let mut builder = BronzeBuilder::new(source, meta.clone())?;
-                    let mut reads = Vec::new();
-                    for (i, file) in files.iter().enumerate().skip(w).step_by(workers) {
-                        let before = builder.rows;
-                        let notes = match source.kind {
-                            SourceKind::Csv => files::read_csv(&file.path, &file.rel, source, &mut builder)?,
-                            _ => files::read_ndjson(&file.path, &file.rel, source, &mut builder)?,
-                        };
-                        reads.push((i, FileRead { notes, rows: builder.rows - before }));
-                    }
-                    let rescued = builder.rescued_rows;
-                    Ok(FilesRead { batches: builder.finish()?, reads, rescued })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a file reader panicked".into()))))
-            .collect()
-    });
+    let parts = on_every_core(files.len(), |w, workers| {
+        let mut builder = BronzeBuilder::new(source, meta.clone())?;
+        let mut reads = Vec::new();
+        for (i, file) in files.iter().enumerate().skip(w).step_by(workers) {
+            let before = builder.rows;
+            let notes = match source.kind {
+                SourceKind::Csv => files::read_csv(&file.path, &file.rel, source, &mut builder)?,
+                _ => files::read_ndjson(&file.path, &file.rel, source, &mut builder)?,
+            };
+            reads.push((i, FileRead { notes, rows: builder.rows - before }));
+        }
+        let rescued = builder.rescued_rows;
+        Ok(FilesRead { batches: builder.finish()?, reads, rescued })
+    })?;
     let mut all = FilesRead { batches: Vec::new(), reads: Vec::new(), rescued: 0 };
-    for r in results {
-        let r = r?;
-        all.batches.extend(r.batches);
-        all.reads.extend(r.reads);
-        all.rescued += r.rescued;
+    for part in parts {
+        all.batches.extend(part.batches);
+        all.reads.extend(part.reads);
+        all.rescued += part.rescued;
     }
     all.reads.sort_by_key(|(i, _)| *i);
     Ok(all)
@@ -296,6 +316,7 @@ pub async fn ingest(
         checkpoint.recover(warehouse, run, &source.name, &bronze).await?;
     }
 
+    let planning = std::time::Instant::now();
     let mut changed = Vec::new();
     let mut plans = Vec::new();
     for source in &active {
@@ -304,6 +325,7 @@ pub async fn ingest(
             _ => Some(plan_files(source, &days, options.landing, &checkpoint, &mut changed)?),
         });
     }
+    tracing::debug!(seconds = planning.elapsed().as_secs_f64(), "listed and fingerprinted the landing files");
     if !changed.is_empty() {
         return Err(Error::ChangedFiles { files: changed });
     }
@@ -325,6 +347,7 @@ pub async fn ingest(
     for (source, plan) in active.into_iter().zip(plans) {
         let seq = checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
         let meta = meta(source, seq);
+        let reading = std::time::Instant::now();
         let (mut batches, mut rows_read, mut rescued_rows) = (Vec::new(), 0u64, 0u64);
         let mut report = SourceReport {
             source: source.name.clone(),
@@ -470,7 +493,10 @@ pub async fn ingest(
             if source.drift == DriftPolicy::AddColumn {
                 commit = commit.merging_schema();
             }
+            let read_seconds = reading.elapsed().as_secs_f64();
+            let writing = std::time::Instant::now();
             report.bronze_version = Some(warehouse.append(&table, batches, &commit).await?);
+            tracing::debug!(source = %source.name, rows, read_seconds, write_seconds = writing.elapsed().as_secs_f64(), "committed to bronze");
             report.rows_written = rows as u64;
         }
         report.checkpoint_version = Some(checkpoint.record(warehouse, run, &source.name, seq, &entries).await?);
