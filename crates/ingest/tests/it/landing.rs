@@ -2,7 +2,7 @@
 //! rescued rows, exactly-once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ingest::SourceCatalog;
 use storage::Warehouse;
@@ -24,14 +24,26 @@ fn source_lines(landing: &Path, file_name: &str) -> usize {
     n
 }
 
+/// A generated landing, an empty warehouse and the shipped sources.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    landing: PathBuf,
+    wh_dir: PathBuf,
+    warehouse: Warehouse,
+    catalog: SourceCatalog,
+}
+
+async fn fixture(members: u64, days: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (landing, wh_dir) = (dir.path().join("landing"), dir.path().join("wh"));
+    generate(&landing, members, days).await;
+    let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
+    Fixture { _dir: dir, landing, wh_dir, warehouse, catalog: SourceCatalog::default_catalog().unwrap() }
+}
+
 #[tokio::test]
 async fn bronze_counts_equal_source_counts_and_a_rerun_adds_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = dir.path().join("landing");
-    let wh_dir = dir.path().join("wh");
-    generate(&landing, 400, 3).await;
-    let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
-    let catalog = SourceCatalog::default_catalog().unwrap();
+    let Fixture { _dir: _keep, landing, wh_dir, warehouse, catalog } = fixture(400, 3).await;
     let last = date("2024-12-31");
 
     let report = ingest(&warehouse, 1, &catalog, &landing, last).await.unwrap();
@@ -122,11 +134,7 @@ async fn bronze_counts_equal_source_counts_and_a_rerun_adds_nothing() {
 
 #[tokio::test]
 async fn later_days_wait_for_their_date_and_missing_sources_are_warnings() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = dir.path().join("landing");
-    generate(&landing, 150, 3).await;
-    let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
-    let catalog = SourceCatalog::default_catalog().unwrap();
+    let Fixture { _dir: _keep, landing, warehouse, catalog, .. } = fixture(150, 3).await;
 
     let first = ingest(&warehouse, 1, &catalog, &landing, date("2024-12-29")).await.unwrap();
     assert_eq!(first.days, [date("2024-12-29")]);
@@ -149,12 +157,7 @@ async fn later_days_wait_for_their_date_and_missing_sources_are_warnings() {
 
 #[tokio::test]
 async fn a_changed_file_is_refused_and_nothing_is_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = dir.path().join("landing");
-    let wh_dir = dir.path().join("wh");
-    generate(&landing, 100, 2).await;
-    let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
-    let catalog = SourceCatalog::default_catalog().unwrap();
+    let Fixture { _dir: _keep, landing, wh_dir, warehouse, catalog } = fixture(100, 2).await;
     ingest(&warehouse, 1, &catalog, &landing, date("2024-12-29")).await.unwrap();
     let before = latest_version(&wh_dir, "bronze_members");
 
@@ -169,12 +172,7 @@ async fn a_changed_file_is_refused_and_nothing_is_committed() {
 
 #[tokio::test]
 async fn a_lost_checkpoint_commit_is_completed_from_bronze_without_rereading() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = dir.path().join("landing");
-    let wh_dir = dir.path().join("wh");
-    generate(&landing, 100, 2).await;
-    let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
-    let catalog = SourceCatalog::default_catalog().unwrap();
+    let Fixture { _dir: _keep, landing, wh_dir, warehouse, catalog } = fixture(100, 2).await;
     let first = ingest(&warehouse, 1, &catalog, &landing, date("2024-12-30")).await.unwrap();
     let counts: Vec<usize> = futures_counts(&warehouse, &first).await;
 

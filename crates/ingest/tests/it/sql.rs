@@ -65,20 +65,7 @@ async fn change_four_rows(url: &str, table: &str) {
     } else {
         ("'1980-01-01'", "'2030-12-31'")
     };
-    let cols = [
-        "MemberID",
-        "Name",
-        "DOB",
-        "Gender",
-        "Region",
-        "PlanType",
-        "EffectiveDate",
-        "Email",
-        "IsActive",
-        "LastUpdated",
-    ]
-    .map(q)
-    .join(",");
+    let cols = synth::SourceFile::Members.header().unwrap().iter().map(|c| q(c)).collect::<Vec<_>>().join(",");
     let sql = format!(
         "INSERT INTO {table} ({cols}) VALUES ('M09999999','New Member',{d1},'F','Northeast','HMO',{d2},'new@example.com',1.0,{ts})"
     );
