@@ -39,7 +39,6 @@ use storage::{Commit, RunContext, TableName, Warehouse};
 pub use bronze::METADATA_COLUMNS;
 pub use checkpoint::{CHECKPOINT_TABLE, Entry};
 pub use model::{ColumnDef, ColumnType, DEFAULT_SOURCES, DriftPolicy, LoadMode, SourceCatalog, SourceDef, SourceKind};
-pub use sql::redact_url;
 
 use crate::bronze::{BatchMeta, BronzeBuilder};
 use crate::checkpoint::{Checkpoint, app_id};

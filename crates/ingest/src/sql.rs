@@ -4,31 +4,12 @@
 //! same bronze rows.
 
 use futures::TryStreamExt;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Row};
-use std::str::FromStr;
+use sqldb::Dialect;
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::bronze::{BronzeBuilder, parse_timestamp};
 use crate::model::{LoadMode, SourceDef};
 use crate::{Error, Result};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-/// `url` with any password replaced, safe to print.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
 
 /// What a SQL read returned.
 pub(crate) struct SqlRead {
@@ -41,13 +22,6 @@ pub(crate) struct SqlRead {
     pub(crate) content_hash: String,
 }
 
-fn quote(dialect: Dialect, name: &str) -> String {
-    match dialect {
-        Dialect::MySql => format!("`{}`", name.replace('`', "``")),
-        _ => format!("\"{}\"", name.replace('"', "\"\"")),
-    }
-}
-
 /// Reads `source` from the database at `url`, past `since` for incremental
 /// loads, into `out`.
 pub(crate) async fn read_table(
@@ -56,34 +30,20 @@ pub(crate) async fn read_table(
     since: Option<&str>,
     out: &mut BronzeBuilder,
 ) -> Result<SqlRead> {
-    sqlx::any::install_default_drivers();
-    let shown = redact_url(url);
+    let shown = sqldb::redact_url(url);
     let fail = |reason: String| Error::Source { source_name: source.name.clone(), location: shown.clone(), reason };
-    let dialect = match url.split(':').next().unwrap_or("") {
-        "sqlite" => Dialect::Sqlite,
-        "postgres" | "postgresql" => Dialect::Postgres,
-        "mysql" | "mariadb" => Dialect::MySql,
-        other => return Err(fail(format!("unsupported scheme {other:?}; use sqlite:, postgres: or mysql:"))),
-    };
-    let url = if dialect == Dialect::MySql { url.replacen("mariadb:", "mysql:", 1) } else { url.to_string() };
-    let options = AnyConnectOptions::from_str(&url).map_err(|e| fail(e.to_string()))?.disable_statement_logging();
-    let pool = AnyPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .map_err(|e| fail(format!("cannot connect: {e}")))?;
+    let sqldb::Database { pool, dialect, .. } = sqldb::connect(url).await.map_err(|e| fail(e.to_string()))?;
 
     let text_type = if dialect == Dialect::MySql { "CHAR" } else { "TEXT" };
     let columns: Vec<String> =
-        source.columns.iter().map(|c| format!("CAST({} AS {text_type})", quote(dialect, &c.name))).collect();
+        source.columns.iter().map(|c| format!("CAST({} AS {text_type})", dialect.quote(&c.name))).collect();
     let table = source.table.as_deref().unwrap_or_default();
-    let table_sql = table.split('.').map(|part| quote(dialect, part)).collect::<Vec<_>>().join(".");
+    let table_sql = table.split('.').map(|part| dialect.quote(part)).collect::<Vec<_>>().join(".");
     let mut sql = format!("SELECT {} FROM {table_sql}", columns.join(", "));
     let watermark = source.watermark.as_deref().filter(|_| source.load == LoadMode::Incremental);
     let wm_index = watermark.and_then(|w| source.columns.iter().position(|c| c.name == w));
     if let Some(w) = watermark {
-        let col = quote(dialect, w);
+        let col = dialect.quote(w);
         if since.is_some() {
             let param = match dialect {
                 Dialect::Postgres => "CAST($1 AS TIMESTAMP)",

@@ -1,10 +1,8 @@
 //! The legacy enrollment database: the member table as of the last day,
 //! written to SQLite (the embedded default), PostgreSQL or MySQL/MariaDB.
 
-use std::str::FromStr;
-
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, AssertSqlSafe, ConnectOptions, Transaction};
+use sqldb::Dialect;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 
 use crate::{Error, Result};
 
@@ -23,13 +21,6 @@ pub(crate) struct MemberRow {
     pub(crate) last_updated: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
 /// Rows per INSERT statement: 10 columns × 500 stays far below every
 /// driver's bind-parameter limit.
 const ROWS_PER_INSERT: usize = 500;
@@ -46,17 +37,6 @@ pub(crate) struct MemberTable {
     pub(crate) rows: u64,
 }
 
-/// `url` with any password replaced, safe to print.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 fn valid_table_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -67,28 +47,18 @@ fn valid_table_name(name: &str) -> bool {
 impl MemberTable {
     /// Connects and (re)creates the table, empty.
     pub(crate) async fn create(url: &str, table: &str) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let shown = redact_url(url);
+        let shown = sqldb::redact_url(url);
         if !valid_table_name(table) {
             return Err(Error::InvalidConfig(format!(
                 "members table name {table:?} must be letters, digits and underscores"
             )));
         }
-        let dialect = match url.split(':').next().unwrap_or("") {
-            "sqlite" => Dialect::Sqlite,
-            "postgres" | "postgresql" => Dialect::Postgres,
-            "mysql" | "mariadb" => Dialect::MySql,
-            other => {
-                return Err(Error::InvalidConfig(format!(
-                    "members database {shown}: unsupported scheme {other:?} (use sqlite:, postgres: or mysql:)"
-                )));
-            }
-        };
-        let url = if dialect == Dialect::MySql { url.replacen("mariadb:", "mysql:", 1) } else { url.to_string() };
-        let db_err = |source: sqlx::Error| Error::Database { url: shown.clone(), source };
-        let options = AnyConnectOptions::from_str(&url).map_err(db_err)?.disable_statement_logging();
         tracing::debug!(url = %shown, table, "writing the member table");
-        let pool = AnyPoolOptions::new().max_connections(1).connect_with(options).await.map_err(db_err)?;
+        let sqldb::Database { pool, dialect, .. } = sqldb::connect(url).await.map_err(|e| match e {
+            sqldb::Error::Connect(source) => Error::Database { url: shown.clone(), source },
+            other => Error::InvalidConfig(format!("members database {shown}: {other}")),
+        })?;
+        let db_err = |source: sqlx::Error| Error::Database { url: shown.clone(), source };
         let ddl = match dialect {
             Dialect::Sqlite => format!(
                 "CREATE TABLE {table} (MemberID TEXT PRIMARY KEY, Name TEXT NOT NULL, DOB DATE, Gender TEXT, Region TEXT, PlanType TEXT, EffectiveDate DATE, Email TEXT, IsActive REAL, LastUpdated TIMESTAMP NOT NULL)"

@@ -18,7 +18,7 @@ use crate::rng::{Domain, Stream, stream};
 use crate::world::npi;
 use crate::world::{
     EXTERNAL_FACILITIES, Member, PATIENT_PLANS, PATIENT_REGIONS, PLAN_TYPES, PRIMARY_CARE, Patient, Provider, REGIONS,
-    date_at, is_weekend, member_id,
+    date_at, is_weekend, member_id, weighted,
 };
 
 /// Kinds of injected defect, as named in `_truth/defects.csv`.
@@ -300,18 +300,6 @@ const EVENT_TYPES: &[(&str, u32)] = &[
 const CLAIM_TYPES: &[(&str, u32)] = &[("Professional", 70), ("Institutional", 20), ("Outpatient", 10)];
 const CHANNELS: &[(&str, u32)] = &[("EDI", 70), ("Portal", 20), ("Paper", 10)];
 const EHR_STATUSES: &[(&str, u32)] = &[("submitted", 30), ("approved", 25), ("denied", 10), ("paid", 35)];
-
-fn pick<'a>(rng: &mut Stream, items: &'a [(&'a str, u32)]) -> &'a str {
-    let total: u32 = items.iter().map(|i| i.1).sum();
-    let mut n = rng.gen_range(0..total);
-    for (item, w) in items {
-        if n < *w {
-            return item;
-        }
-        n -= w;
-    }
-    items[0].0
-}
 
 fn ymd(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
@@ -671,7 +659,7 @@ impl<'c> World<'c> {
             let amount = round2(base * LogNormal::new(0.0, 0.25).expect("valid lognormal").sample(rng));
             let diagnosis = self.codes.diagnosis(rng, m.age_on(claim_date), m.sex());
             let diagnosis = icd_as_sent(rng, diagnosis);
-            let status = pick(rng, EHR_STATUSES);
+            let status = *weighted(rng, EHR_STATUSES);
             let id = format!("EC{:08}{:02}", m.index + 1, k);
             let row =
                 vec![id.clone(), m.id.clone(), money(amount), ymd(claim_date), diagnosis, code, status.to_string()];
@@ -702,7 +690,7 @@ impl<'c> World<'c> {
         for k in 0..n_events {
             let day = days[rng.gen_range(0..days.len())];
             let event_date = self.date(day) - Duration::days(rng.gen_range(0..=2));
-            let event_type = pick(rng, EVENT_TYPES);
+            let event_type = *weighted(rng, EVENT_TYPES);
             let provider = match rng.gen_range(0..100) {
                 0..=69 => self.providers[pcp].id.clone(),
                 70..=79 => self.providers[rng.gen_range(0..self.providers.len())].id.clone(),
@@ -900,6 +888,8 @@ impl<'c> World<'c> {
         let icd = (0..rng.gen_range(1..=3)).map(|_| self.codes.diagnosis(rng, age, m.sex())).collect::<Vec<_>>();
         let icd = icd.into_iter().map(|c| icd_as_sent(rng, c)).collect();
         let amount = self.amount_of(&cpt, region, rng);
+        let claim_type = if specialty == "Emergency Medicine" { "Institutional" } else { *weighted(rng, CLAIM_TYPES) };
+        let channel = *weighted(rng, CHANNELS);
         Claim {
             id,
             member_id: m.id.clone(),
@@ -909,8 +899,8 @@ impl<'c> World<'c> {
             amount,
             icd,
             cpt,
-            claim_type: if specialty == "Emergency Medicine" { "Institutional" } else { pick(rng, CLAIM_TYPES) },
-            channel: pick(rng, CHANNELS),
+            claim_type,
+            channel,
             notes: if rng.gen_bool(0.15) { NOTES[rng.gen_range(0..NOTES.len())] } else { "" },
             arrival,
             in_batch: rng.gen_bool(0.85),

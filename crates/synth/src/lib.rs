@@ -34,7 +34,6 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use serde::Serialize;
 
-pub use db::redact_url;
 pub use output::SourceFile;
 
 use crate::codes::Codes;

@@ -395,7 +395,8 @@ pub(crate) fn date_at(date: NaiveDate, secs: u32) -> NaiveDateTime {
     date.and_time(NaiveTime::MIN) + Duration::seconds(i64::from(secs))
 }
 
-fn weighted<'a, T>(rng: &mut Stream, items: &'a [(T, u32)]) -> &'a T {
+/// An item drawn with probability proportional to its weight.
+pub(crate) fn weighted<'a, T>(rng: &mut Stream, items: &'a [(T, u32)]) -> &'a T {
     let total: u32 = items.iter().map(|i| i.1).sum();
     let mut pick = rng.gen_range(0..total);
     for (item, w) in items {
