@@ -62,6 +62,66 @@ pub(crate) enum Command {
     /// Ingest what has landed into bronze: the first stage of build, alone.
     /// Reads every day folder up to --date that has not been ingested yet.
     Ingest(IngestArgs),
+    /// Make or extend an SCD Type 2 table from a full snapshot (CSV or
+    /// Parquet), like `dbt snapshot` but with no project: NULL-safe change
+    /// detection, stable surrogate keys, hard deletes, exactly-once by run
+    /// date.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotArgs {
+    /// The snapshot: a CSV file with a header, or a .parquet file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) source: PathBuf,
+
+    /// The SCD2 Delta table: a folder or a file:// URI (created on first use).
+    #[arg(long, value_name = "URI")]
+    pub(crate) target: String,
+
+    /// Business key column(s).
+    #[arg(long, value_name = "COL[,COL..]", value_delimiter = ',', required = true)]
+    pub(crate) key: Vec<String>,
+
+    /// Track exactly these columns: a change to one opens a new version.
+    #[arg(long, value_name = "COLS", value_delimiter = ',', conflicts_with = "track_all_except")]
+    pub(crate) track: Option<Vec<String>>,
+
+    /// Track every column except the key, the type-1 columns and these.
+    #[arg(long, value_name = "COLS", value_delimiter = ',')]
+    pub(crate) track_all_except: Option<Vec<String>>,
+
+    /// Type-1 columns: a change updates the current version in place.
+    #[arg(long, value_name = "COLS", value_delimiter = ',')]
+    pub(crate) type1: Vec<String>,
+
+    /// Column holding each row's effective date; versions start there
+    /// instead of at the run date.
+    #[arg(long, value_name = "COL")]
+    pub(crate) updated_at: Option<String>,
+
+    /// What happens to a key missing from the snapshot.
+    #[arg(long, value_enum, default_value_t = HardDeletes::Invalidate)]
+    pub(crate) hard_deletes: HardDeletes,
+
+    /// The run's logical date: new versions start at midnight UTC of it, and
+    /// a snapshot for a date already applied is skipped [default: now].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub(crate) date: Option<NaiveDate>,
+
+    /// Name of the surrogate key column.
+    #[arg(long, value_name = "NAME", default_value = "surrogate_key")]
+    pub(crate) surrogate_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HardDeletes {
+    /// Keys missing from the snapshot are left alone.
+    Ignore,
+    /// Close the current version of a missing key and flag it is_deleted.
+    Invalidate,
+    /// Add a current tombstone version flagged is_deleted.
+    NewRecord,
 }
 
 #[derive(Debug, Args)]

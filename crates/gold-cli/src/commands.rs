@@ -9,7 +9,7 @@ use serde_json::json;
 use storage::{Ledger, RunClock, RunContext, RunKind, RunRecord, Warehouse};
 
 use crate::UserError;
-use crate::cli::{DemoArgs, GenerateArgs, IngestArgs, InitArgs};
+use crate::cli::{DemoArgs, GenerateArgs, HardDeletes, IngestArgs, InitArgs, SnapshotArgs};
 use crate::config::open_warehouse;
 use crate::output::Printer;
 
@@ -309,6 +309,102 @@ pub(crate) async fn demo(
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
     printer.result(
         json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": [generate, stage], "tables": report.table_versions(), "generate": summary}),
+        text,
+    );
+    Ok(())
+}
+
+/// A table location from the command line: a URI, or a local folder.
+fn table_url(location: &str) -> anyhow::Result<url::Url> {
+    match url::Url::parse(location) {
+        Ok(url) if url.scheme().len() > 1 => {
+            Ok(if url.path().ends_with('/') { url } else { url::Url::parse(&format!("{url}/")).unwrap_or(url) })
+        }
+        _ => {
+            let abs = std::path::absolute(location).with_context(|| format!("target {location:?}"))?;
+            url::Url::from_directory_path(&abs)
+                .map_err(|()| UserError(format!("target {location:?} cannot be expressed as a file URL")).into())
+        }
+    }
+}
+
+pub(crate) async fn snapshot(args: SnapshotArgs, printer: &mut Printer) -> anyhow::Result<()> {
+    let tracked = match (args.track, args.track_all_except) {
+        (Some(cols), _) => merge::Tracked::Columns(cols),
+        (None, Some(except)) => merge::Tracked::AllExcept(except),
+        (None, None) => merge::Tracked::AllExcept(Vec::new()),
+    };
+    let spec = merge::Spec {
+        key: args.key,
+        tracked,
+        type1: args.type1,
+        order_by: Vec::new(),
+        effective_from: args.updated_at,
+        deletes: match args.hard_deletes {
+            HardDeletes::Ignore => merge::Deletes::Ignore,
+            HardDeletes::Invalidate => merge::Deletes::Invalidate,
+            HardDeletes::NewRecord => merge::Deletes::NewRecord,
+        },
+        surrogate_key: args.surrogate_key,
+    };
+    let clock = match args.date {
+        Some(date) => RunClock::for_date(date),
+        None => RunClock::from_wall_clock(),
+    };
+    let at = clock.now();
+    let target = merge::Target {
+        url: table_url(&args.target)?,
+        storage_options: Default::default(),
+        app_id: "gold.snapshot".to_string(),
+        commit_info: vec![
+            ("gold.operation".to_string(), json!("snapshot")),
+            ("gold.source".to_string(), json!(args.source.display().to_string())),
+            ("gold.logical_date".to_string(), json!(clock.logical_date().to_string())),
+        ],
+    };
+    let known = merge::business_schema(&target, &spec).await?;
+    let rows = merge::source::read_snapshot(&args.source, known.as_ref()).await?;
+    let file_name = args.source.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let batch = merge::Batch {
+        id: format!("{file_name}@{}", at.to_rfc3339()),
+        sequence: at.timestamp_micros(),
+        clock: at,
+        rows,
+    };
+    let outcome = merge::merge(&target, &spec, batch).await?;
+    let m = &outcome.metrics;
+    let text = if outcome.already_applied {
+        format!("{}: a snapshot for {} was already applied; nothing to do\n", target.url, at.to_rfc3339())
+    } else {
+        let version =
+            outcome.version.map_or_else(|| "no new version (nothing changed)".to_string(), |v| format!("version {v}"));
+        format!(
+            "{}: {version}\n  {} rows in, {} inserted, {} closed, {} unchanged, {} deleted, {} resurrected, {} updated in place, {} late splits, {} duplicates\n  {} current rows\n",
+            target.url,
+            thousands(m.rows_in),
+            thousands(m.inserted),
+            thousands(m.closed),
+            thousands(m.unchanged),
+            thousands(m.deleted),
+            thousands(m.resurrected),
+            thousands(m.type1_updated),
+            thousands(m.late_split),
+            thousands(m.duplicates),
+            thousands(outcome.current_rows),
+        )
+    };
+    printer.result(
+        json!({
+            "status": "ok",
+            "target": target.url.as_str(),
+            "version": outcome.version,
+            "already_applied": outcome.already_applied,
+            "metrics": m,
+            "columns_added": outcome.columns_added,
+            "current_rows": outcome.current_rows,
+            "changed_intervals": outcome.changed.len(),
+            "timings_ms": outcome.timings_ms,
+        }),
         text,
     );
     Ok(())

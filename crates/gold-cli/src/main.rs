@@ -35,6 +35,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<synth::Error>().is_some_and(synth::Error::is_user_error)
             || e.downcast_ref::<storage::Error>().is_some_and(storage::Error::is_user_error)
             || e.downcast_ref::<ingest::Error>().is_some_and(ingest::Error::is_user_error)
+            || e.downcast_ref::<merge::Error>().is_some_and(merge::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -52,7 +53,7 @@ fn init_logging(cli: &Cli) {
         (_, 1) => "debug",
         _ => "trace",
     };
-    let default = format!("warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours}");
+    let default = format!("warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours}");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
@@ -108,5 +109,6 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
             commands::ingest(args, &warehouse, &catalog, printer).await
         }
+        Command::Snapshot(args) => commands::snapshot(args, printer).await,
     }
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# SCD2 benchmark: gold snapshot side by side with today's tools, in one run.
+#
+#   bash benches/scd2.sh ROWS [REPEATS]      e.g. bash benches/scd2.sh 1000000 2
+#
+# 1. builds the release gold binary;
+# 2. runs the peer harness (../shared/peers/run_all.sh: floor, DuckDB SQL,
+#    Delta MERGE recipes, dbt snapshot) on /tmp/peers/data-ROWS;
+# 3. runs benches/peers/run_gold.py on the same files: day2 (the peers'
+#    case), noop (day2 = day1) and, with GOLD_SCD2_HISTORY_DAYS=N, the
+#    history-growth case (day N+1 after N alternating snapshots).
+# Every line is JSON on stdout ({"tool", "rows", "day2_wall_s",
+# "peak_rss_mb", "counts_ok", ...}), and a table closes the run.
+# PEERS_TOOLS narrows the peers (default: all of them).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROWS="${1:?usage: benches/scd2.sh ROWS [REPEATS]}"
+REPEATS="${2:-1}"
+PEERS_DIR="${GOLD_PEERS_DIR:-$(cd ../shared/peers && pwd)}"
+export GOLD_PEERS_DIR="$PEERS_DIR"
+cargo build --release -p gold-cli -j 2 >&2
+BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/gold"
+OUT="$(mktemp)"
+trap 'rm -f "$OUT"' EXIT
+
+bash "$PEERS_DIR/run_all.sh" "$ROWS" "$REPEATS" | tee -a "$OUT"
+PY="${PEERS_VENV:-/tmp/peers/venv}/bin/python"
+for run in $(seq 1 "$REPEATS"); do
+  export PEERS_RUN="$run"
+  for mode in day2 noop; do
+    "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode "$mode" | tee -a "$OUT" || true
+  done
+  if [[ -n "${GOLD_SCD2_HISTORY_DAYS:-}" ]]; then
+    "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode history \
+      --days "$GOLD_SCD2_HISTORY_DAYS" | tee -a "$OUT" || true
+  fi
+done
+
+"$PY" - "$OUT" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print(f"\n{'tool':28} {'rows':>10} {'run':>4} {'day2 wall s':>12} {'peak RSS MiB':>13} {'counts ok':>10}")
+for l in lines:
+    wall = l.get("day2_wall_s")
+    print(f"{l['tool']:28} {l['rows']:>10,} {l.get('run', 1):>4} {wall if wall is not None else '-':>12} "
+          f"{l.get('peak_rss_mb') or '-':>13} {str(l.get('counts_ok')):>10}")
+floor = [l["day2_wall_s"] for l in lines if l["tool"] == "floor_write_delta" and l.get("day2_wall_s")]
+read = [l["day2_wall_s"] for l in lines if l["tool"] == "floor_read_csv_arrow" and l.get("day2_wall_s")]
+gold = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot" and l.get("day2_wall_s")]
+noop = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot_noop" and l.get("day2_wall_s")]
+if floor and gold:
+    print(f"\ngold day2 / floor_write_delta: {min(gold) / min(floor):.2f}x (best of each)")
+if read and noop:
+    print(f"gold no-op day / floor_read_csv_arrow: {min(noop) / min(read):.2f}x (best of each)")
+PY

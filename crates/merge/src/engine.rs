@@ -1,0 +1,1311 @@
+//! The merge itself: prepare the batch, place every change on its key's
+//! timeline, check the invariants, write and commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, new_null_array,
+};
+use deltalake::arrow::compute::{cast, concat_batches, interleave};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::kernel::Action;
+
+use crate::hash::{self, Col, Hash128, encode_attrs, encode_key, hash128, surrogate_key};
+use crate::io::{self, DataFile};
+use crate::{
+    Batch, ChangedInterval, Deletes, Error, Metrics, OPEN_END, Outcome, Result, Spec, Target, Tracked, columns,
+    key_hash_hex,
+};
+
+/// Hashes an already uniformly distributed BLAKE3-derived key by taking
+/// its low bits: no second hash over a million keys.
+#[derive(Default, Clone, Copy)]
+struct PrehashedHasher(u64);
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = v as u64;
+    }
+}
+
+type Prehashed = std::hash::BuildHasherDefault<PrehashedHasher>;
+type KeyMap<V> = HashMap<Hash128, V, Prehashed>;
+
+const PROP_ENCODING: &str = "gold.scd2.encoding";
+const PROP_KEY: &str = "gold.scd2.key";
+const PROP_SK: &str = "gold.scd2.surrogate_key";
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Where a version's business values come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Content {
+    /// An existing row, unchanged.
+    Existing(u32),
+    /// A source row of this batch.
+    Incoming(u32),
+    /// An existing row with its type-1 and new columns taken from a source row.
+    Updated { base: u32, from: u32 },
+}
+
+/// One version on a key's timeline while the batch is applied.
+#[derive(Clone, Copy, Debug)]
+struct Ver {
+    from: i64,
+    to: i64,
+    deleted: bool,
+    /// A `new-record` tombstone.
+    tomb: bool,
+    inferred: bool,
+    content: Content,
+    /// The existing row this version was, if any.
+    origin: Option<u32>,
+    dirty: bool,
+}
+
+/// Existing rows of the table that the merge looked at.
+#[derive(Default)]
+struct Existing {
+    key: Vec<Hash128>,
+    from: Vec<i64>,
+    to: Vec<i64>,
+    cmp: Vec<Hash128>,
+    t1: Vec<Hash128>,
+    sk: Vec<i64>,
+    deleted: Vec<bool>,
+    inferred: Vec<bool>,
+    file: Vec<u32>,
+    row_in_file: Vec<u32>,
+}
+
+/// Per-row facts about the incoming batch.
+struct Incoming {
+    batch: RecordBatch,
+    key: Vec<Hash128>,
+    cmp: Vec<Hash128>,
+    full: Vec<Hash128>,
+    t1: Vec<Hash128>,
+    eff: Vec<i64>,
+    delete: Vec<bool>,
+}
+
+/// The columns of the table in their roles.
+struct Layout {
+    /// Business columns of the table after this batch, in table order.
+    business: Vec<Field>,
+    /// Business columns the table had before this batch.
+    existed: HashSet<String>,
+    /// Business columns this batch brings.
+    in_source: HashSet<String>,
+    tracked: Vec<String>,
+    type1: Vec<String>,
+    /// Tracked columns compared between the batch and the table (sorted).
+    cmp_cols: Vec<String>,
+    /// Type-1 columns compared between the batch and the table (sorted).
+    t1_cols: Vec<String>,
+    /// Whether the table's stored `attr_hash` covers exactly `cmp_cols`.
+    stored_hash_comparable: bool,
+}
+
+pub(crate) async fn run(target: &Target, spec: &Spec, batch: Batch) -> Result<Outcome> {
+    let mut timings = BTreeMap::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &'static str| {
+        timings.insert(name, clock.elapsed().as_millis() as u64);
+        clock = Instant::now();
+    };
+    let table = io::open(target).await?;
+    let mut outcome = Outcome {
+        version: None,
+        already_applied: false,
+        metrics: Metrics::default(),
+        columns_added: Vec::new(),
+        changed: Vec::new(),
+        current_rows: 0,
+        timings_ms: BTreeMap::new(),
+    };
+    if let Some(table) = &table {
+        check_table(target, spec, table)?;
+        let snapshot = table.snapshot().map_err(io::delta_err(target))?;
+        let applied = snapshot
+            .transaction_version(table.log_store().as_ref(), &target.app_id)
+            .await
+            .map_err(io::delta_err(target))?;
+        if applied.is_some_and(|v| v >= batch.sequence) {
+            outcome.already_applied = true;
+            return Ok(outcome);
+        }
+    }
+    let table_schema: Option<SchemaRef> = match &table {
+        Some(t) => Some(table_arrow_schema(target, t)?),
+        None => None,
+    };
+    let incoming = normalise(&batch.rows)?;
+    let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref())?;
+    outcome.columns_added = match &table_schema {
+        Some(_) => layout.business.iter().map(|f| f.name().clone()).filter(|n| !layout.existed.contains(n)).collect(),
+        None => Vec::new(),
+    };
+    let inc = prepare_incoming(spec, &layout, &incoming, &batch)?;
+    outcome.metrics.rows_in = inc.key.len() as u64;
+    lap("prepare");
+
+    // The existing current rows: hashes and intervals only.
+    let files = match &table {
+        Some(t) => io::data_files(t, target)?,
+        None => Vec::new(),
+    };
+    let current_files: Vec<DataFile> = files.iter().filter(|f| f.current).cloned().collect();
+    let history_files: Vec<DataFile> = files.iter().filter(|f| !f.current).cloned().collect();
+    let mut ex = Existing::default();
+    if let Some(table) = &table {
+        let projection = phase1_columns(spec, &layout);
+        let batches = io::read_files(table, &current_files, Some(&projection)).await?;
+        for (file, b) in batches.iter().enumerate() {
+            load_existing(&mut ex, spec, &layout, b, file as u32, true)?;
+        }
+    }
+    let n_current = ex.key.len();
+    let mut current_of: KeyMap<u32> = KeyMap::with_capacity_and_hasher(n_current, Prehashed::default());
+    for (i, k) in ex.key.iter().enumerate() {
+        if current_of.insert(*k, i as u32).is_some() {
+            return Err(Error::Invariant {
+                key_hash: key_hash_hex(*k),
+                reason: "two current rows in the table".into(),
+            });
+        }
+    }
+    lap("read_current");
+
+    // Group the batch by key, in (effective time, order) sequence.
+    let mut order = sort_incoming(spec, &inc)?;
+    let groups = group(&inc, &mut order, &mut outcome.metrics);
+    if matches!(spec.deletes, Deletes::Invalidate | Deletes::NewRecord) && inc.key.is_empty() && n_current > 0 {
+        return Err(Error::Row {
+            row: 0,
+            reason: format!("the snapshot is empty, which would delete all {n_current} current keys; refusing it"),
+        });
+    }
+    lap("group");
+
+    // History: every surrogate key, and the full rows of the keys whose
+    // timeline reaches back (late changes, resurrections).
+    let mut taken_sks: HashSet<i64, Prehashed> = ex.sk.iter().copied().collect();
+    let mut history_batches: Vec<Option<RecordBatch>> = vec![None; history_files.len()];
+    let mut history_of: KeyMap<Vec<u32>> = KeyMap::default();
+    if let (Some(table), false) = (&table, history_files.is_empty()) {
+        let mut wanted: HashSet<Hash128, Prehashed> = HashSet::default();
+        for g in &groups {
+            let g = &order[g.clone()];
+            let key = inc.key[g[0] as usize];
+            match current_of.get(&key) {
+                None => {
+                    wanted.insert(key);
+                }
+                Some(&c) if g.iter().any(|&i| inc.eff[i as usize] < ex.from[c as usize]) => {
+                    wanted.insert(key);
+                }
+                Some(_) => {}
+            }
+        }
+        let projection = vec![columns::KEY_HASH.to_string(), spec.surrogate_key.clone()];
+        let slim = io::read_files(table, &history_files, Some(&projection)).await?;
+        let mut needed_files = Vec::new();
+        for (f, b) in slim.iter().enumerate() {
+            let keys = binary_col(b, columns::KEY_HASH)?;
+            let sks = int_col(b, &spec.surrogate_key)?;
+            taken_sks.extend(sks.values().iter().copied());
+            if keys.iter().flatten().any(|k| wanted.contains(&to_hash(k))) {
+                needed_files.push(f);
+            }
+        }
+        let to_read: Vec<DataFile> = needed_files.iter().map(|&f| history_files[f].clone()).collect();
+        let full = io::read_files(table, &to_read, None).await?;
+        for (&f, b) in needed_files.iter().zip(full) {
+            let file_id = (current_files.len() + f) as u32;
+            let start = ex.key.len();
+            load_existing(&mut ex, spec, &layout, &b, file_id, false)?;
+            for row in start..ex.key.len() {
+                if wanted.contains(&ex.key[row]) {
+                    history_of.entry(ex.key[row]).or_default().push(row as u32);
+                }
+            }
+            history_batches[f] = Some(b);
+        }
+    }
+    lap("read_history");
+
+    // Place every change.
+    let mut plan = Plan::default();
+    let mut seen_current = vec![false; n_current];
+    let mut versions: Vec<Ver> = Vec::new();
+    let mut initial: Vec<u32> = Vec::new();
+    for g in &groups {
+        let g = &order[g.clone()];
+        let key = inc.key[g[0] as usize];
+        initial.clear();
+        if let Some(rows) = history_of.get(&key) {
+            initial.extend(rows);
+        }
+        if let Some(&c) = current_of.get(&key) {
+            seen_current[c as usize] = true;
+            initial.push(c);
+        }
+        versions.clear();
+        versions.extend(initial.iter().map(|&r| existing_ver(&ex, r)));
+        versions.sort_by_key(|v| v.from);
+        for &i in g {
+            apply(spec, &inc, &ex, &mut versions, i, &mut outcome.metrics);
+        }
+        plan.settle(key, &versions, &initial, &ex, &mut taken_sks)?;
+    }
+    if matches!(spec.deletes, Deletes::Invalidate | Deletes::NewRecord) {
+        let t = batch_at(&batch);
+        for c in 0..n_current {
+            if seen_current[c] || ex.deleted[c] {
+                continue;
+            }
+            versions.clear();
+            versions.push(existing_ver(&ex, c as u32));
+            delete_at(spec, &mut versions, t, &mut outcome.metrics);
+            plan.settle(ex.key[c], &versions, &[c as u32], &ex, &mut taken_sks)?;
+        }
+    }
+    lap("plan");
+
+    outcome.changed = plan.changed.clone();
+    if plan.is_empty() {
+        outcome.current_rows = n_current as u64;
+        outcome.timings_ms = timings;
+        return Ok(outcome);
+    }
+
+    // Rewrite the touched files, write the new versions, commit.
+    let schema = table_schema_for(spec, &layout);
+    let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema))?;
+    let mut actions: Vec<Action> = Vec::new();
+    let touched: Vec<u32> = plan.touched_files(&ex);
+    let mut by_file: HashMap<u32, Vec<OutRow>> = HashMap::new();
+    let mut fresh: Vec<OutRow> = Vec::new();
+    for row in plan.rows.drain(..) {
+        match row.file(&ex) {
+            Some(f) => by_file.entry(f).or_default().push(row),
+            None => fresh.push(row),
+        }
+    }
+    let mut current_rows = n_current as i64;
+    let builder = Builder { layout: &layout, inc: &inc, ex: &ex, schema: &schema, batch: &batch };
+    let all_files = files_in_order(&current_files, &history_files);
+    let replaced: HashSet<u32> = plan.replaced.iter().copied().collect();
+    let mut rows_of_file: HashMap<u32, Vec<u32>> = HashMap::new();
+    for r in 0..ex.key.len() as u32 {
+        rows_of_file.entry(ex.file[r as usize]).or_default().push(r);
+    }
+    for f in touched.iter().copied() {
+        let file = &all_files[f as usize];
+        actions.push(Action::Remove(file.remove.clone()));
+        let file_batch = match f as usize {
+            h if h >= current_files.len() && history_batches[h - current_files.len()].is_some() => history_batches
+                [h - current_files.len()]
+            .take()
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::empty()))),
+            _ => {
+                let table = table.as_ref().ok_or_else(|| Error::data("merge", "a file without a table"))?;
+                io::read_files(table, std::slice::from_ref(file), None).await?.remove(0)
+            }
+        };
+        let mut rows = by_file.remove(&f).unwrap_or_default();
+        // Rows of this file that the merge did not touch are copied.
+        for &r in rows_of_file.get(&f).map(Vec::as_slice).unwrap_or_default() {
+            if !replaced.contains(&r) {
+                rows.push(OutRow::copy(&ex, r));
+            }
+        }
+        if file.current {
+            current_rows -= file_batch.num_rows() as i64;
+        }
+        current_rows += rows.iter().filter(|r| r.to == OPEN_END).count() as i64;
+        let out = builder.build(&rows, Some(&file_batch))?;
+        writer.write(out).await?;
+    }
+    if !by_file.is_empty() {
+        return Err(Error::data("merge", "planned rows for a file that is not rewritten"));
+    }
+    current_rows += fresh.iter().filter(|r| r.to == OPEN_END).count() as i64;
+    for chunk in fresh.chunks(256 * 1024) {
+        let out = builder.build(chunk, None)?;
+        writer.write(out).await?;
+    }
+    actions.extend(writer.finish().await?);
+    lap("write");
+
+    let mut configuration = HashMap::new();
+    configuration.insert(PROP_ENCODING.to_string(), hash::ENCODING_VERSION.to_string());
+    configuration.insert(PROP_KEY.to_string(), spec.key.join(","));
+    configuration.insert(PROP_SK.to_string(), spec.surrogate_key.clone());
+    let info = vec![
+        ("gold.batch_id".to_string(), serde_json::json!(batch.id)),
+        ("gold.batch_sequence".to_string(), serde_json::json!(batch.sequence)),
+        ("gold.scd2_metrics".to_string(), serde_json::to_value(&outcome.metrics).unwrap_or_default()),
+    ];
+    let version = io::commit(target, table.as_ref(), &schema, configuration, actions, batch.sequence, info).await?;
+    lap("commit");
+    outcome.version = Some(version);
+    outcome.current_rows = current_rows.max(0) as u64;
+    outcome.timings_ms = timings;
+    Ok(outcome)
+}
+
+pub(crate) async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<Schema>> {
+    let Some(table) = io::open(target).await? else { return Ok(None) };
+    let schema = table_arrow_schema(target, &table)?;
+    let fields: Vec<Field> =
+        schema.fields().iter().filter(|f| !is_engine_column(spec, f.name())).map(|f| f.as_ref().clone()).collect();
+    Ok(Some(Schema::new(fields)))
+}
+
+fn files_in_order(current: &[DataFile], history: &[DataFile]) -> Vec<DataFile> {
+    current.iter().chain(history).cloned().collect()
+}
+
+fn batch_at(batch: &Batch) -> i64 {
+    batch.clock.timestamp_micros()
+}
+
+fn check_table(target: &Target, spec: &Spec, table: &deltalake::DeltaTable) -> Result<()> {
+    let snapshot = table.snapshot().map_err(io::delta_err(target))?;
+    let config = snapshot.metadata().configuration();
+    let mismatch = |reason: String| Err(Error::SpecMismatch { table: target.url.to_string(), reason });
+    match config.get(PROP_ENCODING).map(String::as_str) {
+        Some(v) if v == hash::ENCODING_VERSION.to_string() => {}
+        Some(v) => return mismatch(format!("hash encoding {v}, this build writes {}", hash::ENCODING_VERSION)),
+        None => return mismatch("not an SCD2 table written by gold (no gold.scd2.encoding property)".into()),
+    }
+    let key = spec.key.join(",");
+    if config.get(PROP_KEY) != Some(&key) {
+        return mismatch(format!("keyed on {:?}, not {key:?}", config.get(PROP_KEY).cloned().unwrap_or_default()));
+    }
+    if config.get(PROP_SK) != Some(&spec.surrogate_key) {
+        return mismatch(format!(
+            "surrogate key column is {:?}, not {:?}",
+            config.get(PROP_SK).cloned().unwrap_or_default(),
+            spec.surrogate_key
+        ));
+    }
+    Ok(())
+}
+
+fn table_arrow_schema(target: &Target, table: &deltalake::DeltaTable) -> Result<SchemaRef> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+    let snapshot = table.snapshot().map_err(io::delta_err(target))?;
+    let schema: Schema = snapshot.schema().as_ref().try_into_arrow().map_err(|e| Error::data("table schema", e))?;
+    Ok(Arc::new(schema))
+}
+
+/// One batch, with views and large strings made plain.
+fn normalise(rows: &[RecordBatch]) -> Result<RecordBatch> {
+    let Some(first) = rows.first() else {
+        return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
+    };
+    let fields: Vec<Field> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8),
+            DataType::BinaryView | DataType::LargeBinary => f.as_ref().clone().with_data_type(DataType::Binary),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let cast_batch = |b: &RecordBatch| -> Result<RecordBatch> {
+        let cols = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| cast(c, f.data_type()).map_err(|e| Error::data(&format!("column {:?}", f.name()), e)))
+            .collect::<Result<Vec<_>>>()?;
+        RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| Error::data("batch", e))
+    };
+    let cast_rows = rows.iter().map(cast_batch).collect::<Result<Vec<_>>>()?;
+    concat_batches(&schema, &cast_rows).map_err(|e| Error::data("batch", e))
+}
+
+fn is_engine_column(spec: &Spec, name: &str) -> bool {
+    name == spec.surrogate_key || columns::ALL.contains(&name)
+}
+
+fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema) -> Result<Layout> {
+    let missing = |column: &str, reason: &str| Error::Column { column: column.to_string(), reason: reason.to_string() };
+    for name in source.fields().iter().map(|f| f.name()) {
+        if is_engine_column(spec, name) {
+            return Err(missing(name, "is written by the SCD2 engine and cannot come from the source"));
+        }
+    }
+    let in_source: HashSet<String> = source.fields().iter().map(|f| f.name().clone()).collect();
+    let mut business: Vec<Field> = Vec::new();
+    let mut existed = HashSet::new();
+    if let Some(table) = table {
+        for f in table.fields() {
+            if !is_engine_column(spec, f.name()) {
+                existed.insert(f.name().clone());
+                business.push(f.as_ref().clone().with_nullable(true));
+            }
+        }
+    }
+    for f in source.fields() {
+        if !existed.contains(f.name()) {
+            business.push(f.as_ref().clone().with_nullable(true));
+        }
+    }
+    let needed = spec.key.iter().chain(&spec.order_by).chain(spec.effective_from.iter()).chain(match &spec.deletes {
+        Deletes::Events { column, .. } => Some(column),
+        _ => None,
+    });
+    for column in needed {
+        if !in_source.contains(column) {
+            return Err(missing(column, "is named by the SCD2 spec but is not in the source"));
+        }
+    }
+    let names: Vec<String> = business.iter().map(|f| f.name().clone()).collect();
+    for column in &spec.type1 {
+        if !names.contains(column) {
+            return Err(missing(column, "is declared type-1 but is in neither the source nor the table"));
+        }
+    }
+    let tracked_over = |cols: &[String]| -> Result<Vec<String>> {
+        let mut out: Vec<String> = match &spec.tracked {
+            Tracked::Columns(list) => {
+                for c in list {
+                    if !names.contains(c) {
+                        return Err(missing(c, "is declared tracked but is in neither the source nor the table"));
+                    }
+                }
+                cols.iter().filter(|c| list.contains(c)).cloned().collect()
+            }
+            Tracked::AllExcept(except) => cols
+                .iter()
+                .filter(|c| !spec.key.contains(c) && !spec.type1.contains(c) && !except.contains(c))
+                .cloned()
+                .collect(),
+        };
+        out.sort();
+        Ok(out)
+    };
+    let tracked = tracked_over(&names)?;
+    for c in &tracked {
+        if spec.key.contains(c) || spec.type1.contains(c) {
+            return Err(missing(c, "cannot be both tracked and a key or type-1 column"));
+        }
+    }
+    let cmp_cols: Vec<String> = tracked
+        .iter()
+        .filter(|c| in_source.contains(*c) && (table.is_none() || existed.contains(*c)))
+        .cloned()
+        .collect();
+    let table_tracked: Vec<String> = match table {
+        Some(_) => tracked.iter().filter(|c| existed.contains(*c)).cloned().collect(),
+        None => cmp_cols.clone(),
+    };
+    let mut t1_cols: Vec<String> = spec
+        .type1
+        .iter()
+        .filter(|c| in_source.contains(*c) && (table.is_none() || existed.contains(*c)))
+        .cloned()
+        .collect();
+    t1_cols.sort();
+    Ok(Layout {
+        stored_hash_comparable: table_tracked == cmp_cols,
+        business,
+        existed,
+        in_source,
+        tracked,
+        type1: spec.type1.clone(),
+        cmp_cols,
+        t1_cols,
+    })
+}
+
+fn table_schema_for(spec: &Spec, layout: &Layout) -> SchemaRef {
+    let mut fields = vec![Field::new(&spec.surrogate_key, DataType::Int64, false)];
+    fields.extend(layout.business.iter().cloned());
+    fields.extend([
+        Field::new(columns::KEY_HASH, DataType::Binary, false),
+        Field::new(columns::ATTR_HASH, DataType::Binary, false),
+        Field::new(columns::VALID_FROM, ts_type(), false),
+        Field::new(columns::VALID_TO, ts_type(), false),
+        Field::new(columns::IS_DELETED, DataType::Boolean, false),
+        Field::new(columns::IS_INFERRED, DataType::Boolean, false),
+        Field::new(columns::RECORDED_AT, ts_type(), false),
+        Field::new(columns::BATCH_ID, DataType::Utf8, false),
+        Field::new(columns::IS_CURRENT, DataType::Boolean, false),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// The columns read from current files before deciding anything.
+fn phase1_columns(spec: &Spec, layout: &Layout) -> Vec<String> {
+    let mut cols: Vec<String> = [
+        columns::KEY_HASH,
+        columns::ATTR_HASH,
+        columns::VALID_FROM,
+        columns::VALID_TO,
+        columns::IS_DELETED,
+        columns::IS_INFERRED,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cols.push(spec.surrogate_key.clone());
+    cols.extend(layout.t1_cols.iter().cloned());
+    if !layout.stored_hash_comparable {
+        cols.extend(layout.cmp_cols.iter().cloned());
+    }
+    cols
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    b.column_by_name(name)
+        .ok_or_else(|| Error::Column { column: name.to_string(), reason: "is missing from a table file".into() })
+}
+
+fn binary_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BinaryArray> {
+    column(b, name)?
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| Error::Column { column: name.to_string(), reason: "is not binary in the table".into() })
+}
+
+fn int_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
+    column(b, name)?
+        .as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>()
+        .ok_or_else(|| Error::Column { column: name.to_string(), reason: "is not a 64-bit integer".into() })
+}
+
+fn ts_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray> {
+    column(b, name)?
+        .as_primitive_opt::<deltalake::arrow::datatypes::TimestampMicrosecondType>()
+        .ok_or_else(|| Error::Column { column: name.to_string(), reason: "is not a microsecond timestamp".into() })
+}
+
+fn bool_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
+    column(b, name)?
+        .as_boolean_opt()
+        .ok_or_else(|| Error::Column { column: name.to_string(), reason: "is not boolean".into() })
+}
+
+fn to_hash(bytes: &[u8]) -> Hash128 {
+    let mut b = [0u8; 16];
+    let n = bytes.len().min(16);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u128::from_le_bytes(b)
+}
+
+/// Attribute columns of `b` named in `names` (absent ones are skipped: an
+/// absent column hashes as NULL).
+fn attr_cols<'a>(b: &'a RecordBatch, names: &'a [String]) -> Result<Vec<(&'a str, Col<'a>)>> {
+    names
+        .iter()
+        .filter_map(|n| b.column_by_name(n).map(|c| (n.as_str(), c)))
+        .map(|(n, c)| Ok((n, Col::new(n, c)?)))
+        .collect()
+}
+
+fn load_existing(
+    ex: &mut Existing,
+    spec: &Spec,
+    layout: &Layout,
+    b: &RecordBatch,
+    file: u32,
+    current: bool,
+) -> Result<()> {
+    let keys = binary_col(b, columns::KEY_HASH)?;
+    let attrs = binary_col(b, columns::ATTR_HASH)?;
+    let from = ts_col(b, columns::VALID_FROM)?;
+    let to = ts_col(b, columns::VALID_TO)?;
+    let deleted = bool_col(b, columns::IS_DELETED)?;
+    let inferred = bool_col(b, columns::IS_INFERRED)?;
+    let sks = int_col(b, &spec.surrogate_key)?;
+    let t1 = attr_cols(b, &layout.t1_cols)?;
+    let cmp = if layout.stored_hash_comparable { None } else { Some(attr_cols(b, &layout.cmp_cols)?) };
+    let mut buf = Vec::new();
+    for r in 0..b.num_rows() {
+        ex.key.push(to_hash(keys.value(r)));
+        ex.cmp.push(match &cmp {
+            None => to_hash(attrs.value(r)),
+            Some(cols) => {
+                encode_attrs(cols, r, &mut buf);
+                hash128(&buf)
+            }
+        });
+        ex.t1.push(if t1.is_empty() {
+            0
+        } else {
+            encode_attrs(&t1, r, &mut buf);
+            hash128(&buf)
+        });
+        ex.from.push(from.value(r));
+        ex.to.push(if current { OPEN_END } else { to.value(r) });
+        ex.deleted.push(deleted.value(r));
+        ex.inferred.push(inferred.value(r));
+        ex.sk.push(sks.value(r));
+        ex.file.push(file);
+        ex.row_in_file.push(r as u32);
+    }
+    Ok(())
+}
+
+fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &Batch) -> Result<Incoming> {
+    // The batch in the table's business layout: table types, NULL for
+    // columns the source lacks.
+    let n = source.num_rows();
+    let mut cols = Vec::with_capacity(layout.business.len());
+    for f in &layout.business {
+        let col = match source.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Arc::clone(c),
+            Some(c) => {
+                let cast_options = deltalake::arrow::compute::CastOptions { safe: false, ..Default::default() };
+                deltalake::arrow::compute::cast_with_options(c, f.data_type(), &cast_options).map_err(|e| {
+                    Error::Column {
+                        column: f.name().clone(),
+                        reason: format!("does not convert to the table's type {}: {e}", f.data_type()),
+                    }
+                })?
+            }
+            None => new_null_array(f.data_type(), n),
+        };
+        cols.push(col);
+    }
+    let schema = Arc::new(Schema::new(layout.business.clone()));
+    let full = RecordBatch::try_new(schema, cols).map_err(|e| Error::data("batch", e))?;
+
+    let key_cols: Vec<Col<'_>> = spec.key.iter().map(|k| Col::new(k, column(&full, k)?)).collect::<Result<Vec<_>>>()?;
+    let cmp_cols = attr_cols(&full, &layout.cmp_cols)?;
+    let tracked_in_source: Vec<String> =
+        layout.tracked.iter().filter(|c| layout.in_source.contains(*c)).cloned().collect();
+    let full_cols = attr_cols(&full, &tracked_in_source)?;
+    let t1_cols = attr_cols(&full, &layout.t1_cols)?;
+    for (k, col) in spec.key.iter().zip(&key_cols) {
+        if let Some(row) = (0..n).find(|&r| col.is_null(r)) {
+            return Err(Error::Row { row: row + 1, reason: format!("key column {k:?} is empty") });
+        }
+    }
+    let eff = effective_times(spec, &full, batch)?;
+    let delete = match &spec.deletes {
+        Deletes::Events { column: c, values } => {
+            let text = cast(column(&full, c)?, &DataType::Utf8).map_err(|e| Error::data(c, e))?;
+            let text = text.as_string::<i32>();
+            (0..n).map(|r| text.is_valid(r) && values.iter().any(|v| v == text.value(r))).collect()
+        }
+        _ => vec![false; n],
+    };
+
+    // Hash on every core.
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
+    let chunk = n.div_ceil(threads).max(1);
+    let mut parts: Vec<(Vec<Hash128>, Vec<Hash128>, Vec<Hash128>, Vec<Hash128>)> = Vec::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let (key_cols, cmp_cols, full_cols, t1_cols) = (&key_cols, &cmp_cols, &full_cols, &t1_cols);
+                s.spawn(move || {
+                    let end = (start + chunk).min(n);
+                    let mut buf = Vec::with_capacity(256);
+                    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    for r in start..end {
+                        encode_key(key_cols, r, &mut buf);
+                        out.0.push(hash128(&buf));
+                        encode_attrs(cmp_cols, r, &mut buf);
+                        let cmp = hash128(&buf);
+                        out.1.push(cmp);
+                        out.2.push(if full_cols.len() == cmp_cols.len() {
+                            cmp
+                        } else {
+                            encode_attrs(full_cols, r, &mut buf);
+                            hash128(&buf)
+                        });
+                        out.3.push(if t1_cols.is_empty() {
+                            0
+                        } else {
+                            encode_attrs(t1_cols, r, &mut buf);
+                            hash128(&buf)
+                        });
+                    }
+                    out
+                })
+            })
+            .collect();
+        parts = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+    });
+    let mut inc = Incoming {
+        batch: full,
+        key: Vec::with_capacity(n),
+        cmp: Vec::with_capacity(n),
+        full: Vec::with_capacity(n),
+        t1: Vec::with_capacity(n),
+        eff,
+        delete,
+    };
+    for (k, c, f, t) in parts {
+        inc.key.extend(k);
+        inc.cmp.extend(c);
+        inc.full.extend(f);
+        inc.t1.extend(t);
+    }
+    if inc.key.len() != n {
+        return Err(Error::data("hashing", "a hashing thread failed"));
+    }
+    Ok(inc)
+}
+
+/// Each row's effective time in UTC microseconds.
+fn effective_times(spec: &Spec, full: &RecordBatch, batch: &Batch) -> Result<Vec<i64>> {
+    let n = full.num_rows();
+    let Some(name) = &spec.effective_from else { return Ok(vec![batch_at(batch); n]) };
+    let col = column(full, name)?;
+    let bad = |row: usize, reason: String| Error::Row { row: row + 1, reason: format!("column {name:?}: {reason}") };
+    let micros: ArrayRef = match col.data_type() {
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => {
+            cast(col, &ts_type()).map_err(|e| bad(0, e.to_string()))?
+        }
+        DataType::Utf8 => {
+            let text = col.as_string::<i32>();
+            let mut out = Vec::with_capacity(n);
+            for r in 0..n {
+                if text.is_null(r) {
+                    return Err(bad(r, "the effective date is empty".into()));
+                }
+                out.push(
+                    parse_time(text.value(r))
+                        .ok_or_else(|| bad(r, format!("{:?} is not a date or an RFC 3339 timestamp", text.value(r))))?,
+                );
+            }
+            Arc::new(TimestampMicrosecondArray::from(out))
+        }
+        other => return Err(bad(0, format!("type {other} is not a date or timestamp"))),
+    };
+    let micros = micros.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+    if let Some(r) = (0..n).find(|&r| micros.is_null(r)) {
+        return Err(bad(r, "the effective date is empty".into()));
+    }
+    Ok(micros.values().to_vec())
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros());
+    }
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc).timestamp_micros())
+}
+
+/// Row indices sorted by (key, effective time, ordering columns, position).
+fn sort_incoming(spec: &Spec, inc: &Incoming) -> Result<Vec<u32>> {
+    let n = inc.key.len();
+    let rows = if spec.order_by.is_empty() {
+        None
+    } else {
+        let cols: Vec<ArrayRef> =
+            spec.order_by.iter().map(|c| column(&inc.batch, c).cloned()).collect::<Result<Vec<_>>>()?;
+        let fields = cols.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+        let converter = RowConverter::new(fields).map_err(|e| Error::data("ordering columns", e))?;
+        Some(converter.convert_columns(&cols).map_err(|e| Error::data("ordering columns", e))?)
+    };
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        inc.key[a]
+            .cmp(&inc.key[b])
+            .then(inc.eff[a].cmp(&inc.eff[b]))
+            .then_with(|| match &rows {
+                Some(rows) => rows.row(a).cmp(&rows.row(b)),
+                None => std::cmp::Ordering::Equal,
+            })
+            .then(a.cmp(&b))
+    });
+    // Rows of one key that tie on time and order must be exact duplicates.
+    let tie = |a: usize, b: usize| {
+        inc.key[a] == inc.key[b]
+            && inc.eff[a] == inc.eff[b]
+            && rows.as_ref().is_none_or(|rows| rows.row(a) == rows.row(b))
+    };
+    for w in order.windows(2) {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        if tie(a, b) && (inc.full[a] != inc.full[b] || inc.t1[a] != inc.t1[b] || inc.delete[a] != inc.delete[b]) {
+            return Err(Error::Row {
+                row: b + 1,
+                reason: format!(
+                    "conflicts with row {} for the same key at the same effective time and order{}; \
+                     declare an ordering or tie-break column that tells them apart",
+                    a + 1,
+                    if spec.order_by.is_empty() { String::new() } else { format!(" ({})", spec.order_by.join(", ")) }
+                ),
+            });
+        }
+    }
+    Ok(order)
+}
+
+/// Splits the sorted rows into one run per key, dropping exact duplicates:
+/// `order` keeps the rows that count and each range indexes into it.
+fn group(inc: &Incoming, order: &mut Vec<u32>, metrics: &mut Metrics) -> Vec<std::ops::Range<usize>> {
+    let mut kept: Vec<u32> = Vec::with_capacity(order.len());
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    for &i in order.iter() {
+        let r = i as usize;
+        match kept.last().map(|&p| p as usize) {
+            Some(p) if inc.key[p] == inc.key[r] => {
+                if inc.eff[p] == inc.eff[r]
+                    && inc.full[p] == inc.full[r]
+                    && inc.t1[p] == inc.t1[r]
+                    && inc.delete[p] == inc.delete[r]
+                {
+                    metrics.duplicates += 1;
+                    continue;
+                }
+                kept.push(i);
+                if let Some(g) = groups.last_mut() {
+                    g.end = kept.len();
+                }
+            }
+            _ => {
+                kept.push(i);
+                groups.push(kept.len() - 1..kept.len());
+            }
+        }
+    }
+    *order = kept;
+    groups
+}
+
+fn existing_ver(ex: &Existing, r: u32) -> Ver {
+    let i = r as usize;
+    Ver {
+        from: ex.from[i],
+        to: ex.to[i],
+        deleted: ex.deleted[i],
+        tomb: ex.deleted[i] && ex.to[i] == OPEN_END,
+        inferred: ex.inferred[i],
+        content: Content::Existing(r),
+        origin: Some(r),
+        dirty: false,
+    }
+}
+
+fn ver_cmp(v: &Ver, ex: &Existing, inc: &Incoming) -> Hash128 {
+    match v.content {
+        Content::Existing(r) | Content::Updated { base: r, .. } => ex.cmp[r as usize],
+        Content::Incoming(i) => inc.cmp[i as usize],
+    }
+}
+
+fn ver_t1(v: &Ver, ex: &Existing, inc: &Incoming) -> Hash128 {
+    match v.content {
+        Content::Existing(r) => ex.t1[r as usize],
+        Content::Updated { from: i, .. } | Content::Incoming(i) => inc.t1[i as usize],
+    }
+}
+
+enum Pos {
+    Empty,
+    Inside(usize),
+    Before,
+    /// After version `q`, in a gap left by a delete or at the end.
+    Gap(usize),
+}
+
+fn find(versions: &[Ver], t: i64) -> Pos {
+    if versions.is_empty() {
+        return Pos::Empty;
+    }
+    if t < versions[0].from {
+        return Pos::Before;
+    }
+    let q = versions.partition_point(|v| v.from <= t) - 1;
+    if t < versions[q].to { Pos::Inside(q) } else { Pos::Gap(q) }
+}
+
+fn new_ver(from: i64, to: i64, i: u32) -> Ver {
+    Ver {
+        from,
+        to,
+        deleted: false,
+        tomb: false,
+        inferred: false,
+        content: Content::Incoming(i),
+        origin: None,
+        dirty: true,
+    }
+}
+
+/// Applies source row `i` to one key's timeline.
+fn apply(spec: &Spec, inc: &Incoming, ex: &Existing, versions: &mut Vec<Ver>, i: u32, m: &mut Metrics) {
+    let r = i as usize;
+    let t = inc.eff[r];
+    if inc.delete[r] {
+        delete_at(spec, versions, t, m);
+        return;
+    }
+    match find(versions, t) {
+        Pos::Empty => {
+            versions.push(new_ver(t, OPEN_END, i));
+            m.inserted += 1;
+        }
+        Pos::Before => {
+            let to = versions[0].from;
+            versions.insert(0, new_ver(t, to, i));
+            m.inserted += 1;
+            m.late_split += 1;
+        }
+        Pos::Gap(q) => {
+            let to = versions.get(q + 1).map_or(OPEN_END, |v| v.from);
+            if versions[q].deleted {
+                m.resurrected += 1;
+            }
+            versions.insert(q + 1, new_ver(t, to, i));
+            m.inserted += 1;
+        }
+        Pos::Inside(p) => {
+            let v = versions[p];
+            if !v.tomb && !v.inferred && ver_cmp(&v, ex, inc) == inc.cmp[r] {
+                let fills_new = inc.full[r] != inc.cmp[r];
+                if ver_t1(&v, ex, inc) != inc.t1[r] || fills_new {
+                    versions[p].content = match v.content {
+                        Content::Incoming(_) => Content::Incoming(i),
+                        Content::Existing(base) | Content::Updated { base, .. } => Content::Updated { base, from: i },
+                    };
+                    versions[p].dirty = true;
+                    m.type1_updated += 1;
+                } else {
+                    m.unchanged += 1;
+                }
+            } else if t == v.from || v.inferred {
+                // A correction at the version's own start, a tombstone
+                // revived at its instant, or the real row of an inferred member.
+                if v.tomb {
+                    m.resurrected += 1;
+                } else {
+                    m.type1_updated += 1;
+                }
+                let deleted = v.deleted && !v.tomb;
+                versions[p] =
+                    Ver { content: Content::Incoming(i), deleted, tomb: false, inferred: false, dirty: true, ..v };
+            } else {
+                // The new version ends where the split one ended, delete included.
+                versions[p].to = t;
+                versions[p].deleted = false;
+                versions[p].dirty = true;
+                versions.insert(p + 1, Ver { deleted: v.deleted && !v.tomb, ..new_ver(t, v.to, i) });
+                m.inserted += 1;
+                if v.tomb {
+                    m.resurrected += 1;
+                } else if v.to == OPEN_END {
+                    m.closed += 1;
+                } else {
+                    m.late_split += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes the key at `t`: closes (or tombstones) the version holding `t`.
+fn delete_at(spec: &Spec, versions: &mut Vec<Ver>, t: i64, m: &mut Metrics) {
+    let Pos::Inside(p) = find(versions, t) else {
+        m.unchanged += 1;
+        return;
+    };
+    let v = versions[p];
+    if v.tomb || v.deleted {
+        m.unchanged += 1;
+        return;
+    }
+    m.deleted += 1;
+    if spec.deletes == Deletes::NewRecord {
+        if t == v.from {
+            versions[p] = Ver { deleted: true, tomb: true, dirty: true, ..v };
+        } else {
+            versions[p].to = t;
+            versions[p].dirty = true;
+            let tomb = Ver { from: t, deleted: true, tomb: true, inferred: false, origin: None, dirty: true, ..v };
+            versions.insert(p + 1, tomb);
+            m.inserted += 1;
+        }
+    } else if t == v.from {
+        // A version that would last no time at all is dropped.
+        versions.remove(p);
+    } else {
+        versions[p].to = t;
+        versions[p].deleted = true;
+        versions[p].dirty = true;
+    }
+}
+
+/// One row to write.
+#[derive(Clone, Copy, Debug)]
+struct OutRow {
+    key: Hash128,
+    sk: i64,
+    from: i64,
+    to: i64,
+    deleted: bool,
+    inferred: bool,
+    content: Content,
+    /// Whether `attr_hash` must be computed from the written row.
+    rehash: bool,
+}
+
+impl OutRow {
+    fn copy(ex: &Existing, r: u32) -> Self {
+        let i = r as usize;
+        OutRow {
+            key: ex.key[i],
+            sk: ex.sk[i],
+            from: ex.from[i],
+            to: ex.to[i],
+            deleted: ex.deleted[i],
+            inferred: ex.inferred[i],
+            content: Content::Existing(r),
+            rehash: false,
+        }
+    }
+
+    /// The file whose rows this row's values come from.
+    fn file(&self, ex: &Existing) -> Option<u32> {
+        match self.content {
+            Content::Existing(r) | Content::Updated { base: r, .. } => Some(ex.file[r as usize]),
+            Content::Incoming(_) => None,
+        }
+    }
+}
+
+/// Everything a merge will write.
+#[derive(Default)]
+struct Plan {
+    rows: Vec<OutRow>,
+    /// Existing rows that are rewritten or dropped.
+    replaced: Vec<u32>,
+    changed: Vec<ChangedInterval>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.replaced.is_empty()
+    }
+
+    fn touched_files(&self, ex: &Existing) -> Vec<u32> {
+        let mut files: Vec<u32> = self.replaced.iter().map(|&r| ex.file[r as usize]).collect();
+        files.extend(self.rows.iter().filter_map(|r| r.file(ex)));
+        files.sort_unstable();
+        files.dedup();
+        files
+    }
+
+    /// Records one key's final timeline, after checking the invariants.
+    /// `initial` are the existing rows the timeline started from.
+    fn settle(
+        &mut self,
+        key: Hash128,
+        versions: &[Ver],
+        initial: &[u32],
+        ex: &Existing,
+        taken: &mut HashSet<i64, Prehashed>,
+    ) -> Result<()> {
+        check_timeline(key, versions)?;
+        // Existing rows that changed, or that no version holds any more.
+        for &o in initial {
+            if !versions.iter().any(|v| v.origin == Some(o) && !v.dirty) {
+                self.replaced.push(o);
+            }
+        }
+        for v in versions.iter().filter(|v| v.dirty) {
+            let sk = match v.origin {
+                Some(o) => ex.sk[o as usize],
+                None => {
+                    let sk = surrogate_key(key, v.from);
+                    if !taken.insert(sk) {
+                        return Err(Error::SurrogateKeyCollision {
+                            surrogate_key: sk,
+                            key_hash: key_hash_hex(key),
+                            valid_from: micros_to_utc(v.from).to_rfc3339(),
+                        });
+                    }
+                    sk
+                }
+            };
+            self.rows.push(OutRow {
+                key,
+                sk,
+                from: v.from,
+                to: v.to,
+                deleted: v.deleted,
+                inferred: v.inferred,
+                content: v.content,
+                rehash: matches!(v.content, Content::Updated { .. }),
+            });
+            self.changed.push(ChangedInterval {
+                key_hash: key_hash_hex(key),
+                surrogate_key: sk,
+                valid_from: micros_to_utc(v.from),
+                valid_to: micros_to_utc(v.to),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The SCD2 invariants on one key: every interval is non-empty, none
+/// overlap, and at most one is open.
+fn check_timeline(key: Hash128, versions: &[Ver]) -> Result<()> {
+    let broken = |reason: String| Err(Error::Invariant { key_hash: key_hash_hex(key), reason });
+    let mut current = 0;
+    for (i, v) in versions.iter().enumerate() {
+        if v.from >= v.to {
+            return broken(format!(
+                "valid_from {} is not before valid_to {}",
+                micros_to_utc(v.from),
+                micros_to_utc(v.to)
+            ));
+        }
+        if let Some(next) = versions.get(i + 1)
+            && v.to > next.from
+        {
+            return broken(format!(
+                "versions starting {} and {} overlap",
+                micros_to_utc(v.from),
+                micros_to_utc(next.from)
+            ));
+        }
+        if v.to == OPEN_END {
+            current += 1;
+        }
+    }
+    if current > 1 {
+        return broken(format!("{current} current versions"));
+    }
+    Ok(())
+}
+
+pub(crate) fn micros_to_utc(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// Builds output batches from planned rows.
+struct Builder<'a> {
+    layout: &'a Layout,
+    inc: &'a Incoming,
+    ex: &'a Existing,
+    schema: &'a SchemaRef,
+    batch: &'a Batch,
+}
+
+impl Builder<'_> {
+    fn build(&self, rows: &[OutRow], file: Option<&RecordBatch>) -> Result<RecordBatch> {
+        let n = rows.len();
+        let ex_row = |r: u32| self.ex.row_in_file[r as usize] as usize;
+        // (array, row) per output row: array 0 is the batch, 1 the file.
+        let base: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|o| match o.content {
+                Content::Existing(r) | Content::Updated { base: r, .. } => (1, ex_row(r)),
+                Content::Incoming(i) => (0, i as usize),
+            })
+            .collect();
+        let fresh: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|o| match o.content {
+                Content::Existing(r) => (1, ex_row(r)),
+                Content::Updated { from: i, .. } | Content::Incoming(i) => (0, i as usize),
+            })
+            .collect();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let pick = |name: &str, data_type: &DataType, refs: &[(usize, usize)]| -> Result<ArrayRef> {
+            let from_batch = column(&self.inc.batch, name)?.clone();
+            let from_file = match file.and_then(|f| f.column_by_name(name)) {
+                Some(c) if c.data_type() == data_type => Arc::clone(c),
+                Some(c) => cast(c, data_type).map_err(|e| Error::data(name, e))?,
+                None => new_null_array(data_type, file.map_or(0, |f| f.num_rows())),
+            };
+            interleave(&[from_batch.as_ref(), from_file.as_ref()], refs).map_err(|e| Error::data(name, e))
+        };
+        cols.push(Arc::new(Int64Array::from_iter_values(rows.iter().map(|o| o.sk))));
+        for f in &self.layout.business {
+            let name = f.name();
+            let takes_fresh = self.layout.type1.contains(name) || !self.layout.existed.contains(name);
+            cols.push(pick(name, f.data_type(), if takes_fresh { &fresh } else { &base })?);
+        }
+        let business = RecordBatch::try_new(Arc::new(Schema::new(self.layout.business.clone())), cols[1..].to_vec())
+            .map_err(|e| Error::data("business columns", e))?;
+        let mut key_hash = BinaryBuilder::with_capacity(n, n * 16);
+        let mut attr_hash = BinaryBuilder::with_capacity(n, n * 16);
+        let file_attrs = file.map(|f| binary_col(f, columns::ATTR_HASH)).transpose()?;
+        let tracked = attr_cols(&business, &self.layout.tracked)?;
+        let mut buf = Vec::new();
+        for (row, o) in rows.iter().enumerate() {
+            key_hash.append_value(o.key.to_le_bytes());
+            let attr = if o.rehash {
+                encode_attrs(&tracked, row, &mut buf);
+                hash128(&buf)
+            } else {
+                match o.content {
+                    Content::Existing(r) => match file_attrs {
+                        Some(a) => to_hash(a.value(ex_row(r))),
+                        None => return Err(Error::data("merge", "an existing row without its file")),
+                    },
+                    Content::Incoming(i) => self.inc.full[i as usize],
+                    Content::Updated { .. } => {
+                        encode_attrs(&tracked, row, &mut buf);
+                        hash128(&buf)
+                    }
+                }
+            };
+            attr_hash.append_value(attr.to_le_bytes());
+        }
+        cols.push(Arc::new(key_hash.finish()));
+        cols.push(Arc::new(attr_hash.finish()));
+        let ts = |v: Vec<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) };
+        cols.push(ts(rows.iter().map(|o| o.from).collect()));
+        cols.push(ts(rows.iter().map(|o| o.to).collect()));
+        cols.push(Arc::new(BooleanArray::from(rows.iter().map(|o| o.deleted).collect::<Vec<_>>())));
+        cols.push(Arc::new(BooleanArray::from(rows.iter().map(|o| o.inferred).collect::<Vec<_>>())));
+        // recorded_at and batch_id: kept for existing rows, this batch's for new ones.
+        let meta_refs: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|o| match o.content {
+                Content::Existing(r) | Content::Updated { base: r, .. } => (1, ex_row(r)),
+                Content::Incoming(_) => (0, 0),
+            })
+            .collect();
+        let now: ArrayRef = ts(vec![batch_at(self.batch)]);
+        let id: ArrayRef = Arc::new(StringArray::from(vec![self.batch.id.clone()]));
+        for (name, own) in [(columns::RECORDED_AT, now), (columns::BATCH_ID, id)] {
+            let from_file = match file.and_then(|f| f.column_by_name(name)) {
+                Some(c) => Arc::clone(c),
+                None => new_null_array(own.data_type(), file.map_or(0, |f| f.num_rows())),
+            };
+            cols.push(interleave(&[own.as_ref(), from_file.as_ref()], &meta_refs).map_err(|e| Error::data(name, e))?);
+        }
+        cols.push(Arc::new(BooleanArray::from(rows.iter().map(|o| o.to == OPEN_END).collect::<Vec<_>>())));
+        RecordBatch::try_new(Arc::clone(self.schema), cols).map_err(|e| Error::data("output rows", e))
+    }
+}

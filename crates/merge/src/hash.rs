@@ -1,0 +1,253 @@
+//! The canonical, versioned encoding behind `key_hash`, `attr_hash` and the
+//! surrogate keys.
+//!
+//! Every value is written as a one-byte type tag and a fixed payload, so
+//! values of different types never encode alike: NULL has its own tag (so
+//! NULL ≠ `""`), strings carry their length, timestamps are UTC microseconds
+//! whatever their unit or zone, floats are normalised (`-0.0` = `0.0`, one
+//! NaN) and decimals are reduced to their shortest scale (`1.50` = `1.5`).
+//! Attribute hashes are keyed by column name, in name order, so column
+//! order in a source never matters. Hashes are the first 16 bytes of BLAKE3.
+//! [`ENCODING_VERSION`] is recorded in each table's properties; a change to
+//! this encoding must bump it.
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,
+    Int8Array, Int16Array, Int32Array, Int64Array, LargeBinaryArray, LargeStringArray, StringArray, UInt8Array,
+    UInt16Array, UInt32Array, UInt64Array,
+};
+use deltalake::arrow::datatypes::{DataType, TimeUnit};
+
+use crate::{Error, Result};
+
+/// Version of the canonical encoding, stored as table property
+/// `gold.scd2.encoding`.
+pub const ENCODING_VERSION: u8 = 1;
+
+/// A 128-bit BLAKE3 digest.
+pub type Hash128 = u128;
+
+const TAG_NULL: u8 = 0;
+const TAG_BOOL: u8 = 1;
+const TAG_INT: u8 = 2;
+const TAG_FLOAT: u8 = 3;
+const TAG_DECIMAL: u8 = 4;
+const TAG_STRING: u8 = 5;
+const TAG_BYTES: u8 = 6;
+const TAG_DATE: u8 = 7;
+const TAG_TIMESTAMP: u8 = 8;
+
+/// One column, downcast once so that encoding a row is a match and a copy.
+#[derive(Debug)]
+pub(crate) enum Col<'a> {
+    Bool(&'a BooleanArray),
+    I8(&'a Int8Array),
+    I16(&'a Int16Array),
+    I32(&'a Int32Array),
+    I64(&'a Int64Array),
+    U8(&'a UInt8Array),
+    U16(&'a UInt16Array),
+    U32(&'a UInt32Array),
+    U64(&'a UInt64Array),
+    F32(&'a Float32Array),
+    F64(&'a Float64Array),
+    Dec(&'a Decimal128Array, i8),
+    Str(&'a StringArray),
+    LStr(&'a LargeStringArray),
+    Bin(&'a BinaryArray),
+    LBin(&'a LargeBinaryArray),
+    Date(&'a Date32Array),
+    /// Timestamp values and the factor to microseconds (negative: divide).
+    Ts(&'a dyn Array, i64),
+}
+
+impl<'a> Col<'a> {
+    pub(crate) fn new(name: &str, array: &'a ArrayRef) -> Result<Self> {
+        use deltalake::arrow::datatypes as t;
+        Ok(match array.data_type() {
+            DataType::Boolean => Col::Bool(array.as_boolean()),
+            DataType::Int8 => Col::I8(array.as_primitive::<t::Int8Type>()),
+            DataType::Int16 => Col::I16(array.as_primitive::<t::Int16Type>()),
+            DataType::Int32 => Col::I32(array.as_primitive::<t::Int32Type>()),
+            DataType::Int64 => Col::I64(array.as_primitive::<t::Int64Type>()),
+            DataType::UInt8 => Col::U8(array.as_primitive::<t::UInt8Type>()),
+            DataType::UInt16 => Col::U16(array.as_primitive::<t::UInt16Type>()),
+            DataType::UInt32 => Col::U32(array.as_primitive::<t::UInt32Type>()),
+            DataType::UInt64 => Col::U64(array.as_primitive::<t::UInt64Type>()),
+            DataType::Float32 => Col::F32(array.as_primitive::<t::Float32Type>()),
+            DataType::Float64 => Col::F64(array.as_primitive::<t::Float64Type>()),
+            DataType::Decimal128(_, scale) => Col::Dec(array.as_primitive::<t::Decimal128Type>(), *scale),
+            DataType::Utf8 => Col::Str(array.as_string::<i32>()),
+            DataType::LargeUtf8 => Col::LStr(array.as_string::<i64>()),
+            DataType::Binary => Col::Bin(array.as_binary::<i32>()),
+            DataType::LargeBinary => Col::LBin(array.as_binary::<i64>()),
+            DataType::Date32 => Col::Date(array.as_primitive::<t::Date32Type>()),
+            DataType::Timestamp(unit, _) => {
+                let factor = match unit {
+                    TimeUnit::Second => 1_000_000,
+                    TimeUnit::Millisecond => 1_000,
+                    TimeUnit::Microsecond => 1,
+                    TimeUnit::Nanosecond => -1_000,
+                };
+                Col::Ts(array.as_ref(), factor)
+            }
+            other => {
+                return Err(Error::UnsupportedType { column: name.to_string(), data_type: other.to_string() });
+            }
+        })
+    }
+
+    fn array(&self) -> &dyn Array {
+        match self {
+            Col::Bool(a) => *a,
+            Col::I8(a) => *a,
+            Col::I16(a) => *a,
+            Col::I32(a) => *a,
+            Col::I64(a) => *a,
+            Col::U8(a) => *a,
+            Col::U16(a) => *a,
+            Col::U32(a) => *a,
+            Col::U64(a) => *a,
+            Col::F32(a) => *a,
+            Col::F64(a) => *a,
+            Col::Dec(a, _) => *a,
+            Col::Str(a) => *a,
+            Col::LStr(a) => *a,
+            Col::Bin(a) => *a,
+            Col::LBin(a) => *a,
+            Col::Date(a) => *a,
+            Col::Ts(a, _) => *a,
+        }
+    }
+
+    pub(crate) fn is_null(&self, row: usize) -> bool {
+        self.array().is_null(row)
+    }
+
+    /// Appends the tagged encoding of `row` to `out`.
+    pub(crate) fn encode(&self, row: usize, out: &mut Vec<u8>) {
+        if self.is_null(row) {
+            out.push(TAG_NULL);
+            return;
+        }
+        let int = |out: &mut Vec<u8>, v: i128| {
+            out.push(TAG_INT);
+            out.extend_from_slice(&v.to_le_bytes());
+        };
+        let bytes = |out: &mut Vec<u8>, tag: u8, v: &[u8]| {
+            out.push(tag);
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            out.extend_from_slice(v);
+        };
+        match self {
+            Col::Bool(a) => out.extend_from_slice(&[TAG_BOOL, u8::from(a.value(row))]),
+            Col::I8(a) => int(out, a.value(row).into()),
+            Col::I16(a) => int(out, a.value(row).into()),
+            Col::I32(a) => int(out, a.value(row).into()),
+            Col::I64(a) => int(out, a.value(row).into()),
+            Col::U8(a) => int(out, a.value(row).into()),
+            Col::U16(a) => int(out, a.value(row).into()),
+            Col::U32(a) => int(out, a.value(row).into()),
+            Col::U64(a) => int(out, a.value(row).into()),
+            Col::F32(a) => float(out, a.value(row).into()),
+            Col::F64(a) => float(out, a.value(row)),
+            Col::Dec(a, scale) => {
+                let (mut v, mut s) = (a.value(row), i32::from(*scale));
+                while s > 0 && v % 10 == 0 {
+                    v /= 10;
+                    s -= 1;
+                }
+                out.push(TAG_DECIMAL);
+                out.extend_from_slice(&v.to_le_bytes());
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+            Col::Str(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
+            Col::LStr(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
+            Col::Bin(a) => bytes(out, TAG_BYTES, a.value(row)),
+            Col::LBin(a) => bytes(out, TAG_BYTES, a.value(row)),
+            Col::Date(a) => {
+                out.push(TAG_DATE);
+                out.extend_from_slice(&a.value(row).to_le_bytes());
+            }
+            Col::Ts(a, factor) => {
+                let raw = a.as_primitive_opt::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+                let v = match raw {
+                    Some(micros) => micros.value(row),
+                    None => timestamp_raw(*a, row),
+                };
+                let micros = if *factor >= 1 { v.saturating_mul(*factor) } else { v.div_euclid(-*factor) };
+                out.push(TAG_TIMESTAMP);
+                out.extend_from_slice(&micros.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn timestamp_raw(a: &dyn Array, row: usize) -> i64 {
+    use deltalake::arrow::datatypes as t;
+    if let Some(x) = a.as_primitive_opt::<t::TimestampSecondType>() {
+        x.value(row)
+    } else if let Some(x) = a.as_primitive_opt::<t::TimestampMillisecondType>() {
+        x.value(row)
+    } else if let Some(x) = a.as_primitive_opt::<t::TimestampNanosecondType>() {
+        x.value(row)
+    } else {
+        0
+    }
+}
+
+fn float(out: &mut Vec<u8>, v: f64) {
+    let v = if v == 0.0 {
+        0.0
+    } else if v.is_nan() {
+        f64::NAN
+    } else {
+        v
+    };
+    out.push(TAG_FLOAT);
+    out.extend_from_slice(&v.to_bits().to_le_bytes());
+}
+
+/// The first 16 bytes of BLAKE3 of `bytes`.
+pub fn hash128(bytes: &[u8]) -> Hash128 {
+    let digest = blake3::hash(bytes);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest.as_bytes()[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// Encodes the business key of `row`: the version byte, then every key
+/// column in declared order (positional, NULL tagged).
+pub(crate) fn encode_key(cols: &[Col<'_>], row: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(ENCODING_VERSION);
+    for col in cols {
+        col.encode(row, out);
+    }
+}
+
+/// Encodes the attributes of `row`: the version byte, then `(name, value)`
+/// for every column, in the order given (callers sort by name).
+pub(crate) fn encode_attrs(cols: &[(&str, Col<'_>)], row: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(ENCODING_VERSION);
+    for (name, col) in cols {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        col.encode(row, out);
+    }
+}
+
+/// The surrogate key of the version of `key_hash` that starts at
+/// `valid_from` (UTC microseconds): 63 bits of BLAKE3, so it is the same
+/// whenever the same inputs are rebuilt, and never negative.
+pub fn surrogate_key(key_hash: Hash128, valid_from: i64) -> i64 {
+    let mut buf = [0u8; 1 + 16 + 8];
+    buf[0] = ENCODING_VERSION;
+    buf[1..17].copy_from_slice(&key_hash.to_le_bytes());
+    buf[17..].copy_from_slice(&valid_from.to_le_bytes());
+    let digest = blake3::hash(&buf);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    (u64::from_le_bytes(first) >> 1) as i64
+}

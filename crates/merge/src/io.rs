@@ -1,0 +1,271 @@
+//! Reading an SCD2 table's files and committing a merge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::compute::concat_batches;
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::arrow::record_batch::{RecordBatch, RecordBatchReader as _};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::logstore::object_store::ObjectStoreExt as _;
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, MergePredicate};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore, Path};
+
+use crate::{Error, Result, Target, columns};
+
+/// One data file of the table.
+#[derive(Clone, Debug)]
+pub(crate) struct DataFile {
+    pub(crate) path: Path,
+    pub(crate) current: bool,
+    pub(crate) remove: deltalake::kernel::Remove,
+}
+
+pub(crate) fn delta_err(target: &Target) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
+    move |source| Error::Delta { table: target.url.to_string(), source: Box::new(source) }
+}
+
+/// The table at `target`, or `None` if there is none yet.
+pub(crate) async fn open(target: &Target) -> Result<Option<DeltaTable>> {
+    if let Ok(path) = target.url.to_file_path()
+        && !path.exists()
+    {
+        return Ok(None);
+    }
+    let mut table = DeltaTableBuilder::from_url(target.url.clone())
+        .and_then(|b| b.with_storage_options(target.storage_options.clone()).build())
+        .map_err(delta_err(target))?;
+    if !table.verify_deltatable_existence().await.map_err(delta_err(target))? {
+        return Ok(None);
+    }
+    table.load().await.map_err(delta_err(target))?;
+    Ok(Some(table))
+}
+
+/// The table's data files, current partition first.
+pub(crate) fn data_files(table: &DeltaTable, target: &Target) -> Result<Vec<DataFile>> {
+    let snapshot = table.snapshot().map_err(delta_err(target))?;
+    let mut files: Vec<DataFile> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let current =
+                f.partition_values_map().get(columns::IS_CURRENT).cloned().flatten().as_deref() == Some("true");
+            DataFile { path: f.object_store_path(), current, remove: f.remove_action(true) }
+        })
+        .collect();
+    files.sort_by_key(|f| (!f.current, f.path.to_string()));
+    Ok(files)
+}
+
+/// Reads whole files (or the named columns of them), several at once; one
+/// batch per file, in the order given.
+pub(crate) async fn read_files(
+    table: &DeltaTable,
+    files: &[DataFile],
+    projection: Option<&[String]>,
+) -> Result<Vec<RecordBatch>> {
+    let store = table.object_store();
+    let tasks: Vec<_> = files
+        .iter()
+        .map(|file| {
+            let store = Arc::clone(&store);
+            let file = file.clone();
+            let projection = projection.map(|p| p.to_vec());
+            tokio::spawn(async move { read_file(store, &file, projection.as_deref()).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.map_err(|e| Error::data("reading table files", e))??);
+    }
+    Ok(out)
+}
+
+async fn read_file(store: Arc<dyn ObjectStore>, file: &DataFile, projection: Option<&[String]>) -> Result<RecordBatch> {
+    let context = format!("reading {}", file.path);
+    let bytes = store.get(&file.path).await.map_err(|e| Error::data(&context, e))?.bytes().await;
+    let bytes = bytes.map_err(|e| Error::data(&context, e))?;
+    let projection = projection.map(<[String]>::to_vec);
+    let decode = move || -> Result<RecordBatch> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::data(&context, e))?;
+        let builder = match &projection {
+            Some(names) => {
+                let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().map(String::as_str));
+                builder.with_projection(mask)
+            }
+            None => builder,
+        };
+        let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::data(&context, e))?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(&context, e))?;
+        concat_batches(&schema, &batches).map_err(|e| Error::data(&context, e))
+    };
+    tokio::task::spawn_blocking(decode).await.map_err(|e| Error::data("reading table files", e))?
+}
+
+/// Writes batches (with an `is_current` column) as Parquet files of the
+/// table and returns their `add` actions; nothing is committed.
+pub(crate) struct FileWriter {
+    writer: RecordBatchWriter,
+}
+
+impl FileWriter {
+    pub(crate) fn new(target: &Target, schema: SchemaRef) -> Result<Self> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(256 * 1024))
+            .build();
+        let writer = RecordBatchWriter::try_new(
+            target.url.as_str(),
+            schema,
+            Some(vec![columns::IS_CURRENT.to_string()]),
+            Some(target.storage_options.clone()),
+        )
+        .map_err(delta_err(target))?
+        .with_writer_properties(props);
+        Ok(Self { writer })
+    }
+
+    pub(crate) async fn write(&mut self, target: &Target, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer.write(batch).await.map_err(delta_err(target))
+    }
+
+    pub(crate) async fn finish(mut self, target: &Target) -> Result<Vec<Action>> {
+        let adds = self.writer.flush().await.map_err(delta_err(target))?;
+        Ok(adds.into_iter().map(Action::Add).collect())
+    }
+}
+
+/// Writes on several tasks at once: batches are cut into slices that go to
+/// the writers in turn, so Parquet encoding uses every core while the
+/// caller builds the next batch. Memory stays at a few slices per writer.
+pub(crate) struct ParallelWriter {
+    senders: Vec<futures::channel::mpsc::Sender<RecordBatch>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Action>>>>,
+    next: usize,
+}
+
+/// Rows per slice handed to one writer.
+const SLICE_ROWS: usize = 128 * 1024;
+
+impl ParallelWriter {
+    pub(crate) fn new(target: &Target, schema: SchemaRef) -> Result<Self> {
+        let writers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let (tx, mut rx) = futures::channel::mpsc::channel::<RecordBatch>(2);
+            let mut writer = FileWriter::new(target, Arc::clone(&schema))?;
+            let target = target.clone();
+            tasks.push(tokio::spawn(async move {
+                use futures::StreamExt;
+                while let Some(batch) = rx.next().await {
+                    writer.write(&target, batch).await?;
+                }
+                writer.finish(&target).await
+            }));
+            senders.push(tx);
+        }
+        Ok(Self { senders, tasks, next: 0 })
+    }
+
+    pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        use futures::SinkExt;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = SLICE_ROWS.min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, len);
+            offset += len;
+            let i = self.next % self.senders.len();
+            self.next += 1;
+            if self.senders[i].send(slice).await.is_err() {
+                // The writer stopped on an error; finish() reports it.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn finish(self) -> Result<Vec<Action>> {
+        drop(self.senders);
+        let mut actions = Vec::new();
+        for task in self.tasks {
+            actions.extend(task.await.map_err(|e| Error::data("writing table files", e))??);
+        }
+        Ok(actions)
+    }
+}
+
+/// Commits `actions` as one version with the batch's transaction; creates
+/// the table (schema, partitioning, properties) when `table` is `None`.
+pub(crate) async fn commit(
+    target: &Target,
+    table: Option<&DeltaTable>,
+    schema: &Schema,
+    configuration: HashMap<String, String>,
+    mut actions: Vec<Action>,
+    sequence: i64,
+    info: Vec<(String, serde_json::Value)>,
+) -> Result<u64> {
+    let properties = CommitProperties::default()
+        .with_metadata(info.into_iter().chain(target.commit_info.iter().cloned()))
+        .with_application_transaction(Transaction::new(&target.app_id, sequence));
+    match table {
+        Some(table) => {
+            let operation = DeltaOperation::Merge {
+                predicate: None,
+                merge_predicate: Some(format!("{} = source.{}", columns::KEY_HASH, columns::KEY_HASH)),
+                matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: None }],
+                not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
+                not_matched_by_source_predicates: Vec::new(),
+            };
+            let snapshot = table.snapshot().map_err(delta_err(target))?;
+            // New columns: the same commit evolves the table's schema.
+            let kernel_schema: StructType = schema.try_into_kernel().map_err(|e| Error::data("table schema", e))?;
+            if snapshot.schema().as_ref() != &kernel_schema {
+                use deltalake::kernel::MetadataExt as _;
+                let metadata = snapshot
+                    .metadata()
+                    .clone()
+                    .with_schema(&kernel_schema)
+                    .map_err(|e| Error::data("table schema", e))?;
+                actions.push(Action::Metadata(metadata));
+            }
+            let done = CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(snapshot), table.log_store(), operation)
+                .await
+                .map_err(delta_err(target))?;
+            Ok(done.version())
+        }
+        None => {
+            if let Ok(path) = target.url.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| Error::data(&path.display().to_string(), e))?;
+            }
+            let kernel_schema: StructType = schema.try_into_kernel().map_err(|e| Error::data("table schema", e))?;
+            let table = deltalake::operations::create::CreateBuilder::new()
+                .with_location(target.url.as_str())
+                .with_storage_options(target.storage_options.clone())
+                .with_columns(kernel_schema.fields().cloned())
+                .with_partition_columns([columns::IS_CURRENT])
+                .with_configuration(configuration.into_iter().map(|(k, v)| (k, Some(v))))
+                .with_raise_if_key_not_exists(false)
+                .with_actions(actions)
+                .with_commit_properties(properties)
+                .await
+                .map_err(delta_err(target))?;
+            Ok(table.version().unwrap_or(0))
+        }
+    }
+}

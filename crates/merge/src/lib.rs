@@ -1,0 +1,283 @@
+//! SCD Type 2 merges into Delta tables.
+//!
+//! [`merge`] applies one [`Batch`] of source rows to an SCD2 table described
+//! by a [`Spec`] and commits the result as one Delta version:
+//!
+//! - `key_hash` and `attr_hash` are BLAKE3 digests of a canonical,
+//!   type-tagged, NULL-safe encoding ([`hash`]), so a value going from NULL
+//!   to `""` is a change and `1.50` = `1.5` is not;
+//! - every version has a surrogate key derived from its key hash and
+//!   `valid_from` ([`hash::surrogate_key`]): rebuilding the same inputs gives
+//!   the same keys, and a collision with any existing key is an error;
+//! - several changes of one key in one batch each become a version, in
+//!   `(effective time, ordering columns)` order; a change older than the
+//!   version it falls into splits that interval;
+//! - a delete (missing from a full snapshot, or a delete event) closes the
+//!   current version, and a key that comes back opens a new one;
+//! - a change only to type-1 columns updates the version in place, and a
+//!   column new to the table is filled in without opening versions;
+//! - the batch is recorded as Delta application transaction
+//!   `(app_id, sequence)`, so re-running it is a no-op, and the SCD2
+//!   invariants are checked before anything is committed.
+//!
+//! The table is partitioned by `is_current`: a merge reads the current rows,
+//! rewrites only the current files that hold a changed key, and appends
+//! closed versions to the history partition, which it reads only for the
+//! surrogate-key check and for the keys of late changes and resurrections.
+
+mod engine;
+pub mod hash;
+mod io;
+pub mod source;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+use url::Url;
+
+/// Column names written by the engine next to the business columns.
+pub mod columns {
+    pub const KEY_HASH: &str = "key_hash";
+    pub const ATTR_HASH: &str = "attr_hash";
+    pub const VALID_FROM: &str = "valid_from";
+    pub const VALID_TO: &str = "valid_to";
+    pub const IS_CURRENT: &str = "is_current";
+    pub const IS_DELETED: &str = "is_deleted";
+    pub const IS_INFERRED: &str = "is_inferred";
+    pub const RECORDED_AT: &str = "recorded_at";
+    pub const BATCH_ID: &str = "batch_id";
+    /// Every engine column except the surrogate key, in table order.
+    pub const ALL: [&str; 9] =
+        [KEY_HASH, ATTR_HASH, VALID_FROM, VALID_TO, IS_DELETED, IS_INFERRED, RECORDED_AT, BATCH_ID, IS_CURRENT];
+}
+
+/// The open end of the current version: 9999-12-31T00:00:00Z, in UTC
+/// microseconds.
+pub const OPEN_END: i64 = 253_402_214_400_000_000;
+
+/// Which columns open a new version when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    /// Exactly these columns.
+    Columns(Vec<String>),
+    /// Every column except the key, the type-1 columns and these.
+    AllExcept(Vec<String>),
+}
+
+/// What a full snapshot does with a current key it no longer holds, or how
+/// delete events are recognised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletes {
+    /// The batch is not a full snapshot: a missing key is not a delete.
+    Ignore,
+    /// The batch is a full snapshot; a missing key's current version is
+    /// closed and flagged `is_deleted`.
+    Invalidate,
+    /// The batch is a full snapshot; a missing key gets a new current
+    /// version flagged `is_deleted` (a tombstone, as dbt's `new_record`).
+    NewRecord,
+    /// Rows whose `column` holds one of `values` are delete events.
+    Events { column: String, values: Vec<String> },
+}
+
+/// How a table is versioned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Business key columns.
+    pub key: Vec<String>,
+    /// Type-2 columns.
+    pub tracked: Tracked,
+    /// Type-1 columns, updated in place.
+    pub type1: Vec<String>,
+    /// Ordering of changes of one key that share an effective time: the
+    /// sequence column first, then the tie-break columns. Rows of one key
+    /// that tie on all of them and differ are refused.
+    pub order_by: Vec<String>,
+    /// The column holding each change's effective date or timestamp; when
+    /// `None`, every change takes effect at the batch's clock.
+    pub effective_from: Option<String>,
+    /// How deletes are detected.
+    pub deletes: Deletes,
+    /// Name of the surrogate key column.
+    pub surrogate_key: String,
+}
+
+impl Spec {
+    /// A spec keyed on `key`, tracking every other column, with deletes
+    /// from full snapshots invalidating the current version.
+    pub fn new(key: &[&str]) -> Self {
+        Self {
+            key: key.iter().map(|k| k.to_string()).collect(),
+            tracked: Tracked::AllExcept(Vec::new()),
+            type1: Vec::new(),
+            order_by: Vec::new(),
+            effective_from: None,
+            deletes: Deletes::Invalidate,
+            surrogate_key: "surrogate_key".to_string(),
+        }
+    }
+}
+
+/// One batch of source rows.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Written into `batch_id` of every version the batch creates.
+    pub id: String,
+    /// Monotonic batch number for the Delta application transaction: a batch
+    /// whose sequence is not above the last one applied is skipped.
+    pub sequence: i64,
+    /// The run clock: `recorded_at` of new rows, and the effective time of
+    /// changes when the spec has no effective-date column.
+    pub clock: DateTime<Utc>,
+    /// The rows.
+    pub rows: Vec<RecordBatch>,
+}
+
+/// Where the table lives and how the commit is labelled.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub url: Url,
+    pub storage_options: std::collections::HashMap<String, String>,
+    /// Application id of the Delta transaction, e.g. `gold.dims.dim_members`.
+    pub app_id: String,
+    /// Extra commit-info entries (run id, operation, …).
+    pub commit_info: Vec<(String, serde_json::Value)>,
+}
+
+/// Counts of what a merge did, per key version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Source rows in the batch.
+    pub rows_in: u64,
+    /// Exact duplicate rows dropped (same key, time, order and values).
+    pub duplicates: u64,
+    /// New versions written (new keys, changes, resurrections, splits).
+    pub inserted: u64,
+    /// Current versions closed by a change.
+    pub closed: u64,
+    /// Source rows that matched their version: nothing to do.
+    pub unchanged: u64,
+    /// Versions split by a change that arrived late.
+    pub late_split: u64,
+    /// Versions closed by a delete.
+    pub deleted: u64,
+    /// Keys that came back after a delete.
+    pub resurrected: u64,
+    /// Versions updated in place (type-1 columns, new columns, or a
+    /// correction of a version that starts at the same instant).
+    pub type1_updated: u64,
+}
+
+/// One version that a merge created or whose interval it changed. Facts
+/// whose date falls in `[valid_from, valid_to)` of `key_hash` re-key to
+/// `surrogate_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangedInterval {
+    pub key_hash: String,
+    pub surrogate_key: i64,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: DateTime<Utc>,
+}
+
+/// The result of [`merge`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The Delta version written, or `None` when nothing changed or the
+    /// batch had already been applied.
+    pub version: Option<u64>,
+    /// The batch's sequence was already recorded: nothing was read or written.
+    pub already_applied: bool,
+    pub metrics: Metrics,
+    /// Columns the table did not have before this batch.
+    pub columns_added: Vec<String>,
+    pub changed: Vec<ChangedInterval>,
+    /// Rows in the table's current partition after the merge.
+    pub current_rows: u64,
+    /// Milliseconds per phase, for the benchmark.
+    pub timings_ms: BTreeMap<&'static str, u64>,
+}
+
+/// Errors of the merge engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A column named by the spec is not in the batch or the table.
+    #[error("column {column:?} {reason}")]
+    Column { column: String, reason: String },
+    /// A column type the canonical encoding does not cover.
+    #[error("column {column:?} has type {data_type}, which SCD2 hashing does not support")]
+    UnsupportedType { column: String, data_type: String },
+    /// A row the engine cannot place.
+    #[error("row {row}: {reason}")]
+    Row { row: usize, reason: String },
+    /// The table was built with a different spec.
+    #[error("table {table}: {reason}")]
+    SpecMismatch { table: String, reason: String },
+    /// Two versions would share a surrogate key.
+    #[error(
+        "surrogate key collision: {surrogate_key} for key hash {key_hash} starting {valid_from} is already taken; \
+         nothing was committed"
+    )]
+    SurrogateKeyCollision { surrogate_key: i64, key_hash: String, valid_from: String },
+    /// The merge result breaks an SCD2 invariant; nothing was committed.
+    #[error("SCD2 invariant broken for key hash {key_hash}: {reason}; nothing was committed")]
+    Invariant { key_hash: String, reason: String },
+    /// The same batch sequence was applied before with other content.
+    #[error("table {table}: {reason}")]
+    Conflict { table: String, reason: String },
+    /// Delta Lake reported an error.
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// A source file that cannot be used.
+    #[error("{path}: {reason}")]
+    Source { path: String, reason: String },
+    /// Arrow or Parquet data could not be built or read.
+    #[error("{context}: {message}")]
+    Data { context: String, message: String },
+}
+
+impl Error {
+    /// Whether the user can fix this (bad spec or input) rather than a
+    /// storage fault or a bug.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Column { .. }
+                | Self::UnsupportedType { .. }
+                | Self::Row { .. }
+                | Self::SpecMismatch { .. }
+                | Self::Conflict { .. }
+                | Self::Source { .. }
+        )
+    }
+
+    pub(crate) fn data(context: &str, message: impl std::fmt::Display) -> Self {
+        Self::Data { context: context.to_string(), message: message.to_string() }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Applies `batch` to the SCD2 table at `target` and commits it as one
+/// Delta version (or none, when nothing changed).
+pub async fn merge(target: &Target, spec: &Spec, batch: Batch) -> Result<Outcome> {
+    engine::run(target, spec, batch).await
+}
+
+/// The business columns (no engine columns) of the SCD2 table at
+/// `target`, or `None` when there is no table yet.
+pub async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<deltalake::arrow::datatypes::Schema>> {
+    engine::business_schema(target, spec).await
+}
+
+/// Formats a key hash as the 32 hex digits stored in `key_hash`.
+pub fn key_hash_hex(hash: hash::Hash128) -> String {
+    format!("{hash:032x}")
+}

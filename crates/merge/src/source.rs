@@ -1,0 +1,63 @@
+//! Snapshot files for `gold snapshot`: CSV or Parquet, read by DataFusion on
+//! every core.
+
+use std::path::Path;
+
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+
+use crate::{Error, Result};
+
+/// How many rows of a CSV file are read to infer the types of columns the
+/// table does not have yet.
+const INFER_ROWS: usize = 10_000;
+
+/// Reads a CSV (with a header) or Parquet snapshot. Columns the table
+/// already has (`known`) are read with the table's types, so a value that
+/// no longer fits is an error naming the file, line and column; other
+/// columns' types are inferred.
+pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<RecordBatch>> {
+    let context = path.display().to_string();
+    let fail = |e: &dyn std::fmt::Display| Error::data(&context, e);
+    if !path.is_file() {
+        return Err(Error::Source { path: context.clone(), reason: "no such file".into() });
+    }
+    let location = path.to_str().ok_or_else(|| Error::Source { path: context.clone(), reason: "not UTF-8".into() })?;
+    let ctx = SessionContext::new();
+    let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let frame = if is_parquet {
+        ctx.read_parquet(location, ParquetReadOptions::default()).await.map_err(|e| fail(&e))?
+    } else {
+        let options = CsvReadOptions::new().has_header(true).schema_infer_max_records(INFER_ROWS);
+        let inferred = ctx.read_csv(location, options.clone()).await.map_err(|e| fail(&e))?;
+        let fields: Vec<Field> = inferred
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let data_type = known
+                    .and_then(|k| k.field_with_name(f.name()).ok())
+                    .map_or_else(|| plain(f.data_type()), |k| k.data_type().clone());
+                Field::new(f.name(), data_type, true)
+            })
+            .collect();
+        let schema = Schema::new(fields);
+        ctx.read_csv(location, options.schema(&schema)).await.map_err(|e| fail(&e))?
+    };
+    let batches = frame.collect().await.map_err(|e| fail(&e))?;
+    if batches.is_empty() {
+        return Err(Error::Source { path: context, reason: "holds no rows".into() });
+    }
+    Ok(batches)
+}
+
+/// Strings and binaries as plain `Utf8`/`Binary`, which every Delta reader takes.
+fn plain(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Null => DataType::Utf8,
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,244 @@
+//! Each SCD2 behaviour of SPEC.md, on a small table a reader can follow.
+
+use merge::{Deletes, Error, OPEN_END, Spec, Tracked};
+
+use crate::{Table, batch, bools, dates, day, micros, strings};
+
+fn snapshot_spec() -> Spec {
+    Spec { tracked: Tracked::AllExcept(vec!["touched".into()]), ..Spec::new(&["id"]) }
+}
+
+fn snapshot(seq: i64, d: u32, ids: &[&str], values: &[Option<&str>], touched: &[&str]) -> merge::Batch {
+    let ids: Vec<Option<&str>> = ids.iter().map(|s| Some(*s)).collect();
+    let touched: Vec<Option<&str>> = touched.iter().map(|s| Some(*s)).collect();
+    batch(
+        &format!("day{d}"),
+        seq,
+        day(d),
+        vec![("id", strings(&ids)), ("value", strings(values)), ("touched", strings(&touched))],
+    )
+}
+
+#[tokio::test]
+async fn a_snapshot_versions_changes_closes_deletes_and_ignores_untracked_columns() {
+    let t = Table::new();
+    let spec = snapshot_spec();
+    let day1 = snapshot(1, 1, &["a", "b", "c", "d"], &[Some("1"), Some("1"), Some("1"), None], &["x", "x", "x", "x"]);
+    let first = t.merge(&spec, day1).await;
+    assert_eq!(first.version, Some(0));
+    assert_eq!(first.metrics.inserted, 4);
+
+    // a: only the untracked column moves; b: changes; c: gone; d: NULL -> ""; e: new.
+    let day2 =
+        snapshot(2, 2, &["a", "b", "d", "e"], &[Some("1"), Some("2"), Some(""), Some("1")], &["y", "y", "y", "y"]);
+    let second = t.merge(&spec, day2).await;
+    assert_eq!(second.version, Some(1));
+    let m = &second.metrics;
+    assert_eq!((m.inserted, m.closed, m.unchanged, m.deleted), (3, 2, 1, 1), "{m:?}");
+    assert_eq!(second.current_rows, 4);
+
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    let of = |k: &str| rows.iter().filter(|r| r.key == k).cloned().collect::<Vec<_>>();
+    assert_eq!(of("a").len(), 1, "a touched only in an untracked column must not version");
+    let b = of("b");
+    assert_eq!(b.len(), 2);
+    assert_eq!((b[0].value.as_deref(), b[0].to, b[0].current), (Some("1"), micros(2), false));
+    assert_eq!((b[1].value.as_deref(), b[1].from, b[1].to, b[1].current), (Some("2"), micros(2), OPEN_END, true));
+    let c = of("c");
+    assert_eq!(c.len(), 1);
+    assert!(c[0].deleted && !c[0].current && c[0].to == micros(2), "{c:?}");
+    let d = of("d");
+    assert_eq!(d.len(), 2, "NULL -> empty string is a change");
+    assert_eq!((d[0].value.clone(), d[1].value.clone()), (None, Some(String::new())));
+    assert_eq!(of("e").len(), 1);
+
+    // The same batch again is a no-op by its transaction; the same data
+    // under a later sequence changes nothing either.
+    let again = t.merge(&spec, snapshot(2, 2, &["a"], &[Some("1")], &["y"])).await;
+    assert!(again.already_applied);
+    let same =
+        snapshot(3, 3, &["a", "b", "d", "e"], &[Some("1"), Some("2"), Some(""), Some("1")], &["z", "z", "z", "z"]);
+    let third = t.merge(&spec, same).await;
+    assert_eq!(third.version, None, "an unchanged snapshot writes no version: {:?}", third.metrics);
+    assert_eq!(t.version().await, Some(1));
+    assert_eq!(t.rows("id").await, rows);
+}
+
+#[tokio::test]
+async fn rebuilding_the_same_inputs_gives_the_same_rows_and_surrogate_keys() {
+    let spec = snapshot_spec();
+    let mut tables = Vec::new();
+    for _ in 0..2 {
+        let t = Table::new();
+        t.merge(&spec, snapshot(1, 1, &["a", "b"], &[Some("1"), Some("1")], &["x", "x"])).await;
+        t.merge(&spec, snapshot(2, 2, &["a", "c"], &[Some("2"), Some("1")], &["x", "x"])).await;
+        tables.push(t.rows("id").await);
+    }
+    assert_eq!(tables[0], tables[1]);
+    assert_eq!(tables[0].len(), 4);
+}
+
+fn events_spec() -> Spec {
+    Spec {
+        tracked: Tracked::Columns(vec!["value".into()]),
+        type1: vec!["phone".into()],
+        order_by: vec!["seq".into()],
+        effective_from: Some("at".into()),
+        deletes: Deletes::Events { column: "op".into(), values: vec!["D".into()] },
+        ..Spec::new(&["id"])
+    }
+}
+
+fn events(seq: i64, rows: &[(&str, u32, i64, &str, Option<&str>, &str)]) -> merge::Batch {
+    let ids: Vec<Option<&str>> = rows.iter().map(|r| Some(r.0)).collect();
+    let at: Vec<u32> = rows.iter().map(|r| r.1).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+    let ops: Vec<Option<&str>> = rows.iter().map(|r| Some(r.3)).collect();
+    let values: Vec<Option<&str>> = rows.iter().map(|r| r.4).collect();
+    let phones: Vec<Option<&str>> = rows.iter().map(|r| Some(r.5)).collect();
+    batch(
+        &format!("b{seq}"),
+        seq,
+        day(28),
+        vec![
+            ("id", strings(&ids)),
+            ("at", dates(&at)),
+            ("seq", crate::ints(&seqs)),
+            ("op", strings(&ops)),
+            ("value", strings(&values)),
+            ("phone", strings(&phones)),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn several_changes_late_splits_deletes_resurrection_and_type1() {
+    let t = Table::new();
+    let spec = events_spec();
+    // Three changes of one key in one batch, given out of order.
+    let first = t
+        .merge(
+            &spec,
+            events(
+                1,
+                &[
+                    ("a", 9, 3, "U", Some("v3"), "p"),
+                    ("a", 1, 1, "I", Some("v1"), "p"),
+                    ("a", 5, 2, "U", Some("v2"), "p"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(first.metrics.inserted, 3);
+    let rows = t.rows("id").await;
+    let spans: Vec<_> = rows.iter().map(|r| (r.value.clone().unwrap_or_default(), r.from, r.to)).collect();
+    assert_eq!(
+        spans,
+        vec![
+            ("v1".into(), micros(1), micros(5)),
+            ("v2".into(), micros(5), micros(9)),
+            ("v3".into(), micros(9), OPEN_END)
+        ]
+    );
+
+    // A late change on day 3 splits [1, 5).
+    let late = t.merge(&spec, events(2, &[("a", 3, 1, "U", Some("late"), "p")])).await;
+    assert_eq!(late.metrics.late_split, 1);
+    assert_eq!(late.changed.len(), 2, "the split version and the new one: {:?}", late.changed);
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    let spans: Vec<_> = rows.iter().map(|r| (r.value.clone().unwrap_or_default(), r.from, r.to)).collect();
+    assert_eq!(spans[0], ("v1".into(), micros(1), micros(3)));
+    assert_eq!(spans[1], ("late".into(), micros(3), micros(5)));
+    let kept_sk = rows[0].sk;
+
+    // A type-1 change updates the current version in place.
+    let phone = t.merge(&spec, events(3, &[("a", 20, 1, "U", Some("v3"), "q")])).await;
+    assert_eq!((phone.metrics.type1_updated, phone.metrics.inserted), (1, 0));
+    let rows = t.rows("id").await;
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0].sk, kept_sk, "surrogate keys of untouched versions never change");
+
+    // Delete on day 21, back on day 25.
+    let gone = t.merge(&spec, events(4, &[("a", 21, 1, "D", None, "q")])).await;
+    assert_eq!(gone.metrics.deleted, 1);
+    let rows = t.rows("id").await;
+    assert!(rows.iter().all(|r| !r.current), "a deleted key has no current row");
+    assert!(rows[3].deleted && rows[3].to == micros(21));
+    let back = t.merge(&spec, events(5, &[("a", 25, 1, "U", Some("v3"), "q")])).await;
+    assert_eq!(back.metrics.resurrected, 1);
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    assert_eq!(rows.len(), 5);
+    assert!(rows[4].current && rows[4].from == micros(25));
+}
+
+#[tokio::test]
+async fn a_new_column_fills_in_place_and_a_new_record_delete_leaves_a_tombstone() {
+    let t = Table::new();
+    let spec = Spec { deletes: Deletes::NewRecord, ..snapshot_spec() };
+    t.merge(&spec, snapshot(1, 1, &["a", "b"], &[Some("1"), Some("1")], &["x", "x"])).await;
+    let day2 = batch(
+        "day2",
+        2,
+        day(2),
+        vec![
+            ("id", strings(&[Some("a")])),
+            ("value", strings(&[Some("1")])),
+            ("touched", strings(&[Some("x")])),
+            ("extra", strings(&[Some("new")])),
+        ],
+    );
+    let out = t.merge(&spec, day2).await;
+    assert_eq!(out.columns_added, vec!["extra".to_string()]);
+    assert_eq!((out.metrics.inserted, out.metrics.type1_updated, out.metrics.deleted), (1, 1, 1), "{:?}", out.metrics);
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    let a: Vec<_> = rows.iter().filter(|r| r.key == "a").collect();
+    assert_eq!(a.len(), 1, "a new column must not open a version");
+    assert_eq!(a[0].extra.as_deref(), Some("new"));
+    let b: Vec<_> = rows.iter().filter(|r| r.key == "b").collect();
+    assert_eq!(b.len(), 2);
+    assert!(b[1].current && b[1].deleted, "new-record keeps a current tombstone: {b:?}");
+
+    // The next batch sees the column as tracked: a change to it versions.
+    let day3 = batch(
+        "day3",
+        3,
+        day(3),
+        vec![
+            ("id", strings(&[Some("a"), Some("b")])),
+            ("value", strings(&[Some("1"), Some("1")])),
+            ("touched", strings(&[Some("x"), Some("x")])),
+            ("extra", strings(&[Some("newer"), None])),
+        ],
+    );
+    let out = t.merge(&spec, day3).await;
+    assert_eq!((out.metrics.closed, out.metrics.resurrected), (1, 1), "{:?}", out.metrics);
+    crate::assert_invariants(&t.rows("id").await);
+}
+
+#[tokio::test]
+async fn duplicates_are_counted_and_conflicts_refused_before_any_commit() {
+    let t = Table::new();
+    let spec = snapshot_spec();
+    let dup = snapshot(1, 1, &["a", "a", "b"], &[Some("1"), Some("1"), Some("1")], &["x", "x", "x"]);
+    let out = t.merge(&spec, dup).await;
+    assert_eq!((out.metrics.duplicates, out.metrics.inserted), (1, 2));
+
+    let conflict = snapshot(2, 2, &["a", "a"], &[Some("1"), Some("2")], &["x", "x"]);
+    let err = merge::merge(&t.target, &spec, conflict).await.expect_err("conflicting rows");
+    assert!(matches!(err, Error::Row { row: 2, .. }), "{err}");
+    assert!(err.to_string().contains("row 1"), "{err}");
+    assert_eq!(t.version().await, Some(0), "nothing committed");
+
+    let other_key = Spec::new(&["value"]);
+    let err = merge::merge(&t.target, &other_key, snapshot(3, 3, &["a"], &[Some("1")], &["x"])).await;
+    assert!(matches!(err, Err(Error::SpecMismatch { .. })), "{err:?}");
+
+    let no_key = Spec::new(&["member"]);
+    let err = merge::merge(&Table::new().target, &no_key, snapshot(1, 1, &["a"], &[Some("1")], &["x"])).await;
+    assert!(matches!(err, Err(Error::Column { ref column, .. }) if column == "member"), "{err:?}");
+    let _ = bools(&[true]);
+}
