@@ -79,8 +79,9 @@ def main() -> int:
                 raise RuntimeError(f"last step exited {m['rc']}; see {log}")
             steps.append(m)
             with open(log) as fh:
-                last = [line for line in fh.read().splitlines() if line.startswith("{")][-1]
-            doc = json.loads(last)
+                text = fh.read()
+            last = text[text.rfind("\n{\n") + 1:]  # the last JSON document in the log
+            doc = json.loads(last[:last.rindex("}") + 1])
             result.update(day2_wall_s=m["wall_s"], peak_rss_mb=m["peak_rss_mb"], merge=doc.get("metrics"),
                           timings_ms=doc.get("timings_ms"), version=doc.get("version"))
             with open(out, "w") as fh:

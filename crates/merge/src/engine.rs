@@ -98,6 +98,9 @@ struct Existing {
     row_in_file: Vec<u32>,
 }
 
+/// Key, compared, full and type-1 hashes of a run of source rows.
+type RowHashes = (Vec<Hash128>, Vec<Hash128>, Vec<Hash128>, Vec<Hash128>);
+
 /// Per-row facts about the incoming batch.
 struct Incoming {
     batch: RecordBatch,
@@ -127,7 +130,7 @@ struct Layout {
     stored_hash_comparable: bool,
 }
 
-pub(crate) async fn run(target: &Target, spec: &Spec, batch: Batch) -> Result<Outcome> {
+pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Result<Outcome> {
     let mut timings = BTreeMap::new();
     let mut clock = Instant::now();
     let mut lap = |name: &'static str| {
@@ -160,7 +163,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, batch: Batch) -> Result<Ou
         Some(t) => Some(table_arrow_schema(target, t)?),
         None => None,
     };
-    let incoming = normalise(&batch.rows)?;
+    // One batch of rows; the caller's pieces are freed as soon as it exists.
+    let incoming = normalise(std::mem::take(&mut batch.rows))?;
     let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref())?;
     outcome.columns_added = match &table_schema {
         Some(_) => layout.business.iter().map(|f| f.name().clone()).filter(|n| !layout.existed.contains(n)).collect(),
@@ -281,8 +285,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, batch: Batch) -> Result<Ou
     }
     if matches!(spec.deletes, Deletes::Invalidate | Deletes::NewRecord) {
         let t = batch_at(&batch);
-        for c in 0..n_current {
-            if seen_current[c] || ex.deleted[c] {
+        for (c, seen) in seen_current.iter().enumerate() {
+            if *seen || ex.deleted[c] {
                 continue;
             }
             versions.clear();
@@ -293,7 +297,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, batch: Batch) -> Result<Ou
     }
     lap("plan");
 
-    outcome.changed = plan.changed.clone();
+    outcome.changed = std::mem::take(&mut plan.changed);
     if plan.is_empty() {
         outcome.current_rows = n_current as u64;
         outcome.timings_ms = timings;
@@ -423,7 +427,7 @@ fn table_arrow_schema(target: &Target, table: &deltalake::DeltaTable) -> Result<
 }
 
 /// One batch, with views and large strings made plain.
-fn normalise(rows: &[RecordBatch]) -> Result<RecordBatch> {
+fn normalise(rows: Vec<RecordBatch>) -> Result<RecordBatch> {
     let Some(first) = rows.first() else {
         return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
     };
@@ -722,7 +726,7 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
     // Hash on every core.
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
     let chunk = n.div_ceil(threads).max(1);
-    let mut parts: Vec<(Vec<Hash128>, Vec<Hash128>, Vec<Hash128>, Vec<Hash128>)> = Vec::new();
+    let mut parts: Vec<RowHashes> = Vec::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
@@ -1133,9 +1137,15 @@ impl Plan {
     ) -> Result<()> {
         check_timeline(key, versions)?;
         // Existing rows that changed, or that no version holds any more.
+        // A dropped version's surrogate key may come back only for the same
+        // key and start: the same version identity.
+        let mut released: Vec<i64> = Vec::new();
         for &o in initial {
             if !versions.iter().any(|v| v.origin == Some(o) && !v.dirty) {
                 self.replaced.push(o);
+            }
+            if !versions.iter().any(|v| v.origin == Some(o)) {
+                released.push(ex.sk[o as usize]);
             }
         }
         for v in versions.iter().filter(|v| v.dirty) {
@@ -1143,7 +1153,7 @@ impl Plan {
                 Some(o) => ex.sk[o as usize],
                 None => {
                     let sk = surrogate_key(key, v.from);
-                    if !taken.insert(sk) {
+                    if !taken.insert(sk) && !released.contains(&sk) {
                         return Err(Error::SurrogateKeyCollision {
                             surrogate_key: sk,
                             key_hash: key_hash_hex(key),
@@ -1164,7 +1174,7 @@ impl Plan {
                 rehash: matches!(v.content, Content::Updated { .. }),
             });
             self.changed.push(ChangedInterval {
-                key_hash: key_hash_hex(key),
+                key_hash: key,
                 surrogate_key: sk,
                 valid_from: micros_to_utc(v.from),
                 valid_to: micros_to_utc(v.to),

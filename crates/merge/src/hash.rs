@@ -251,3 +251,37 @@ pub fn surrogate_key(key_hash: Hash128, valid_from: i64) -> i64 {
     first.copy_from_slice(&digest.as_bytes()[..8]);
     (u64::from_le_bytes(first) >> 1) as i64
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{
+        ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampMillisecondArray, TimestampSecondArray,
+    };
+
+    use super::*;
+
+    fn attr_hash(name: &str, array: ArrayRef, row: usize) -> Hash128 {
+        let col = Col::new(name, &array).expect("supported type");
+        let mut buf = Vec::new();
+        encode_attrs(&[(name, col)], row, &mut buf);
+        hash128(&buf)
+    }
+
+    #[test]
+    fn the_encoding_tells_null_from_empty_and_types_apart_but_not_scales_or_units() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![None, Some(""), Some("1")]));
+        assert_ne!(attr_hash("c", Arc::clone(&text), 0), attr_hash("c", Arc::clone(&text), 1), "NULL vs ''");
+        let int: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        assert_ne!(attr_hash("c", int, 0), attr_hash("c", text, 2), "1 vs '1'");
+        let a: ArrayRef = Arc::new(Decimal128Array::from(vec![150]).with_precision_and_scale(18, 2).unwrap());
+        let b: ArrayRef = Arc::new(Decimal128Array::from(vec![15]).with_precision_and_scale(18, 1).unwrap());
+        assert_eq!(attr_hash("c", a, 0), attr_hash("c", b, 0), "1.50 = 1.5");
+        let s: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1_700_000_000]).with_timezone("UTC"));
+        let ms: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_000]).with_timezone("+01:00"));
+        assert_eq!(attr_hash("c", s, 0), attr_hash("c", ms, 0), "the same instant in other units and zones");
+        assert_ne!(surrogate_key(1, 0), surrogate_key(1, 1));
+        assert!(surrogate_key(u128::MAX, i64::MAX) >= 0);
+    }
+}

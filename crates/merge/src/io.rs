@@ -130,7 +130,9 @@ impl FileWriter {
             Some(target.storage_options.clone()),
         )
         .map_err(delta_err(target))?
-        .with_writer_properties(props);
+        .with_writer_properties(props)
+        // Files of bounded size, so a small change rewrites little.
+        .with_target_file_size(TARGET_FILE_BYTES);
         Ok(Self { writer })
     }
 
@@ -155,6 +157,9 @@ pub(crate) struct ParallelWriter {
     tasks: Vec<tokio::task::JoinHandle<Result<Vec<Action>>>>,
     next: usize,
 }
+
+/// Size at which a writer starts a new file.
+const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Rows per slice handed to one writer.
 const SLICE_ROWS: usize = 128 * 1024;

@@ -175,7 +175,8 @@ pub struct Metrics {
 /// `surrogate_key`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChangedInterval {
-    pub key_hash: String,
+    /// The key hash as stored in `key_hash` (16 bytes, little-endian).
+    pub key_hash: hash::Hash128,
     pub surrogate_key: i64,
     pub valid_from: DateTime<Utc>,
     pub valid_to: DateTime<Utc>,

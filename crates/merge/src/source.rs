@@ -45,7 +45,8 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
         let schema = Schema::new(fields);
         ctx.read_csv(location, options.schema(&schema)).await.map_err(|e| fail(&e))?
     };
-    let batches = frame.collect().await.map_err(|e| fail(&e))?;
+    // A value that does not parse is the file's fault: a user error.
+    let batches = frame.collect().await.map_err(|e| Error::Source { path: context.clone(), reason: e.to_string() })?;
     if batches.is_empty() {
         return Err(Error::Source { path: context, reason: "holds no rows".into() });
     }

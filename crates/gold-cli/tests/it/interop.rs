@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::{gold_json, gold_ok};
 
-fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     match std::env::var("GOLD_TEST_PYTHON") {
         Ok(p) if !p.is_empty() => Some(p),
         _ if std::env::var_os("CI").is_some() => panic!("GOLD_TEST_PYTHON must be set under CI (see tests/run.sh)"),
@@ -18,7 +18,7 @@ fn python() -> Option<String> {
     }
 }
 
-fn read_with_polars(python: &str, table: &Path, version: Option<u64>) -> serde_json::Value {
+pub(crate) fn read_with_polars(python: &str, table: &Path, version: Option<u64>) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/read_delta.py");
     let mut cmd = Command::new(python);
     cmd.arg(&script).arg(table);

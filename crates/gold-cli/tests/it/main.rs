@@ -4,6 +4,7 @@
 mod commands;
 mod ingest;
 mod interop;
+mod snapshot;
 
 use std::path::Path;
 use std::process::{Command, Output};

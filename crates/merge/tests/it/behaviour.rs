@@ -90,7 +90,10 @@ fn events_spec() -> Spec {
     }
 }
 
-fn events(seq: i64, rows: &[(&str, u32, i64, &str, Option<&str>, &str)]) -> merge::Batch {
+/// (id, effective day, seq, op, value, phone)
+type Event<'a> = (&'a str, u32, i64, &'a str, Option<&'a str>, &'a str);
+
+fn events(seq: i64, rows: &[Event<'_>]) -> merge::Batch {
     let ids: Vec<Option<&str>> = rows.iter().map(|r| Some(r.0)).collect();
     let at: Vec<u32> = rows.iter().map(|r| r.1).collect();
     let seqs: Vec<i64> = rows.iter().map(|r| r.2).collect();
@@ -241,4 +244,19 @@ async fn duplicates_are_counted_and_conflicts_refused_before_any_commit() {
     let err = merge::merge(&Table::new().target, &no_key, snapshot(1, 1, &["a"], &[Some("1")], &["x"])).await;
     assert!(matches!(err, Err(Error::Column { ref column, .. }) if column == "member"), "{err:?}");
     let _ = bools(&[true]);
+}
+
+#[tokio::test]
+async fn a_version_deleted_at_its_start_and_recreated_keeps_its_identity() {
+    let t = Table::new();
+    let spec = events_spec();
+    t.merge(&spec, events(1, &[("a", 1, 1, "I", Some("v1"), "p")])).await;
+    let first = t.rows("id").await;
+    // Deleted at the very instant it started, then back with another value.
+    let out = t.merge(&spec, events(2, &[("a", 1, 1, "D", None, "p"), ("a", 1, 2, "U", Some("v2"), "p")])).await;
+    assert_eq!((out.metrics.deleted, out.metrics.inserted), (1, 1), "{:?}", out.metrics);
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].value.as_deref(), rows[0].from, rows[0].sk), (Some("v2"), micros(1), first[0].sk));
 }

@@ -1,0 +1,126 @@
+//! `gold snapshot`: an SCD2 table from CSV snapshots, as a user runs it.
+
+use crate::interop::{python, read_with_polars};
+use crate::{gold, gold_json, stderr};
+
+const HEADER: &str = "MemberID,Name,DOB,Region,IsActive,LastUpdated\n";
+
+fn write(dir: &std::path::Path, name: &str, rows: &[&str]) {
+    let mut text = HEADER.to_string();
+    for r in rows {
+        text.push_str(r);
+        text.push('\n');
+    }
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn snapshot(dir: &std::path::Path, file: &str, date: &str) -> (Option<i32>, serde_json::Value) {
+    gold_json(
+        dir,
+        &[
+            "snapshot",
+            "--source",
+            file,
+            "--target",
+            "dim_members",
+            "--key",
+            "MemberID",
+            "--track-all-except",
+            "LastUpdated",
+            "--hard-deletes",
+            "invalidate",
+            "--date",
+            date,
+        ],
+    )
+}
+
+#[test]
+fn snapshot_builds_history_that_another_reader_sees_and_reruns_as_no_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "day1.csv",
+        &[
+            "M1,Ann,1980-01-02,North,1.0,2025-01-01",
+            "M2,Bob,1975-03-04,South,,2025-01-01",
+            "M3,Cy,1990-05-06,East,0.0,2025-01-01",
+        ],
+    );
+    // M1 only touched; M2 IsActive NULL -> 1.0; M3 gone; M4 new.
+    write(
+        d,
+        "day2.csv",
+        &[
+            "M1,Ann,1980-01-02,North,1.0,2025-01-02",
+            "M2,Bob,1975-03-04,South,1.0,2025-01-02",
+            "M4,Di,2000-07-08,West,1.0,2025-01-02",
+        ],
+    );
+    let (code, first) = snapshot(d, "day1.csv", "2025-01-01");
+    assert_eq!(code, Some(0), "{first}");
+    assert_eq!(first["version"], 0);
+    let (code, second) = snapshot(d, "day2.csv", "2025-01-02");
+    assert_eq!(code, Some(0), "{second}");
+    let m = &second["metrics"];
+    assert_eq!(
+        (m["inserted"].as_u64(), m["closed"].as_u64(), m["deleted"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{second}"
+    );
+    assert_eq!(second["current_rows"], 3);
+
+    let (code, again) = snapshot(d, "day2.csv", "2025-01-02");
+    assert_eq!(code, Some(0));
+    assert_eq!(again["already_applied"], true, "{again}");
+    assert!(again["version"].is_null());
+
+    let Some(python) = python() else { return };
+    let table = read_with_polars(&python, &d.join("dim_members"), None);
+    assert_eq!(table["rows"], 5, "{table}");
+    let rows = table["data"].as_array().unwrap();
+    let current: Vec<&str> =
+        rows.iter().filter(|r| r["is_current"] == "True").map(|r| r["MemberID"].as_str().unwrap()).collect();
+    assert_eq!(current.len(), 3);
+    for id in ["M1", "M2", "M4"] {
+        assert!(current.contains(&id), "{id} should be current: {table}");
+    }
+    let m3 = rows.iter().find(|r| r["MemberID"] == "M3").unwrap();
+    // The reader renders booleans the Python way.
+    assert_eq!((m3["is_current"].as_str(), m3["is_deleted"].as_str()), (Some("False"), Some("True")));
+    let dtypes: Vec<&str> = table["dtypes"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(dtypes.iter().all(|t| !t.contains("View")), "{dtypes:?}");
+    let day1 = read_with_polars(&python, &d.join("dim_members"), Some(0));
+    assert_eq!(day1["rows"], 3);
+}
+
+#[test]
+fn snapshot_bad_input_names_the_file_column_or_row_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, doc) = snapshot(d, "missing.csv", "2025-01-01");
+    assert_eq!(code, Some(1), "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("missing.csv"), "{doc}");
+
+    write(d, "day1.csv", &["M1,Ann,1980-01-02,North,1.0,2025-01-01"]);
+    let o =
+        gold(d, &["snapshot", "--source", "day1.csv", "--target", "dim", "--key", "Member", "--date", "2025-01-01"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("\"Member\""), "{}", stderr(&o));
+    assert!(!d.join("dim/_delta_log").exists(), "nothing may be committed");
+
+    assert_eq!(snapshot(d, "day1.csv", "2025-01-01").0, Some(0));
+    // A date that no longer parses as the table's type, and a duplicate key.
+    write(d, "bad.csv", &["M1,Ann,not-a-date,North,1.0,2025-01-02"]);
+    let (code, doc) = snapshot(d, "bad.csv", "2025-01-02");
+    assert_eq!(code, Some(1), "{doc}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("bad.csv") && error.contains("not-a-date"), "{error}");
+    write(d, "dup.csv", &["M1,Ann,1980-01-02,North,1.0,2025-01-02", "M1,Ann,1980-01-02,South,1.0,2025-01-02"]);
+    let (code, doc) = snapshot(d, "dup.csv", "2025-01-02");
+    assert_eq!(code, Some(1), "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("row 2"), "{doc}");
+    let (_, again) = snapshot(d, "day1.csv", "2025-01-03");
+    assert!(again["version"].is_null(), "the failed runs left the table at version 0: {again}");
+}
