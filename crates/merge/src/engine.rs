@@ -319,14 +319,13 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Resul
     }
     let mut current_rows = n_current as i64;
     let builder = Builder { layout: &layout, inc: &inc, ex: &ex, schema: &schema, batch: &batch };
-    let all_files = files_in_order(&current_files, &history_files);
     let replaced: HashSet<u32> = plan.replaced.iter().copied().collect();
     let mut rows_of_file: HashMap<u32, Vec<u32>> = HashMap::new();
     for r in 0..ex.key.len() as u32 {
         rows_of_file.entry(ex.file[r as usize]).or_default().push(r);
     }
     for f in touched.iter().copied() {
-        let file = &all_files[f as usize];
+        let file = &files[f as usize];
         actions.push(Action::Remove(file.remove.clone()));
         let file_batch = match f as usize {
             h if h >= current_files.len() && history_batches[h - current_files.len()].is_some() => history_batches
@@ -388,10 +387,6 @@ pub(crate) async fn business_schema(target: &Target, spec: &Spec) -> Result<Opti
     Ok(Some(Schema::new(fields)))
 }
 
-fn files_in_order(current: &[DataFile], history: &[DataFile]) -> Vec<DataFile> {
-    current.iter().chain(history).cloned().collect()
-}
-
 fn batch_at(batch: &Batch) -> i64 {
     batch.clock.timestamp_micros()
 }
@@ -435,11 +430,7 @@ fn normalise(rows: Vec<RecordBatch>) -> Result<RecordBatch> {
         .schema()
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8View | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8),
-            DataType::BinaryView | DataType::LargeBinary => f.as_ref().clone().with_data_type(DataType::Binary),
-            _ => f.as_ref().clone(),
-        })
+        .map(|f| f.as_ref().clone().with_data_type(crate::source::plain(f.data_type())))
         .collect();
     let schema = Arc::new(Schema::new(fields));
     let cast_batch = |b: &RecordBatch| -> Result<RecordBatch> {
@@ -1075,8 +1066,6 @@ struct OutRow {
     deleted: bool,
     inferred: bool,
     content: Content,
-    /// Whether `attr_hash` must be computed from the written row.
-    rehash: bool,
 }
 
 impl OutRow {
@@ -1090,7 +1079,6 @@ impl OutRow {
             deleted: ex.deleted[i],
             inferred: ex.inferred[i],
             content: Content::Existing(r),
-            rehash: false,
         }
     }
 
@@ -1171,7 +1159,6 @@ impl Plan {
                 deleted: v.deleted,
                 inferred: v.inferred,
                 content: v.content,
-                rehash: matches!(v.content, Content::Updated { .. }),
             });
             self.changed.push(ChangedInterval {
                 key_hash: key,
@@ -1273,20 +1260,16 @@ impl Builder<'_> {
         let mut buf = Vec::new();
         for (row, o) in rows.iter().enumerate() {
             key_hash.append_value(o.key.to_le_bytes());
-            let attr = if o.rehash {
-                encode_attrs(&tracked, row, &mut buf);
-                hash128(&buf)
-            } else {
-                match o.content {
-                    Content::Existing(r) => match file_attrs {
-                        Some(a) => to_hash(a.value(ex_row(r))),
-                        None => return Err(Error::data("merge", "an existing row without its file")),
-                    },
-                    Content::Incoming(i) => self.inc.full[i as usize],
-                    Content::Updated { .. } => {
-                        encode_attrs(&tracked, row, &mut buf);
-                        hash128(&buf)
-                    }
+            // An updated row mixes two sources: its hash comes from what is written.
+            let attr = match o.content {
+                Content::Existing(r) => match file_attrs {
+                    Some(a) => to_hash(a.value(ex_row(r))),
+                    None => return Err(Error::data("merge", "an existing row without its file")),
+                },
+                Content::Incoming(i) => self.inc.full[i as usize],
+                Content::Updated { .. } => {
+                    encode_attrs(&tracked, row, &mut buf);
+                    hash128(&buf)
                 }
             };
             attr_hash.append_value(attr.to_le_bytes());

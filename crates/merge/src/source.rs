@@ -53,8 +53,9 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
     Ok(batches)
 }
 
-/// Strings and binaries as plain `Utf8`/`Binary`, which every Delta reader takes.
-fn plain(data_type: &DataType) -> DataType {
+/// Strings and binaries as plain `Utf8`/`Binary`, which every Delta reader
+/// takes (an all-NULL column inferred as `Null` becomes a string).
+pub(crate) fn plain(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
