@@ -59,6 +59,9 @@ pub(crate) enum Command {
     /// List the run ledger: every run, its status and the table versions it
     /// left.
     Runs,
+    /// Build the warehouse from what has landed, stage by stage: ingest
+    /// (bronze), silver, then the gold stages as they come.
+    Build(BuildArgs),
     /// Ingest what has landed into bronze: the first stage of build, alone.
     /// Reads every day folder up to --date that has not been ingested yet.
     Ingest(IngestArgs),
@@ -134,6 +137,40 @@ pub(crate) struct IngestArgs {
     /// the run clock reads midnight UTC of it [default: today].
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub(crate) date: Option<NaiveDate>,
+}
+
+/// The stages of `gold build`, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Stage {
+    /// Bronze: every source's new files and rows, exactly once.
+    Ingest,
+    /// Silver: typing, data-quality rules, quarantine, de-duplication.
+    Silver,
+    /// The SCD2 dimensions (not built yet).
+    Dims,
+    /// The fact tables (not built yet).
+    Facts,
+    /// Fraud scores (not built yet).
+    Score,
+    /// Regulatory aggregates (not built yet).
+    Aggregates,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// Landing root holding YYYY-MM-DD/ day folders.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) landing: PathBuf,
+
+    /// The run's logical date: day folders after it are left for later, and
+    /// the run clock reads midnight UTC of it [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub(crate) date: Option<NaiveDate>,
+
+    /// Run only these stages (comma-separated), e.g. --only silver
+    /// [default: every stage built so far: ingest, silver].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE[,STAGE..]")]
+    pub(crate) only: Vec<Stage>,
 }
 
 #[derive(Debug, Args)]

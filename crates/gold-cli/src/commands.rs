@@ -9,7 +9,7 @@ use serde_json::json;
 use storage::{Ledger, RunClock, RunContext, RunKind, RunRecord, Warehouse};
 
 use crate::UserError;
-use crate::cli::{DemoArgs, GenerateArgs, HardDeletes, IngestArgs, InitArgs, SnapshotArgs};
+use crate::cli::{BuildArgs, DemoArgs, GenerateArgs, HardDeletes, IngestArgs, InitArgs, SnapshotArgs, Stage};
 use crate::config::open_warehouse;
 use crate::output::Printer;
 
@@ -106,7 +106,9 @@ pub(crate) async fn generate(args: GenerateArgs, quiet: bool, printer: &mut Prin
 }
 
 pub(crate) fn init(args: InitArgs, printer: &mut Printer) -> anyhow::Result<()> {
-    let targets: Vec<(PathBuf, &str)> = INIT_FILES.iter().map(|(rel, body)| (args.dir.join(rel), *body)).collect();
+    let mut targets: Vec<(PathBuf, &str)> = INIT_FILES.iter().map(|(rel, body)| (args.dir.join(rel), *body)).collect();
+    targets
+        .extend(quality::DEFAULT_MODELS.iter().map(|(file, body)| (args.dir.join("models/silver").join(file), *body)));
     if !args.force
         && let Some((existing, _)) = targets.iter().find(|(p, _)| p.exists())
     {
@@ -225,6 +227,63 @@ fn ingest_text(report: &ingest::IngestReport) -> String {
     t
 }
 
+/// The silver stage: every bronze batch not yet processed, through the
+/// silver models.
+async fn silver_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &quality::SilverCatalog,
+) -> anyhow::Result<(quality::SilverReport, serde_json::Value)> {
+    let started = std::time::Instant::now();
+    let report = quality::build_silver(warehouse, run, catalog).await.context("stage silver")?;
+    let totals = report.totals();
+    let stage = json!({
+        "stage": "silver",
+        "seconds": started.elapsed().as_secs_f64(),
+        "bronze_rows": totals.bronze_rows,
+        "accepted": totals.accepted,
+        "duplicates": totals.duplicates,
+        "quarantined": totals.quarantined,
+        "dropped": totals.dropped,
+        "tables": report.tables,
+    });
+    Ok((report, stage))
+}
+
+fn silver_text(report: &quality::SilverReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "  {:<24} {:>11} {:>11} {:>10} {:>11} {:>8} {:>9}  table",
+        "silver table", "bronze rows", "accepted", "duplicates", "quarantined", "dropped", "released"
+    );
+    for table in &report.tables {
+        let mut a = quality::BatchAccount::default();
+        for b in &table.batches {
+            a.bronze_rows += b.bronze_rows;
+            a.accepted += b.accepted;
+            a.duplicates += b.duplicates;
+            a.quarantined += b.quarantined;
+            a.dropped += b.dropped;
+        }
+        let at = table
+            .version
+            .map_or_else(|| "(nothing new)".to_string(), |v| format!("{} rows @v{v}", thousands(table.rows)));
+        let _ = writeln!(
+            t,
+            "  {:<24} {:>11} {:>11} {:>10} {:>11} {:>8} {:>9}  {at}",
+            table.table,
+            thousands(a.bronze_rows),
+            thousands(a.accepted),
+            thousands(a.duplicates),
+            thousands(a.quarantined),
+            thousands(a.dropped),
+            thousands(table.released)
+        );
+    }
+    t
+}
+
 /// Records a run's outcome in the ledger: its tables and summary if it
 /// succeeded, its error if not (and then returns that error).
 async fn finish_run<T>(
@@ -277,10 +336,60 @@ pub(crate) async fn ingest(
     Ok(())
 }
 
+pub(crate) async fn build(
+    args: BuildArgs,
+    location: &str,
+    catalog: &ingest::SourceCatalog,
+    silver: &quality::SilverCatalog,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let built = [Stage::Ingest, Stage::Silver];
+    let mut stages = if args.only.is_empty() { built.to_vec() } else { args.only.clone() };
+    stages.sort();
+    stages.dedup();
+    if let Some(missing) = stages.iter().find(|s| !built.contains(s)) {
+        return Err(UserError(
+            format!("stage {missing:?} is not built yet; the stages built so far are ingest and silver").to_lowercase(),
+        )
+        .into());
+    }
+    let clock = args.date.map_or_else(RunClock::from_wall_clock, RunClock::for_date);
+    let warehouse = open_warehouse(location)?;
+    let ledger = Ledger::new(&warehouse);
+    let run = ledger.begin(RunKind::Build, clock).await.context("cannot start a run")?;
+    let outcome = async {
+        let mut text = String::new();
+        let mut docs = Vec::new();
+        let mut tables = Vec::new();
+        if stages.contains(&Stage::Ingest) {
+            let (report, stage) = ingest_stage(&warehouse, &run, catalog, &args.landing).await?;
+            let _ = writeln!(text, "ingest: {} day folder(s) from {}", report.days.len(), args.landing.display());
+            text.push_str(&ingest_text(&report));
+            tables.extend(report.table_versions());
+            docs.push(stage);
+        }
+        if stages.contains(&Stage::Silver) {
+            let (report, stage) = silver_stage(&warehouse, &run, silver).await?;
+            let _ = writeln!(text, "silver:");
+            text.push_str(&silver_text(&report));
+            tables.extend(report.table_versions());
+            docs.push(stage);
+        }
+        Ok::<_, anyhow::Error>((text, docs, tables))
+    }
+    .await;
+    let summary = |(_, docs, _): &(String, Vec<serde_json::Value>, Vec<(String, i64, i64)>)| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": docs});
+    let ((body, docs, tables), _) = finish_run(&ledger, &run, outcome, |(_, _, t)| t.clone(), summary).await?;
+    let text = format!("run {} (build, {})\n{body}", run.id, run.clock.logical_date());
+    printer.result(json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "logical_date": run.clock.logical_date(), "stages": docs, "tables": tables}), text);
+    Ok(())
+}
+
 pub(crate) async fn demo(
     args: DemoArgs,
     location: &str,
     catalog: &ingest::SourceCatalog,
+    silver: &quality::SilverCatalog,
     quiet: bool,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
@@ -295,20 +404,35 @@ pub(crate) async fn demo(
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Demo, clock).await.context("cannot start a run")?;
     let generate = json!({"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()});
-    let outcome = ingest_stage(&warehouse, &run, catalog, &landing).await;
-    let run_summary = |(_, stage): &(ingest::IngestReport, serde_json::Value)| json!({"run_id": run.id, "kind": "demo", "logical_date": run.clock.logical_date(), "stages": [generate, stage]});
-    let ((report, stage), ledger_version) =
-        finish_run(&ledger, &run, outcome, |(r, _)| r.table_versions(), run_summary).await?;
+    let outcome = async {
+        let ingested = ingest_stage(&warehouse, &run, catalog, &landing).await?;
+        let silvered = silver_stage(&warehouse, &run, silver).await?;
+        Ok::<_, anyhow::Error>((ingested, silvered))
+    }
+    .await;
+    type Stages = ((ingest::IngestReport, serde_json::Value), (quality::SilverReport, serde_json::Value));
+    let run_summary = |((_, i), (_, s)): &Stages| json!({"run_id": run.id, "kind": "demo", "logical_date": run.clock.logical_date(), "stages": [generate, i, s]});
+    let tables = |((i, _), (s, _)): &Stages| {
+        let mut t = i.table_versions();
+        t.extend(s.table_versions());
+        t
+    };
+    let (((report, stage), (silver_report, silver_doc)), ledger_version) =
+        finish_run(&ledger, &run, outcome, tables, run_summary).await?;
 
+    let mut all_tables = report.table_versions();
+    all_tables.extend(silver_report.table_versions());
     let mut text = generate_text(&summary, seconds);
     let _ = writeln!(text, "ingested into bronze (run {}, {}):", run.id, run.clock.logical_date());
     text.push_str(&ingest_text(&report));
+    let _ = writeln!(text, "silver:");
+    text.push_str(&silver_text(&silver_report));
     let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
     let _ =
-        writeln!(text, "stages run: generate, ingest (silver, dims, facts, score and aggregates are not built yet)");
+        writeln!(text, "stages run: generate, ingest, silver (dims, facts, score and aggregates are not built yet)");
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
     printer.result(
-        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": [generate, stage], "tables": report.table_versions(), "generate": summary}),
+        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": [generate, stage, silver_doc], "tables": all_tables, "generate": summary}),
         text,
     );
     Ok(())

@@ -44,6 +44,20 @@ pub(crate) fn source_catalog(config: &Config, config_dir: Option<&Path>) -> anyh
     }
 }
 
+/// The silver models: `silver/` in the configured models folder, else
+/// `./models/silver/` when it exists, else the ones built into gold.
+pub(crate) fn silver_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<quality::SilverCatalog> {
+    let configured = config.models.dir.as_ref().map(|d| config_dir.map_or_else(|| d.clone(), |base| base.join(d)));
+    let dir = match configured {
+        Some(dir) => Some(dir.join("silver")),
+        None => Some(PathBuf::from("models/silver")).filter(|p| p.is_dir()),
+    };
+    match dir {
+        Some(dir) => Ok(quality::SilverCatalog::load_dir(&dir)?),
+        None => Ok(quality::SilverCatalog::default_catalog()?),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WarehouseConfig {

@@ -28,7 +28,7 @@ mod warehouse;
 
 pub use clock::{RunClock, RunContext, RunId, RunKind};
 pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
-pub use warehouse::{Commit, TableName, Warehouse};
+pub use warehouse::{Commit, TableName, Warehouse, plain_batch, plain_type};
 
 /// Errors of the warehouse layer.
 #[derive(Debug, thiserror::Error)]

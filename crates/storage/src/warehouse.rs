@@ -4,10 +4,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use deltalake::arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema};
+use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::error::DataFusionError;
-use deltalake::datafusion::prelude::SessionContext;
+use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
@@ -57,14 +61,14 @@ pub struct Commit<'a> {
     run: &'a RunContext,
     operation: &'a str,
     metadata: Vec<(String, serde_json::Value)>,
-    txn: Option<(String, i64)>,
+    txns: Vec<(String, i64)>,
     partition_by: Vec<String>,
     merge_schema: bool,
 }
 
 impl<'a> Commit<'a> {
     pub fn new(run: &'a RunContext, operation: &'a str) -> Self {
-        Self { run, operation, metadata: Vec::new(), txn: None, partition_by: Vec::new(), merge_schema: false }
+        Self { run, operation, metadata: Vec::new(), txns: Vec::new(), partition_by: Vec::new(), merge_schema: false }
     }
 
     /// Adds `gold.<key>` to the commit info.
@@ -74,9 +78,11 @@ impl<'a> Commit<'a> {
     }
 
     /// Records application transaction `(app_id, version)` in the same
-    /// commit; [`Warehouse::txn_version`] reads it back.
+    /// commit; [`Warehouse::txn_version`] reads it back. A commit may carry
+    /// several, one per application id.
     pub fn with_txn(mut self, app_id: &str, version: i64) -> Self {
-        self.txn = Some((app_id.to_string(), version));
+        self.txns.retain(|(id, _)| id != app_id);
+        self.txns.push((app_id.to_string(), version));
         self
     }
 
@@ -101,8 +107,10 @@ impl<'a> Commit<'a> {
         ];
         metadata.extend(self.metadata.iter().cloned());
         let mut properties = CommitProperties::default().with_metadata(metadata);
-        if let Some((app_id, version)) = &self.txn {
-            properties = properties.with_application_transaction(Transaction::new(app_id, *version));
+        if !self.txns.is_empty() {
+            properties = properties.with_application_transactions(
+                self.txns.iter().map(|(app_id, version)| Transaction::new(app_id, *version)).collect(),
+            );
         }
         properties
     }
@@ -230,6 +238,26 @@ impl Warehouse {
             .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
     }
 
+    /// Replaces the table's rows with `batches` in one commit (a new Delta
+    /// version; the old rows stay readable by time travel), creating the
+    /// table on first use. The schema may change. Returns the new version.
+    pub async fn overwrite(&self, name: &TableName, batches: Vec<RecordBatch>, commit: &Commit<'_>) -> Result<i64> {
+        check_plain_strings(name, &batches)?;
+        let table = self.handle_for_write(name).await?;
+        let written = table
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_partition_columns(commit.partition_by.clone())
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(delta_err(name))?;
+        written
+            .version()
+            .and_then(|v| i64::try_from(v).ok())
+            .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+    }
+
     /// The last version recorded for application transaction `app_id`, or
     /// `None` if the table or the transaction does not exist.
     pub async fn txn_version(&self, name: &TableName, app_id: &str) -> Result<Option<i64>> {
@@ -255,17 +283,80 @@ impl Warehouse {
 
     /// Every row of the table at `version` (latest if `None`), in file order.
     pub async fn scan(&self, name: &TableName, version: Option<i64>) -> Result<Vec<RecordBatch>> {
+        self.scan_where(name, version, None).await
+    }
+
+    /// The rows of the table at `version` (latest if `None`) that match
+    /// the SQL predicate `filter` (all rows if `None`), in file order.
+    /// Strings come back as plain `Utf8`, never `Utf8View`.
+    pub async fn scan_where(
+        &self,
+        name: &TableName,
+        version: Option<i64>,
+        filter: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
         let table = match version {
             Some(v) => self.load_version(name, v).await?,
             None => self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?,
         };
         let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
-        let ctx = SessionContext::new();
+        let mut config = SessionConfig::new();
+        config.options_mut().execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config(config);
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
         let provider = table.table_provider().await.map_err(&query_err)?;
-        let frame = ctx.read_table(provider).map_err(&query_err)?;
-        frame.collect().await.map_err(query_err)
+        let mut frame = ctx.read_table(provider).map_err(&query_err)?;
+        if let Some(filter) = filter {
+            let predicate = frame.parse_sql_expr(filter).map_err(&query_err)?;
+            frame = frame.filter(predicate).map_err(&query_err)?;
+        }
+        let batches = frame.collect().await.map_err(query_err)?;
+        batches
+            .iter()
+            .map(plain_batch)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
     }
+}
+
+/// `t` with strings and binaries as plain `Utf8`/`Binary` (an all-NULL
+/// `Null` column as a string) and list items named `item`, at any depth:
+/// the types gold writes, which every Delta reader takes.
+pub fn plain_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 | DataType::Null => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) => {
+            DataType::List(Arc::new(Field::new_list_field(plain_type(f.data_type()), true)))
+        }
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| Arc::new(Field::new(f.name(), plain_type(f.data_type()), f.is_nullable())))
+                .collect::<Fields>(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `batch` cast to [`plain_type`]s; columns already plain are not copied.
+pub fn plain_batch(batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if schema.fields().iter().all(|f| plain_type(f.data_type()) == *f.data_type()) {
+        return Ok(batch.clone());
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), plain_type(f.data_type()), true).with_metadata(f.metadata().clone()))
+        .collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// Some Delta readers reject `Utf8View`; gold writes plain `Utf8` only.

@@ -1,0 +1,1412 @@
+//! The silver stage: plan every table (read the new bronze batches, type
+//! them, check the rules, de-duplicate against the current rows), and only
+//! when every table has planned without a `fail`, write them all.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, StructArray, TimestampMicrosecondArray, UInt32Array, new_null_array,
+};
+use deltalake::arrow::buffer::OffsetBuffer;
+use deltalake::arrow::compute::{cast, concat_batches, take};
+use deltalake::arrow::datatypes::{DataType, Date32Type, Field, Fields, Schema, SchemaRef, TimeUnit};
+use deltalake::arrow::error::ArrowError;
+use deltalake::datafusion::common::{Column, ScalarValue};
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::logical_expr::{Expr, ExprSchemable, lit};
+use deltalake::datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use serde::Serialize;
+use storage::{Commit, RunContext, TableName, Warehouse};
+
+use crate::dedup::{Fate, dedup};
+use crate::model::{Action, OnMissing, TableModel};
+use crate::udf::{self, DIAGNOSIS_REF_TABLE};
+use crate::{Error, Result};
+
+/// The table of per-batch, per-rule results.
+pub const DQ_RESULTS_TABLE: &str = "dq_results";
+
+/// How one bronze batch's rows were accounted for in one silver table:
+/// `accepted + duplicates + quarantined + dropped = bronze_rows`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BatchAccount {
+    pub bronze_table: String,
+    pub batch_id: String,
+    pub bronze_rows: u64,
+    /// In silver: the current row or an older version in its `_lineage`.
+    pub accepted: u64,
+    /// Exact duplicates of a row already accepted (this run or before).
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub dropped: u64,
+}
+
+/// A rule's result over the batches of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleCount {
+    pub rule: String,
+    pub action: String,
+    pub rows_evaluated: u64,
+    pub rows_failed: u64,
+}
+
+/// What the stage did to one silver table.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub batches: Vec<BatchAccount>,
+    pub rules: Vec<RuleCount>,
+    /// Quarantined orphans released into silver because their parent came.
+    pub released: u64,
+    /// Rows in the table after the run.
+    pub rows: u64,
+    /// Keys marked deleted (missing from the newest full extract).
+    pub deleted: u64,
+    pub version: Option<i64>,
+    pub quarantine_version: Option<i64>,
+    pub derived: Vec<(String, i64)>,
+}
+
+/// What the stage did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SilverReport {
+    pub tables: Vec<TableReport>,
+    pub dq_results_version: Option<i64>,
+}
+
+impl SilverReport {
+    /// `(table, version, rows written)` for every table written.
+    pub fn table_versions(&self) -> Vec<(String, i64, i64)> {
+        let mut out = Vec::new();
+        for t in &self.tables {
+            if let Some(v) = t.version {
+                out.push((t.table.clone(), v, t.rows as i64));
+            }
+            if let Some(v) = t.quarantine_version {
+                let q: u64 = t.batches.iter().map(|b| b.quarantined).sum();
+                out.push((format!("quarantine_{}", t.table), v, q as i64));
+            }
+            for (name, v) in &t.derived {
+                out.push((name.clone(), *v, -1));
+            }
+        }
+        if let Some(v) = self.dq_results_version {
+            out.push((DQ_RESULTS_TABLE.to_string(), v, -1));
+        }
+        out
+    }
+
+    /// Rows that reached silver, were quarantined, counted as duplicates
+    /// or dropped, over every table and batch.
+    pub fn totals(&self) -> BatchAccount {
+        let mut t = BatchAccount::default();
+        for b in self.tables.iter().flat_map(|t| &t.batches) {
+            t.bronze_rows += b.bronze_rows;
+            t.accepted += b.accepted;
+            t.duplicates += b.duplicates;
+            t.quarantined += b.quarantined;
+            t.dropped += b.dropped;
+        }
+        t
+    }
+}
+
+/// The rule kinds a table checks, in `_failed_rules` order.
+#[derive(Clone, Debug)]
+enum RuleKind {
+    /// The bronze row parsed (`_error IS NULL`).
+    Parsed,
+    /// Every key column is set.
+    KeyPresent,
+    /// Found by de-duplication.
+    Conflict,
+    /// A declared expectation's SQL.
+    Sql(String),
+    /// A parent's key must exist.
+    Parent { column: String, udf: String },
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    name: String,
+    action: Action,
+    fail_above: Option<f64>,
+    sources: Option<Vec<String>>,
+    kind: RuleKind,
+}
+
+impl Rule {
+    fn applies_to(&self, bronze: &str) -> bool {
+        self.sources.as_ref().is_none_or(|s| s.iter().any(|b| b == bronze))
+    }
+}
+
+fn rules_of(model: &TableModel) -> Vec<Rule> {
+    let builtin = |name: &str, kind| Rule {
+        name: name.to_string(),
+        action: Action::Quarantine,
+        fail_above: None,
+        sources: None,
+        kind,
+    };
+    let mut rules = vec![
+        builtin("parsed", RuleKind::Parsed),
+        builtin("key_present", RuleKind::KeyPresent),
+        builtin("conflicting_duplicate", RuleKind::Conflict),
+    ];
+    for e in &model.expectations {
+        rules.push(Rule {
+            name: e.name.clone(),
+            action: e.action,
+            fail_above: e.fail_above,
+            sources: e.sources.clone(),
+            kind: RuleKind::Sql(e.rule.clone()),
+        });
+    }
+    for (i, p) in model.parents.iter().enumerate() {
+        rules.push(Rule {
+            name: p.name.clone(),
+            action: match p.on_missing {
+                OnMissing::Quarantine => Action::Quarantine,
+                OnMissing::Flag => Action::Warn,
+            },
+            fail_above: None,
+            sources: p.sources.clone(),
+            kind: RuleKind::Parent { column: p.column.clone(), udf: format!("__parent_{i}") },
+        });
+    }
+    rules
+}
+
+const CONFLICT: u16 = 2;
+
+fn sql_err(table: &str, what: impl Into<String>) -> impl FnOnce(DataFusionError) -> Error {
+    let (table, what) = (table.to_string(), what.into());
+    move |source| Error::Sql { table, what, source: Box::new(source) }
+}
+
+fn arrow_err(table: &str) -> impl FnOnce(ArrowError) -> Error + '_ {
+    move |source| Error::Arrow { table: table.to_string(), source: Box::new(source) }
+}
+
+/// The application id recording, on a silver table, the last batch of
+/// `bronze` it processed.
+fn app_id(bronze: &str) -> String {
+    format!("gold.silver:{bronze}")
+}
+
+/// The sequence number of batch `source-000042`.
+fn batch_seq(batch_id: &str) -> Option<i64> {
+    batch_id.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+}
+
+fn session() -> SessionContext {
+    let mut config = SessionConfig::new().with_target_partitions(2);
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    SessionContext::new_with_config(config)
+}
+
+fn plain_batch(table: &str, batch: &RecordBatch) -> Result<RecordBatch> {
+    storage::plain_batch(batch).map_err(arrow_err(table))
+}
+
+fn concat_plain(table: &str, batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+    let plain: Vec<RecordBatch> = batches.iter().map(|b| plain_batch(table, b)).collect::<Result<_>>()?;
+    let Some(first) = plain.first() else { return Ok(None) };
+    concat_batches(&first.schema(), &plain).map(Some).map_err(arrow_err(table))
+}
+
+fn lineage_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("batch_id", DataType::Utf8, true),
+        Field::new("source_file", DataType::Utf8, true),
+        Field::new("source_row", DataType::Int64, true),
+        Field::new("warnings", list_of(DataType::Utf8), true),
+    ])
+}
+
+fn list_of(t: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(t, true)))
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The silver table's schema: the model's columns, then the metadata.
+fn state_schema(typed: &[Field]) -> SchemaRef {
+    let mut fields = typed.to_vec();
+    fields.extend([
+        Field::new("_dq_warnings", list_of(DataType::Utf8), true),
+        Field::new("_is_deleted", DataType::Boolean, true),
+        Field::new("_batch_id", DataType::Utf8, true),
+        Field::new("_source_file", DataType::Utf8, true),
+        Field::new("_source_row", DataType::Int64, true),
+        Field::new("_lineage", list_of(DataType::Struct(lineage_fields())), true),
+        Field::new("_updated_at", timestamp_type(), true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// The quarantine table's schema.
+fn quarantine_schema(typed: &[Field]) -> SchemaRef {
+    let mut fields = typed.to_vec();
+    fields.extend([
+        Field::new("_failed_rules", list_of(DataType::Utf8), true),
+        Field::new("_bronze_table", DataType::Utf8, true),
+        Field::new("_batch_id", DataType::Utf8, true),
+        Field::new("_source_file", DataType::Utf8, true),
+        Field::new("_source_row", DataType::Int64, true),
+        Field::new("_raw", DataType::Utf8, true),
+        Field::new("_quarantined_at", timestamp_type(), true),
+        Field::new("_released_at", timestamp_type(), true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+fn dq_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, true),
+        Field::new("logical_date", DataType::Date32, true),
+        Field::new("table", DataType::Utf8, true),
+        Field::new("bronze_table", DataType::Utf8, true),
+        Field::new("batch_id", DataType::Utf8, true),
+        Field::new("rule", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, true),
+        Field::new("rows_evaluated", DataType::Int64, true),
+        Field::new("rows_failed", DataType::Int64, true),
+        Field::new("fail_above", DataType::Float64, true),
+        Field::new("recorded_at", timestamp_type(), true),
+    ]))
+}
+
+/// A column of `batch` brought to `t`, or all NULL when absent.
+fn column_as(table: &str, batch: &RecordBatch, name: &str, t: &DataType) -> Result<ArrayRef> {
+    match batch.column_by_name(name) {
+        Some(c) if c.data_type() == t => Ok(c.clone()),
+        Some(c) => cast(c, t).map_err(|e| Error::Schema {
+            table: table.to_string(),
+            reason: format!("column {name}: cannot read {} as {t}: {e}", c.data_type()),
+        }),
+        None => Ok(new_null_array(t, batch.num_rows())),
+    }
+}
+
+fn project(table: &str, batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns =
+        schema.fields().iter().map(|f| column_as(table, batch, f.name(), f.data_type())).collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err(table))
+}
+
+/// One bronze source's new rows, typed and checked.
+struct SourceRows {
+    bronze: String,
+    /// The bronze rows as read (for `_raw` in quarantine).
+    raw: RecordBatch,
+    /// The typed columns plus `_batch_id`, `_source_file`, `_source_row`.
+    typed: RecordBatch,
+    /// Row of `raw` for each typed row.
+    raw_row: Vec<u32>,
+    /// Failed rule indices per row.
+    failed: Vec<Vec<u16>>,
+    snapshot: bool,
+}
+
+/// Everything to write for one table, computed before any write.
+struct Planned {
+    model: TableModel,
+    report: TableReport,
+    state: Option<RecordBatch>,
+    quarantine_new: Option<RecordBatch>,
+    /// Quarantine rows, by `(batch, file, row)`, now in silver.
+    released: HashSet<(String, String, i64)>,
+    dq: Vec<RecordBatch>,
+    txns: Vec<(String, i64)>,
+    derived: Vec<(String, RecordBatch)>,
+    state_changed: bool,
+}
+
+/// Runs the silver stage: every table of `catalog`, parents first. Nothing
+/// is written unless every table planned without a failed `fail` rule.
+pub async fn build_silver(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &crate::SilverCatalog,
+) -> Result<SilverReport> {
+    let mut states: HashMap<String, RecordBatch> = HashMap::new();
+    let mut planned = Vec::new();
+    for model in catalog.tables() {
+        let started = std::time::Instant::now();
+        let plan = plan_table(warehouse, run, model, &states).await?;
+        tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
+        if let Some(state) = &plan.state {
+            states.insert(model.table.clone(), state.clone());
+        }
+        planned.push(plan);
+    }
+    let mut report = SilverReport::default();
+    for mut plan in planned {
+        let started = std::time::Instant::now();
+        if let Some(v) = write_table(warehouse, run, &mut plan).await? {
+            report.dq_results_version = Some(v);
+        }
+        tracing::debug!(table = %plan.model.table, seconds = started.elapsed().as_secs_f64(), "written");
+        report.tables.push(plan.report);
+    }
+    Ok(report)
+}
+
+/// The keys of `key` in silver table `table`: from this run's new rows, or
+/// the warehouse.
+async fn parent_keys(
+    warehouse: &Warehouse,
+    states: &HashMap<String, RecordBatch>,
+    table: &str,
+    key: &str,
+) -> Result<HashSet<String>> {
+    let batches = match states.get(table) {
+        Some(b) => vec![b.clone()],
+        None => {
+            let name = TableName::new(table)?;
+            if warehouse.load(&name).await?.is_none() {
+                return Ok(HashSet::new());
+            }
+            warehouse.scan(&name, None).await?
+        }
+    };
+    let mut keys = HashSet::new();
+    for b in &batches {
+        let Some(c) = b.column_by_name(key) else {
+            return Err(Error::Schema {
+                table: table.to_string(),
+                reason: format!("has no column {key} for a parent check"),
+            });
+        };
+        let c = cast(c, &DataType::Utf8).map_err(arrow_err(table))?;
+        keys.extend(c.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(keys)
+}
+
+async fn plan_table(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    model: &TableModel,
+    states: &HashMap<String, RecordBatch>,
+) -> Result<Planned> {
+    let t = model.table.as_str();
+    let name = TableName::new(t)?;
+    let rules = rules_of(model);
+    let ctx = session();
+    let diagnosis_ref = if model.expectations.iter().any(|e| e.rule.contains("all_in_diagnosis_ref")) {
+        parent_keys(warehouse, states, DIAGNOSIS_REF_TABLE, "code").await?
+    } else {
+        HashSet::new()
+    };
+    udf::register(&ctx, run.clock.logical_date(), Arc::new(diagnosis_ref));
+    let mut parent_sets = Vec::new();
+    for p in &model.parents {
+        let keys = Arc::new(parent_keys(warehouse, states, &p.table, &p.key).await?);
+        ctx.register_udf(udf::exists_in(&format!("__parent_{}", parent_sets.len()), keys.clone()));
+        parent_sets.push((p.column.clone(), keys));
+    }
+
+    // 1. The new bronze rows of every source, typed.
+    let mut frames: Vec<(usize, RecordBatch, DataFrame)> = Vec::new();
+    let mut txns = Vec::new();
+    for (i, source) in model.sources.iter().enumerate() {
+        let bronze = TableName::new(&source.bronze)?;
+        if warehouse.load(&bronze).await?.is_none() {
+            continue;
+        }
+        let done = warehouse.txn_version(&name, &app_id(&source.bronze)).await?;
+        let prefix = source.bronze.strip_prefix("bronze_").unwrap_or(&source.bronze);
+        let filter = done.map(|seq| format!("_batch_id > '{prefix}-{seq:06}'"));
+        let read = warehouse.scan_where(&bronze, None, filter.as_deref()).await?;
+        let Some(raw) = concat_plain(t, &read)? else { continue };
+        if raw.num_rows() == 0 {
+            continue;
+        }
+        let seqs =
+            raw.column_by_name("_batch_id").map(|c| c.as_string::<i32>().iter().flatten().filter_map(batch_seq).max());
+        if let Some(Some(seq)) = seqs {
+            txns.push((app_id(&source.bronze), seq));
+        }
+        let mut with_row = raw.columns().to_vec();
+        with_row.push(Arc::new(UInt32Array::from_iter_values(0..raw.num_rows() as u32)));
+        let mut fields: Vec<Field> = raw.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("__row", DataType::UInt32, false));
+        let input = RecordBatch::try_new(Arc::new(Schema::new(fields)), with_row).map_err(arrow_err(t))?;
+        let view = format!("__bronze_{i}");
+        let mem = MemTable::try_new(input.schema(), vec![vec![input.clone()]]).map_err(sql_err(t, "bronze rows"))?;
+        ctx.register_table(view.as_str(), Arc::new(mem)).map_err(sql_err(t, "bronze rows"))?;
+        let mut select: Vec<String> =
+            source.select.iter().map(|(col, expr)| format!("({expr}) AS \"{col}\"")).collect();
+        for f in input.schema().fields() {
+            if !source.select.contains_key(f.name()) {
+                select.push(format!("\"{}\"", f.name()));
+            }
+        }
+        let sql = format!("SELECT {} FROM \"{view}\"", select.join(", "));
+        let frame = ctx.sql(&sql).await.map_err(sql_err(t, format!("the select of {}", source.bronze)))?;
+        frames.push((i, raw, frame));
+    }
+
+    // 2. One type per column across sources, else as the table has it.
+    let quarantine_name = TableName::new(&model.quarantine_table())?;
+    let quarantine = match warehouse.load(&quarantine_name).await? {
+        Some(_) => concat_plain(t, &warehouse.scan(&quarantine_name, None).await?)?,
+        None => None,
+    };
+    let state = match warehouse.load(&name).await? {
+        Some(_) => concat_plain(t, &warehouse.scan(&name, None).await?)?,
+        None => None,
+    };
+    let mut typed_fields = Vec::new();
+    for c in &model.columns {
+        let found = frames
+            .iter()
+            .find_map(|(_, _, f)| {
+                f.schema()
+                    .field_with_unqualified_name(&c.name)
+                    .ok()
+                    .map(|f| f.data_type().clone())
+                    .filter(|t| *t != DataType::Null)
+            })
+            .or_else(|| {
+                [&state, &quarantine]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|b| b.schema().field_with_name(&c.name).ok().map(|f| f.data_type().clone()))
+            });
+        typed_fields.push(Field::new(&c.name, storage::plain_type(&found.unwrap_or(DataType::Utf8)), true));
+    }
+    let typed_schema = {
+        let mut f = typed_fields.clone();
+        f.push(Field::new("_batch_id", DataType::Utf8, true));
+        f.push(Field::new("_source_file", DataType::Utf8, true));
+        f.push(Field::new("_source_row", DataType::Int64, true));
+        Arc::new(Schema::new(f))
+    };
+
+    // 3. Rules, row by row.
+    let mut sources: Vec<SourceRows> = Vec::new();
+    for (i, raw, frame) in frames {
+        let source = &model.sources[i];
+        let mut frame = frame;
+        for f in &typed_fields {
+            let expr = if frame.schema().field_with_unqualified_name(f.name()).is_ok() {
+                Expr::Column(Column::new_unqualified(f.name()))
+                    .cast_to(f.data_type(), frame.schema())
+                    .map_err(sql_err(t, format!("column {}", f.name())))?
+            } else {
+                lit(ScalarValue::try_from(f.data_type()).map_err(sql_err(t, format!("column {}", f.name())))?)
+            };
+            frame = frame.with_column(f.name(), expr).map_err(sql_err(t, format!("column {}", f.name())))?;
+        }
+        let mut rule_columns = Vec::new();
+        for (r, rule) in rules.iter().enumerate() {
+            if !rule.applies_to(&source.bronze) {
+                continue;
+            }
+            let sql = match &rule.kind {
+                RuleKind::Sql(sql) => format!("coalesce(({sql}), false)"),
+                RuleKind::Parent { column, udf } => format!("coalesce({udf}(CAST(\"{column}\" AS VARCHAR)), false)"),
+                _ => continue,
+            };
+            let what = format!("rule {}", rule.name);
+            let expr = frame.parse_sql_expr(&sql).map_err(sql_err(t, &what))?;
+            let col = format!("__rule_{r}");
+            frame = frame.with_column(&col, expr).map_err(sql_err(t, &what))?;
+            rule_columns.push((r as u16, col));
+        }
+        let out = frame.collect().await.map_err(sql_err(t, format!("typing and checking {}", source.bronze)))?;
+        let Some(out) = concat_plain(t, &out)? else { continue };
+        let typed = project(t, &out, &typed_schema)?;
+        let n = out.num_rows();
+        let mut failed: Vec<Vec<u16>> = vec![Vec::new(); n];
+        let error = out.column_by_name("_error").map(|c| c.as_string::<i32>().clone());
+        for (row, f) in failed.iter_mut().enumerate() {
+            if error.as_ref().is_some_and(|e| e.is_valid(row)) {
+                f.push(0);
+            }
+            if model.key.iter().any(|k| typed.column_by_name(k).is_none_or(|c| c.is_null(row))) {
+                f.push(1);
+            }
+        }
+        for (r, col) in &rule_columns {
+            let Some(values) = out.column_by_name(col).and_then(|c| c.as_boolean_opt().cloned()) else { continue };
+            for (row, f) in failed.iter_mut().enumerate() {
+                if !values.value(row) || values.is_null(row) {
+                    f.push(*r);
+                }
+            }
+        }
+        let raw_row = out
+            .column_by_name("__row")
+            .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::UInt32Type>().cloned())
+            .map(|c| c.values().to_vec())
+            .unwrap_or_default();
+        sources.push(SourceRows {
+            bronze: source.bronze.clone(),
+            raw,
+            typed,
+            raw_row,
+            failed,
+            snapshot: source.snapshot,
+        });
+    }
+
+    // 4. Quarantined orphans whose parents have come.
+    let state_schema = state_schema(&typed_fields);
+    let state = state.map(|s| project(t, &s, &state_schema)).transpose()?;
+    let parent_rules: HashMap<&str, usize> = rules
+        .iter()
+        .filter(|r| matches!(r.kind, RuleKind::Parent { .. }) && r.action == Action::Quarantine)
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let mut held: Vec<usize> = Vec::new();
+    let mut already_released: Vec<usize> = Vec::new();
+    if let (Some(q), false) = (&quarantine, parent_rules.is_empty()) {
+        let in_lineage = lineage_ids(state.as_ref());
+        let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
+        let released = q.column_by_name("_released_at");
+        let ids = row_ids(q);
+        for row in 0..q.num_rows() {
+            if released.is_some_and(|c| c.is_valid(row)) {
+                continue;
+            }
+            let Some(failed) = &failed else { break };
+            let names: Vec<String> =
+                failed.value(row).as_string::<i32>().iter().flatten().map(str::to_string).collect();
+            let blocking: Vec<&String> =
+                names.iter().filter(|n| rule_action(&rules, n) == Some(Action::Quarantine)).collect();
+            if blocking.is_empty() || !blocking.iter().all(|n| parent_rules.contains_key(n.as_str())) {
+                continue;
+            }
+            if in_lineage.contains(&ids[row]) {
+                already_released.push(row);
+                continue;
+            }
+            let all_there = blocking.iter().all(|n| {
+                let p = model.parents.iter().position(|p| &p.name == *n).map(|i| &parent_sets[i]);
+                p.is_some_and(|(column, keys)| {
+                    q.column_by_name(column).and_then(|c| cast(c, &DataType::Utf8).ok()).is_some_and(|c| {
+                        c.as_string::<i32>().is_valid(row) && keys.contains(c.as_string::<i32>().value(row))
+                    })
+                })
+            });
+            if all_there {
+                held.push(row);
+            }
+        }
+    }
+
+    let mut report = TableReport { table: t.to_string(), ..TableReport::default() };
+    if sources.is_empty() && held.is_empty() && already_released.is_empty() {
+        report.rows = state.as_ref().map_or(0, |s| s.num_rows() as u64);
+        return Ok(Planned {
+            model: model.clone(),
+            report,
+            state,
+            quarantine_new: None,
+            released: HashSet::new(),
+            dq: Vec::new(),
+            txns: Vec::new(),
+            derived: Vec::new(),
+            state_changed: false,
+        });
+    }
+
+    // 5. Dispositions: quarantine beats drop beats keep.
+    let action_of = |r: u16| rules[r as usize].action;
+    let mut accounts: BTreeMap<(String, String), BatchAccount> = BTreeMap::new();
+    let mut rule_stats: BTreeMap<(String, String, usize), (u64, u64)> = BTreeMap::new();
+    // Incoming kept rows: (source index, row); index usize::MAX is a released row.
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let mut quarantined: Vec<(usize, usize, Vec<u16>)> = Vec::new();
+    for (s, src) in sources.iter().enumerate() {
+        let batch_ids = src.typed.column_by_name("_batch_id").map(|c| c.as_string::<i32>().clone());
+        for (row, failed) in src.failed.iter().enumerate() {
+            let batch = batch_ids.as_ref().map_or("", |b| b.value(row)).to_string();
+            let acct = accounts.entry((src.bronze.clone(), batch.clone())).or_insert_with(|| BatchAccount {
+                bronze_table: src.bronze.clone(),
+                batch_id: batch.clone(),
+                ..BatchAccount::default()
+            });
+            acct.bronze_rows += 1;
+            for (r, rule) in rules.iter().enumerate() {
+                if r == CONFLICT as usize || !rule.applies_to(&src.bronze) {
+                    continue;
+                }
+                let e = rule_stats.entry((src.bronze.clone(), batch.clone(), r)).or_default();
+                e.0 += 1;
+                if failed.contains(&(r as u16)) {
+                    e.1 += 1;
+                }
+            }
+            if failed.iter().any(|&r| action_of(r) == Action::Quarantine) {
+                acct.quarantined += 1;
+                quarantined.push((s, row, failed.clone()));
+            } else if failed.iter().any(|&r| action_of(r) == Action::Drop) {
+                acct.dropped += 1;
+            } else {
+                kept.push((s, row));
+            }
+        }
+    }
+    for ((bronze, batch, r), (evaluated, failed)) in &rule_stats {
+        let rule = &rules[*r];
+        let over = match (rule.action, rule.fail_above) {
+            (_, Some(limit)) => *evaluated > 0 && (*failed as f64) / (*evaluated as f64) > limit,
+            (Action::Fail, None) => *failed > 0,
+            _ => false,
+        };
+        if over {
+            let _ = bronze;
+            return Err(Error::ExpectationFailed {
+                table: t.to_string(),
+                rule: rule.name.clone(),
+                batch_id: batch.clone(),
+                failed: *failed,
+                evaluated: *evaluated,
+                threshold: rule.fail_above,
+            });
+        }
+    }
+
+    // 6. De-duplicate the kept rows (and the released ones) against the
+    // current rows.
+    let now = run.clock.now().timestamp_micros();
+    let warn_names = |failed: &[u16]| -> Vec<String> {
+        failed.iter().filter(|&&r| action_of(r) == Action::Warn).map(|&r| rules[r as usize].name.clone()).collect()
+    };
+    let mut incoming_parts: Vec<RecordBatch> = Vec::new();
+    let mut incoming_warnings: Vec<Vec<String>> = Vec::new();
+    let mut incoming_origin: Vec<(usize, usize)> = Vec::new();
+    {
+        let mut by_source: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for &(s, row) in &kept {
+            by_source.entry(s).or_default().push(row as u32);
+        }
+        for (s, rows) in by_source {
+            let src = &sources[s];
+            let idx = UInt32Array::from(rows.clone());
+            let cols = src
+                .typed
+                .columns()
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(arrow_err(t))?;
+            incoming_parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
+            for r in rows {
+                incoming_warnings.push(warn_names(&src.failed[r as usize]));
+                incoming_origin.push((s, r as usize));
+            }
+        }
+    }
+    if let Some(q) = &quarantine
+        && !held.is_empty()
+    {
+        let idx = UInt32Array::from(held.iter().map(|&h| h as u32).collect::<Vec<_>>());
+        let part = project(t, q, &typed_schema)?;
+        let cols = part
+            .columns()
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
+        incoming_parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
+        let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
+        for &h in &held {
+            let names: Vec<String> = failed.as_ref().map_or_else(Vec::new, |f| {
+                f.value(h).as_string::<i32>().iter().flatten().map(str::to_string).collect()
+            });
+            incoming_warnings
+                .push(names.into_iter().filter(|n| rule_action(&rules, n) == Some(Action::Warn)).collect());
+            incoming_origin.push((usize::MAX, h));
+        }
+    }
+    let incoming = if incoming_parts.is_empty() {
+        RecordBatch::new_empty(typed_schema.clone())
+    } else {
+        concat_batches(&typed_schema, &incoming_parts).map_err(arrow_err(t))?
+    };
+    let n_state = state.as_ref().map_or(0, RecordBatch::num_rows);
+    let combined = match &state {
+        Some(s) => {
+            concat_batches(&typed_schema, &[project(t, s, &typed_schema)?, incoming.clone()]).map_err(arrow_err(t))?
+        }
+        None => incoming.clone(),
+    };
+    let index_of = |c: &str| typed_schema.index_of(c).map_err(arrow_err(t));
+    let key: Vec<usize> = model.key.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
+    let content: Vec<usize> = (0..typed_fields.len()).collect();
+    let order: Vec<usize> = model.order.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
+    let tie: Vec<usize> = model.tie_break.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
+    let d = dedup(&combined, n_state, &key, &content, &order, &tie).map_err(arrow_err(t))?;
+
+    // Duplicates and conflicts, by the batch they came in.
+    let mut released_rows: Vec<usize> = already_released.clone();
+    for (i, fate) in d.fate.iter().enumerate() {
+        let (s, row) = incoming_origin[i];
+        if s == usize::MAX {
+            if *fate == Fate::Accepted {
+                released_rows.push(row);
+                report.released += 1;
+            }
+            continue;
+        }
+        let src = &sources[s];
+        let batch = src
+            .typed
+            .column_by_name("_batch_id")
+            .map_or(String::new(), |c| c.as_string::<i32>().value(row).to_string());
+        let acct = accounts
+            .get_mut(&(src.bronze.clone(), batch.clone()))
+            .ok_or_else(|| Error::Schema { table: t.to_string(), reason: "a row of an unknown batch".into() })?;
+        match fate {
+            Fate::Accepted => acct.accepted += 1,
+            Fate::Duplicate => acct.duplicates += 1,
+            Fate::Conflict => {
+                acct.quarantined += 1;
+                let mut failed = src.failed[row].clone();
+                failed.push(CONFLICT);
+                failed.sort_unstable();
+                quarantined.push((s, row, failed));
+            }
+        }
+    }
+    let mut dup_stats: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for (i, fate) in d.fate.iter().enumerate() {
+        let (s, row) = incoming_origin[i];
+        if s == usize::MAX {
+            continue;
+        }
+        let src = &sources[s];
+        let batch = src
+            .typed
+            .column_by_name("_batch_id")
+            .map_or(String::new(), |c| c.as_string::<i32>().value(row).to_string());
+        let e = dup_stats.entry((src.bronze.clone(), batch)).or_default();
+        e.0 += 1;
+        match fate {
+            Fate::Duplicate => e.1 += 1,
+            Fate::Conflict => e.2 += 1,
+            Fate::Accepted => {}
+        }
+    }
+
+    // 7. The new rows.
+    let new_state = build_state(
+        t,
+        model,
+        &state_schema,
+        state.as_ref(),
+        &combined,
+        n_state,
+        &d,
+        &incoming_warnings,
+        now,
+        &typed_fields,
+    )?;
+    let (new_state, deleted) = mark_deleted(t, model, new_state, &sources, now)?;
+    report.deleted = deleted;
+    report.rows = new_state.num_rows() as u64;
+    let state_changed = !sources.is_empty() || d.groups.iter().any(|g| g.changed()) || deleted > 0;
+
+    // 8. Quarantine rows, and released ones marked.
+    let q_schema = quarantine_schema(&typed_fields);
+    let quarantine_new = if quarantined.is_empty() {
+        None
+    } else {
+        Some(quarantine_rows(t, &q_schema, &typed_schema, &sources, &quarantined, &rules, now)?)
+    };
+    let released: HashSet<(String, String, i64)> = match &quarantine {
+        Some(q) if !released_rows.is_empty() => {
+            let ids = row_ids(q);
+            released_rows.iter().map(|&r| ids[r].clone()).collect()
+        }
+        _ => HashSet::new(),
+    };
+
+    // 9. dq_results rows.
+    let mut dq_rows: Vec<(String, String, String, String, u64, u64, Option<f64>)> = Vec::new();
+    for ((bronze, batch, r), (evaluated, failed)) in &rule_stats {
+        let rule = &rules[*r];
+        dq_rows.push((
+            bronze.clone(),
+            batch.clone(),
+            rule.name.clone(),
+            rule.action.as_str().to_string(),
+            *evaluated,
+            *failed,
+            rule.fail_above,
+        ));
+    }
+    for ((bronze, batch), (evaluated, dups, conflicts)) in &dup_stats {
+        dq_rows.push((
+            bronze.clone(),
+            batch.clone(),
+            "exact_duplicate".into(),
+            "count".into(),
+            *evaluated,
+            *dups,
+            None,
+        ));
+        dq_rows.push((
+            bronze.clone(),
+            batch.clone(),
+            "conflicting_duplicate".into(),
+            "quarantine".into(),
+            *evaluated,
+            *conflicts,
+            None,
+        ));
+    }
+    for ((bronze, batch), acct) in &accounts {
+        dq_rows.push((
+            bronze.clone(),
+            batch.clone(),
+            "dropped".into(),
+            "drop".into(),
+            acct.bronze_rows,
+            acct.dropped,
+            None,
+        ));
+    }
+    dq_rows.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    let dq = if dq_rows.is_empty() { Vec::new() } else { vec![dq_batch(t, run, &dq_rows, now)?] };
+
+    // 10. Derived tables.
+    let mut derived = Vec::new();
+    if state_changed {
+        for d in &model.derived {
+            let ctx = session();
+            let mem = MemTable::try_new(new_state.schema(), vec![vec![new_state.clone()]])
+                .map_err(sql_err(&d.table, "parent rows"))?;
+            ctx.register_table("parent", Arc::new(mem)).map_err(sql_err(&d.table, "parent rows"))?;
+            let frame = ctx.sql(&d.sql).await.map_err(sql_err(&d.table, "sql"))?;
+            let empty = Schema::new(
+                frame
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), storage::plain_type(f.data_type()), true))
+                    .collect::<Vec<_>>(),
+            );
+            let out = frame.collect().await.map_err(sql_err(&d.table, "sql"))?;
+            let batch = match concat_plain(&d.table, &out)? {
+                Some(b) => b,
+                None => RecordBatch::new_empty(Arc::new(empty)),
+            };
+            derived.push((d.table.clone(), batch));
+        }
+    }
+
+    report.batches = accounts.into_values().collect();
+    let mut totals: BTreeMap<String, RuleCount> = BTreeMap::new();
+    for (_, _, rule, action, evaluated, failed, _) in &dq_rows {
+        let e = totals.entry(rule.clone()).or_insert_with(|| RuleCount {
+            rule: rule.clone(),
+            action: action.clone(),
+            rows_evaluated: 0,
+            rows_failed: 0,
+        });
+        e.rows_evaluated += evaluated;
+        e.rows_failed += failed;
+    }
+    report.rules = totals.into_values().collect();
+    Ok(Planned {
+        model: model.clone(),
+        report,
+        state: Some(new_state),
+        quarantine_new,
+        released,
+        dq,
+        txns,
+        derived,
+        state_changed,
+    })
+}
+
+fn rule_action(rules: &[Rule], name: &str) -> Option<Action> {
+    rules.iter().find(|r| r.name == name).map(|r| r.action)
+}
+
+/// `(batch, file, row)` of each row.
+fn row_ids(batch: &RecordBatch) -> Vec<(String, String, i64)> {
+    let s = |n: &str| batch.column_by_name(n).and_then(|c| c.as_string_opt::<i32>().cloned());
+    let (b, f) = (s("_batch_id"), s("_source_file"));
+    let r = batch
+        .column_by_name("_source_row")
+        .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>().cloned());
+    (0..batch.num_rows())
+        .map(|i| {
+            (
+                b.as_ref().map_or(String::new(), |c| c.value(i).to_string()),
+                f.as_ref().map_or(String::new(), |c| c.value(i).to_string()),
+                r.as_ref().map_or(0, |c| c.value(i)),
+            )
+        })
+        .collect()
+}
+
+/// Every `(batch, file, row)` in the table's `_lineage`.
+fn lineage_ids(state: Option<&RecordBatch>) -> HashSet<RowId> {
+    let mut out = HashSet::new();
+    let Some(state) = state else { return out };
+    let Some(lineage) = state.column_by_name("_lineage").and_then(|c| c.as_list_opt::<i32>().cloned()) else {
+        return out;
+    };
+    for row in 0..lineage.len() {
+        if lineage.is_valid(row) {
+            out.extend(lineage_entries(&lineage.value(row)).into_iter().map(|(id, _)| id));
+        }
+    }
+    out
+}
+
+type RowId = (String, String, i64);
+
+/// The entries of one `_lineage` value: `(batch, file, row)` and the
+/// warnings the row had.
+fn lineage_entries(value: &ArrayRef) -> Vec<(RowId, Vec<String>)> {
+    let v = value.as_struct();
+    let (b, f, r) = (
+        v.column(0).as_string::<i32>(),
+        v.column(1).as_string::<i32>(),
+        v.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+    );
+    let w = v.column(3).as_list::<i32>();
+    (0..v.len())
+        .map(|i| {
+            let warnings = if w.is_valid(i) {
+                w.value(i).as_string::<i32>().iter().flatten().map(str::to_string).collect()
+            } else {
+                Vec::new()
+            };
+            ((b.value(i).to_string(), f.value(i).to_string(), r.value(i)), warnings)
+        })
+        .collect()
+}
+
+/// Each row's key as one string (`None` when a key column is NULL).
+fn key_texts(t: &str, batch: &RecordBatch, key: &[String]) -> Result<Vec<Option<String>>> {
+    let mut columns = Vec::new();
+    for k in key {
+        let c = batch
+            .column_by_name(k)
+            .ok_or_else(|| Error::Schema { table: t.to_string(), reason: format!("no key column {k}") })?;
+        columns.push(cast(c, &DataType::Utf8).map_err(arrow_err(t))?);
+    }
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            let mut parts = Vec::with_capacity(columns.len());
+            for c in &columns {
+                let c = c.as_string::<i32>();
+                if c.is_null(row) {
+                    return None;
+                }
+                parts.push(c.value(row));
+            }
+            Some(parts.join("\u{1f}"))
+        })
+        .collect())
+}
+
+/// The silver rows after the merge: untouched rows as they were, each
+/// touched key's winner (with NULLs filled from older versions when the
+/// model says `coalesce`) and the lineage of every accepted row.
+#[allow(clippy::too_many_arguments)]
+fn build_state(
+    t: &str,
+    model: &TableModel,
+    schema: &SchemaRef,
+    state: Option<&RecordBatch>,
+    combined: &RecordBatch,
+    n_state: usize,
+    d: &crate::dedup::Dedup,
+    incoming_warnings: &[Vec<String>],
+    now: i64,
+    typed_fields: &[Field],
+) -> Result<RecordBatch> {
+    let mut parts = Vec::new();
+    // Untouched rows, and touched keys whose row did not change.
+    let mut keep: Vec<u32> = d.untouched.iter().map(|&i| i as u32).collect();
+    keep.extend(d.groups.iter().filter(|g| !g.changed()).filter_map(|g| g.state.map(|s| s as u32)));
+    keep.sort_unstable();
+    if let Some(state) = state
+        && !keep.is_empty()
+    {
+        let idx = UInt32Array::from(keep);
+        let cols = state
+            .columns()
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
+        parts.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?);
+    }
+    let changed: Vec<&crate::dedup::Group> = d.groups.iter().filter(|g| g.changed()).collect();
+    if !changed.is_empty() {
+        let n_typed = typed_fields.len();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for c in 0..n_typed {
+            let column = combined.column(c);
+            let idx: UInt32Array = changed
+                .iter()
+                .map(|g| {
+                    let pick = if model.coalesce {
+                        g.accepted.iter().find(|&&a| column.is_valid(a)).copied().unwrap_or(g.accepted[0])
+                    } else {
+                        g.accepted[0]
+                    };
+                    Some(pick as u32)
+                })
+                .collect();
+            cols.push(take(column, &idx, None).map_err(arrow_err(t))?);
+        }
+        // _dq_warnings: the winner's.
+        let state_warnings = state.and_then(|s| s.column_by_name("_dq_warnings")).map(|c| c.as_list::<i32>().clone());
+        let mut warnings = ListBuilder::new(StringBuilder::new());
+        for g in &changed {
+            let w = g.accepted[0];
+            if w < n_state {
+                if let Some(sw) = &state_warnings
+                    && sw.is_valid(w)
+                {
+                    for v in sw.value(w).as_string::<i32>().iter().flatten() {
+                        warnings.values().append_value(v);
+                    }
+                }
+            } else {
+                for v in &incoming_warnings[w - n_state] {
+                    warnings.values().append_value(v);
+                }
+            }
+            warnings.append(true);
+        }
+        cols.push(Arc::new(warnings.finish()));
+        cols.push(Arc::new(BooleanArray::from(vec![false; changed.len()])));
+        // The winner's batch, file and row.
+        let winners = UInt32Array::from(changed.iter().map(|g| g.accepted[0] as u32).collect::<Vec<_>>());
+        for c in n_typed..n_typed + 3 {
+            cols.push(take(combined.column(c), &winners, None).map_err(arrow_err(t))?);
+        }
+        // Lineage: what the table held, then each newly accepted row.
+        let state_lineage = state.and_then(|s| s.column_by_name("_lineage")).map(|c| c.as_list::<i32>().clone());
+        let ids = row_ids(combined);
+        let (mut offsets, mut bs, mut fs, mut rs) = (vec![0i32], Vec::new(), Vec::new(), Vec::new());
+        let mut ws = ListBuilder::new(StringBuilder::new());
+        for g in &changed {
+            let mut entries: Vec<(RowId, Vec<String>)> = Vec::new();
+            if let (Some(s), Some(sl)) = (g.state, &state_lineage)
+                && sl.is_valid(s)
+            {
+                entries.extend(lineage_entries(&sl.value(s)));
+            }
+            let mut new: Vec<(RowId, Vec<String>)> = g
+                .accepted
+                .iter()
+                .filter(|&&a| a >= n_state)
+                .map(|&a| (ids[a].clone(), incoming_warnings[a - n_state].clone()))
+                .collect();
+            new.sort();
+            entries.extend(new);
+            for ((b, f, r), warnings) in entries {
+                bs.push(b);
+                fs.push(f);
+                rs.push(r);
+                for w in warnings {
+                    ws.values().append_value(w);
+                }
+                ws.append(true);
+            }
+            offsets.push(
+                i32::try_from(bs.len())
+                    .map_err(|_| Error::Schema { table: t.to_string(), reason: "lineage too long".into() })?,
+            );
+        }
+        let entries = StructArray::try_new(
+            lineage_fields(),
+            vec![
+                Arc::new(StringArray::from(bs)),
+                Arc::new(StringArray::from(fs)),
+                Arc::new(Int64Array::from(rs)),
+                Arc::new(ws.finish()),
+            ],
+            None,
+        )
+        .map_err(arrow_err(t))?;
+        let lineage = ListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Struct(lineage_fields()), true)),
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(entries),
+            None,
+        )
+        .map_err(arrow_err(t))?;
+        cols.push(Arc::new(lineage));
+        cols.push(Arc::new(TimestampMicrosecondArray::from(vec![now; changed.len()]).with_timezone("UTC")));
+        let mut batch = RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?;
+        // New and changed rows in key order, so the output is the same
+        // whatever order the rows came in.
+        let key_cols: Vec<usize> = model.key.iter().filter_map(|k| batch.schema().index_of(k).ok()).collect();
+        let sort: Vec<deltalake::arrow::compute::SortColumn> = key_cols
+            .iter()
+            .map(|&c| deltalake::arrow::compute::SortColumn { values: batch.column(c).clone(), options: None })
+            .collect();
+        let order = deltalake::arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err(t))?;
+        let cols = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, &order, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
+        batch = RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?;
+        parts.push(batch);
+    }
+    if parts.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    concat_batches(schema, &parts).map_err(arrow_err(t))
+}
+
+/// For a table fed by full extracts: keys missing from the newest extract
+/// are marked `_is_deleted`, and keys back in it are revived. Returns the
+/// rows and how many keys are newly deleted.
+fn mark_deleted(
+    t: &str,
+    model: &TableModel,
+    batch: RecordBatch,
+    sources: &[SourceRows],
+    now: i64,
+) -> Result<(RecordBatch, u64)> {
+    // The newest extract: the greatest _source_file among snapshot rows.
+    let mut newest: Option<(&SourceRows, String)> = None;
+    for src in sources.iter().filter(|s| s.snapshot) {
+        if let Some(files) = src.typed.column_by_name("_source_file") {
+            if let Some(max) = files.as_string::<i32>().iter().flatten().max() {
+                if newest.as_ref().is_none_or(|(_, m)| max > m.as_str()) {
+                    newest = Some((src, max.to_string()));
+                }
+            }
+        }
+    }
+    let Some((src, file)) = newest else { return Ok((batch, 0)) };
+    let files = src.typed.column_by_name("_source_file").map(|c| c.as_string::<i32>().clone());
+    let mut present = HashSet::new();
+    for (row, k) in key_texts(t, &src.typed, &model.key)?.into_iter().enumerate() {
+        if files.as_ref().is_some_and(|f| f.value(row) == file)
+            && let Some(k) = k
+        {
+            present.insert(k);
+        }
+    }
+    let keys = key_texts(t, &batch, &model.key)?;
+    let schema = batch.schema();
+    let del_at = schema.index_of("_is_deleted").map_err(arrow_err(t))?;
+    let upd_at = schema.index_of("_updated_at").map_err(arrow_err(t))?;
+    let old_del = batch.column(del_at).as_boolean().clone();
+    let old_upd = batch.column(upd_at).as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>().clone();
+    let mut deleted = 0;
+    let mut del = Vec::with_capacity(batch.num_rows());
+    let mut upd = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let was = old_del.is_valid(row) && old_del.value(row);
+        let is = keys[row].as_ref().is_none_or(|k| !present.contains(k));
+        if is && !was {
+            deleted += 1;
+        }
+        del.push(Some(is));
+        upd.push(if is != was { Some(now) } else { old_upd.is_valid(row).then(|| old_upd.value(row)) });
+    }
+    let mut cols = batch.columns().to_vec();
+    cols[del_at] = Arc::new(BooleanArray::from(del));
+    cols[upd_at] = Arc::new(TimestampMicrosecondArray::from(upd).with_timezone("UTC"));
+    Ok((RecordBatch::try_new(schema, cols).map_err(arrow_err(t))?, deleted))
+}
+
+/// Quarantine rows: the typed values, every failed rule, the batch and the
+/// raw bronze row as JSON.
+fn quarantine_rows(
+    t: &str,
+    schema: &SchemaRef,
+    typed_schema: &SchemaRef,
+    sources: &[SourceRows],
+    rows: &[(usize, usize, Vec<u16>)],
+    rules: &[Rule],
+    now: i64,
+) -> Result<RecordBatch> {
+    let mut parts = Vec::new();
+    let mut raws: Vec<String> = Vec::new();
+    let mut failed = ListBuilder::new(StringBuilder::new());
+    let mut bronze = Vec::new();
+    let mut by_source: BTreeMap<usize, Vec<(usize, &Vec<u16>)>> = BTreeMap::new();
+    for (s, row, f) in rows {
+        by_source.entry(*s).or_default().push((*row, f));
+    }
+    for (s, mut list) in by_source {
+        list.sort_by_key(|(row, _)| *row);
+        let src = &sources[s];
+        let idx = UInt32Array::from(list.iter().map(|(r, _)| *r as u32).collect::<Vec<_>>());
+        let cols = src
+            .typed
+            .columns()
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
+        parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
+        let raw_idx = UInt32Array::from(list.iter().map(|(r, _)| src.raw_row[*r]).collect::<Vec<_>>());
+        let raw_cols = src
+            .raw
+            .columns()
+            .iter()
+            .map(|c| take(c, &raw_idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
+        let raw = RecordBatch::try_new(src.raw.schema(), raw_cols).map_err(arrow_err(t))?;
+        let mut buf = Vec::new();
+        {
+            let mut w = deltalake::arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&raw).map_err(arrow_err(t))?;
+            w.finish().map_err(arrow_err(t))?;
+        }
+        raws.extend(String::from_utf8_lossy(&buf).lines().map(str::to_string));
+        for (_, f) in &list {
+            for &r in f.iter() {
+                failed.values().append_value(&rules[r as usize].name);
+            }
+            failed.append(true);
+            bronze.push(src.bronze.clone());
+        }
+    }
+    let typed = concat_batches(typed_schema, &parts).map_err(arrow_err(t))?;
+    let n = typed.num_rows();
+    let typed_n = typed_schema.fields().len() - 3;
+    let mut cols: Vec<ArrayRef> = typed.columns()[..typed_n].to_vec();
+    cols.push(Arc::new(failed.finish()));
+    cols.push(Arc::new(StringArray::from(bronze)));
+    cols.extend(typed.columns()[typed_n..].iter().cloned());
+    cols.push(Arc::new(StringArray::from(raws)));
+    cols.push(Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")));
+    cols.push(Arc::new(TimestampMicrosecondArray::from(vec![None; n]).with_timezone("UTC")));
+    let cols = cols
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow_err(t))?;
+    RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))
+}
+
+type DqRow = (String, String, String, String, u64, u64, Option<f64>);
+
+fn dq_batch(t: &str, run: &RunContext, rows: &[DqRow], now: i64) -> Result<RecordBatch> {
+    let n = rows.len();
+    let date = Date32Type::from_naive_date(run.clock.logical_date());
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![run.id.0; n])),
+        Arc::new(deltalake::arrow::array::Date32Array::from(vec![date; n])),
+        Arc::new(StringArray::from(vec![t; n])),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.2))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.3))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.4 as i64))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.5 as i64))),
+        Arc::new(deltalake::arrow::array::Float64Array::from(rows.iter().map(|r| r.6).collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(dq_schema(), cols).map_err(arrow_err(t))
+}
+
+/// Writes one planned table: the new quarantine rows and the `dq_results`
+/// rows first, then the silver rows (whose txn marks the batches done),
+/// the derived tables, and last the release marks on quarantine. A write
+/// whose txn shows it done (by a run that stopped halfway) is skipped, and
+/// release marks are recomputed from silver's lineage, so a stop at any
+/// point loses nothing. Returns the `dq_results` version written, if any.
+async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &mut Planned) -> Result<Option<i64>> {
+    let t = plan.model.table.clone();
+    let name = TableName::new(&t)?;
+    let q_name = TableName::new(&plan.model.quarantine_table())?;
+    let dq_name = TableName::new(DQ_RESULTS_TABLE)?;
+    fn with_txns<'a>(mut c: Commit<'a>, txns: &[(String, i64)], suffix: &str) -> Commit<'a> {
+        for (id, v) in txns {
+            c = c.with_txn(&format!("{id}{suffix}"), *v);
+        }
+        c
+    }
+    let undone = |table: &TableName, suffix: &str| {
+        let table = table.clone();
+        let suffix = suffix.to_string();
+        let txns = plan.txns.clone();
+        async move {
+            for (id, v) in &txns {
+                if warehouse.txn_version(&table, &format!("{id}{suffix}")).await?.is_none_or(|done| done < *v) {
+                    return Ok::<bool, Error>(true);
+                }
+            }
+            Ok(txns.is_empty())
+        }
+    };
+    if let Some(q) = plan.quarantine_new.take()
+        && undone(&q_name, "").await?
+    {
+        let commit = with_txns(Commit::new(run, "silver quarantine"), &plan.txns, "");
+        plan.report.quarantine_version = Some(warehouse.append(&q_name, vec![q], &commit).await?);
+    }
+    let mut dq_version = None;
+    let dq = std::mem::take(&mut plan.dq);
+    let suffix = format!(":{t}");
+    if !dq.is_empty() && undone(&dq_name, &suffix).await? {
+        let commit = with_txns(Commit::new(run, "silver dq_results"), &plan.txns, &suffix);
+        dq_version = Some(warehouse.append(&dq_name, dq, &commit).await?);
+    }
+    if plan.state_changed
+        && undone(&name, "").await?
+        && let Some(state) = &plan.state
+    {
+        let commit = with_txns(Commit::new(run, "silver"), &plan.txns, "")
+            .with_metadata("released", serde_json::json!(plan.report.released));
+        plan.report.version = Some(warehouse.overwrite(&name, vec![state.clone()], &commit).await?);
+        for (table, batch) in std::mem::take(&mut plan.derived) {
+            let d = TableName::new(&table)?;
+            let v = warehouse.overwrite(&d, vec![batch], &Commit::new(run, "silver derived")).await?;
+            plan.report.derived.push((table, v));
+        }
+    }
+    if !plan.released.is_empty() {
+        let q = concat_plain(&t, &warehouse.scan(&q_name, None).await?)?;
+        if let Some(q) = q {
+            let ids = row_ids(&q);
+            let at = q.schema().index_of("_released_at").map_err(arrow_err(&t))?;
+            let old = q.column(at).as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>().clone();
+            let now = run.clock.now().timestamp_micros();
+            let new: TimestampMicrosecondArray = (0..q.num_rows())
+                .map(|r| {
+                    if old.is_null(r) && plan.released.contains(&ids[r]) {
+                        Some(now)
+                    } else {
+                        old.is_valid(r).then(|| old.value(r))
+                    }
+                })
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC");
+            let mut cols = q.columns().to_vec();
+            cols[at] = Arc::new(new);
+            let q = RecordBatch::try_new(q.schema(), cols).map_err(arrow_err(&t))?;
+            plan.report.quarantine_version =
+                Some(warehouse.overwrite(&q_name, vec![q], &Commit::new(run, "silver release")).await?);
+        }
+    }
+    Ok(dq_version)
+}
