@@ -146,7 +146,7 @@ pub(crate) enum Stage {
     Ingest,
     /// Silver: typing, data-quality rules, quarantine, de-duplication.
     Silver,
-    /// The SCD2 dimensions (not built yet).
+    /// The SCD2 dimensions: dim_members, dim_patients, dim_providers.
     Dims,
     /// The fact tables (not built yet).
     Facts,
@@ -168,7 +168,7 @@ pub(crate) struct BuildArgs {
     pub(crate) date: Option<NaiveDate>,
 
     /// Run only these stages (comma-separated), e.g. --only silver
-    /// [default: every stage built so far: ingest, silver].
+    /// [default: every stage built so far: ingest, silver, dims].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE[,STAGE..]")]
     pub(crate) only: Vec<Stage>,
 }

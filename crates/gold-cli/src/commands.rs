@@ -107,6 +107,7 @@ pub(crate) async fn generate(args: GenerateArgs, quiet: bool, printer: &mut Prin
 
 pub(crate) fn init(args: InitArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let mut targets: Vec<(PathBuf, &str)> = INIT_FILES.iter().map(|(rel, body)| (args.dir.join(rel), *body)).collect();
+    targets.push((args.dir.join("models/dims.toml"), dims::DEFAULT_DIMS));
     targets
         .extend(quality::DEFAULT_MODELS.iter().map(|(file, body)| (args.dir.join("models/silver").join(file), *body)));
     if !args.force
@@ -336,20 +337,109 @@ pub(crate) async fn ingest(
     Ok(())
 }
 
+/// The models the stages after ingest read.
+pub(crate) struct Models {
+    pub(crate) silver: quality::SilverCatalog,
+    pub(crate) dims: dims::DimCatalog,
+}
+
+/// The stages `build` runs today, in order.
+const BUILT_STAGES: [Stage; 3] = [Stage::Ingest, Stage::Silver, Stage::Dims];
+
+/// What a run of stages produced: text for people, one JSON document per
+/// stage, and the table versions for the ledger.
+type StagesDone = (String, Vec<serde_json::Value>, Vec<(String, i64, i64)>);
+
+/// The dims stage: every dimension whose silver table has a new version.
+async fn dims_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &dims::DimCatalog,
+) -> anyhow::Result<(String, serde_json::Value, Vec<(String, i64, i64)>)> {
+    let started = std::time::Instant::now();
+    let reports = dims::build_dims(warehouse, run, catalog).await.context("stage dims")?;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "  {:<16} {:>9} {:>9} {:>9} {:>9} {:>11}  table",
+        "dimension", "inserted", "closed", "deleted", "unchanged", "current"
+    );
+    let mut tables = Vec::new();
+    for r in &reports {
+        let m = &r.metrics;
+        let at = match (r.version, r.source_version) {
+            (Some(v), _) => format!("{}@v{v}", r.table),
+            (None, Some(_)) => "(up to date)".to_string(),
+            (None, None) => format!("(no {} yet)", r.source),
+        };
+        let _ = writeln!(
+            text,
+            "  {:<16} {:>9} {:>9} {:>9} {:>9} {:>11}  {at}",
+            r.table,
+            thousands(m.inserted),
+            thousands(m.closed),
+            thousands(m.deleted),
+            thousands(m.unchanged),
+            thousands(r.current_rows)
+        );
+        if let Some(v) = r.version {
+            tables.push((r.table.clone(), v as i64, (m.inserted + m.closed + m.deleted) as i64));
+        }
+    }
+    let doc = json!({"stage": "dims", "seconds": started.elapsed().as_secs_f64(), "dims": reports});
+    Ok((text, doc, tables))
+}
+
+/// Runs `stages` (in their order) for `run`.
+async fn run_stages(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &ingest::SourceCatalog,
+    models: &Models,
+    landing: &Path,
+    stages: &[Stage],
+) -> anyhow::Result<StagesDone> {
+    let mut text = String::new();
+    let mut docs = Vec::new();
+    let mut tables = Vec::new();
+    if stages.contains(&Stage::Ingest) {
+        let (report, stage) = ingest_stage(warehouse, run, catalog, landing).await?;
+        let _ = writeln!(text, "ingest: {} day folder(s) from {}", report.days.len(), landing.display());
+        text.push_str(&ingest_text(&report));
+        tables.extend(report.table_versions());
+        docs.push(stage);
+    }
+    if stages.contains(&Stage::Silver) {
+        let (report, stage) = silver_stage(warehouse, run, &models.silver).await?;
+        let _ = writeln!(text, "silver:");
+        text.push_str(&silver_text(&report));
+        tables.extend(report.table_versions());
+        docs.push(stage);
+    }
+    if stages.contains(&Stage::Dims) {
+        let (body, stage, written) = dims_stage(warehouse, run, &models.dims).await?;
+        let _ = writeln!(text, "dims:");
+        text.push_str(&body);
+        tables.extend(written);
+        docs.push(stage);
+    }
+    Ok((text, docs, tables))
+}
+
 pub(crate) async fn build(
     args: BuildArgs,
     location: &str,
     catalog: &ingest::SourceCatalog,
-    silver: &quality::SilverCatalog,
+    models: &Models,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
-    let built = [Stage::Ingest, Stage::Silver];
-    let mut stages = if args.only.is_empty() { built.to_vec() } else { args.only.clone() };
+    let mut stages = if args.only.is_empty() { BUILT_STAGES.to_vec() } else { args.only.clone() };
     stages.sort();
     stages.dedup();
-    if let Some(missing) = stages.iter().find(|s| !built.contains(s)) {
+    if let Some(missing) = stages.iter().find(|s| !BUILT_STAGES.contains(s)) {
         return Err(UserError(
-            format!("stage {missing:?} is not built yet; the stages built so far are ingest and silver").to_lowercase(),
+            format!("stage {missing:?} is not built yet; the stages built so far are ingest, silver and dims")
+                .to_lowercase(),
         )
         .into());
     }
@@ -357,28 +447,8 @@ pub(crate) async fn build(
     let warehouse = open_warehouse(location)?;
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Build, clock).await.context("cannot start a run")?;
-    let outcome = async {
-        let mut text = String::new();
-        let mut docs = Vec::new();
-        let mut tables = Vec::new();
-        if stages.contains(&Stage::Ingest) {
-            let (report, stage) = ingest_stage(&warehouse, &run, catalog, &args.landing).await?;
-            let _ = writeln!(text, "ingest: {} day folder(s) from {}", report.days.len(), args.landing.display());
-            text.push_str(&ingest_text(&report));
-            tables.extend(report.table_versions());
-            docs.push(stage);
-        }
-        if stages.contains(&Stage::Silver) {
-            let (report, stage) = silver_stage(&warehouse, &run, silver).await?;
-            let _ = writeln!(text, "silver:");
-            text.push_str(&silver_text(&report));
-            tables.extend(report.table_versions());
-            docs.push(stage);
-        }
-        Ok::<_, anyhow::Error>((text, docs, tables))
-    }
-    .await;
-    let summary = |(_, docs, _): &(String, Vec<serde_json::Value>, Vec<(String, i64, i64)>)| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": docs});
+    let outcome = run_stages(&warehouse, &run, catalog, models, &args.landing, &stages).await;
+    let summary = |(_, docs, _): &StagesDone| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": docs});
     let ((body, docs, tables), _) = finish_run(&ledger, &run, outcome, |(_, _, t)| t.clone(), summary).await?;
     let text = format!("run {} (build, {})\n{body}", run.id, run.clock.logical_date());
     printer.result(json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "logical_date": run.clock.logical_date(), "stages": docs, "tables": tables}), text);
@@ -389,7 +459,7 @@ pub(crate) async fn demo(
     args: DemoArgs,
     location: &str,
     catalog: &ingest::SourceCatalog,
-    silver: &quality::SilverCatalog,
+    models: &Models,
     quiet: bool,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
@@ -404,35 +474,26 @@ pub(crate) async fn demo(
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Demo, clock).await.context("cannot start a run")?;
     let generate = json!({"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()});
-    let outcome = async {
-        let ingested = ingest_stage(&warehouse, &run, catalog, &landing).await?;
-        let silvered = silver_stage(&warehouse, &run, silver).await?;
-        Ok::<_, anyhow::Error>((ingested, silvered))
-    }
-    .await;
-    type Stages = ((ingest::IngestReport, serde_json::Value), (quality::SilverReport, serde_json::Value));
-    let run_summary = |((_, i), (_, s)): &Stages| json!({"run_id": run.id, "kind": "demo", "logical_date": run.clock.logical_date(), "stages": [generate, i, s]});
-    let tables = |((i, _), (s, _)): &Stages| {
-        let mut t = i.table_versions();
-        t.extend(s.table_versions());
-        t
+    let outcome = run_stages(&warehouse, &run, catalog, models, &landing, &BUILT_STAGES).await;
+    let run_summary = |(_, docs, _): &StagesDone| {
+        let mut stages = vec![generate.clone()];
+        stages.extend(docs.iter().cloned());
+        json!({"run_id": run.id, "kind": "demo", "logical_date": run.clock.logical_date(), "stages": stages})
     };
-    let (((report, stage), (silver_report, silver_doc)), ledger_version) =
-        finish_run(&ledger, &run, outcome, tables, run_summary).await?;
+    let ((body, docs, tables), ledger_version) =
+        finish_run(&ledger, &run, outcome, |(_, _, t)| t.clone(), run_summary).await?;
 
-    let mut all_tables = report.table_versions();
-    all_tables.extend(silver_report.table_versions());
     let mut text = generate_text(&summary, seconds);
-    let _ = writeln!(text, "ingested into bronze (run {}, {}):", run.id, run.clock.logical_date());
-    text.push_str(&ingest_text(&report));
-    let _ = writeln!(text, "silver:");
-    text.push_str(&silver_text(&silver_report));
+    let _ = writeln!(text, "built run {} ({}):", run.id, run.clock.logical_date());
+    text.push_str(&body);
     let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
     let _ =
-        writeln!(text, "stages run: generate, ingest, silver (dims, facts, score and aggregates are not built yet)");
+        writeln!(text, "stages run: generate, ingest, silver, dims (facts, score and aggregates are not built yet)");
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
+    let mut stages = vec![generate];
+    stages.extend(docs);
     printer.result(
-        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": [generate, stage, silver_doc], "tables": all_tables, "generate": summary}),
+        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": stages, "tables": tables, "generate": summary}),
         text,
     );
     Ok(())

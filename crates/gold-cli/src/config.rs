@@ -58,6 +58,20 @@ pub(crate) fn silver_catalog(config: &Config, config_dir: Option<&Path>) -> anyh
     }
 }
 
+/// The dimensions: `dims.toml` in the configured models folder, else
+/// `./models/dims.toml` when it exists, else the ones built into gold.
+pub(crate) fn dim_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<dims::DimCatalog> {
+    let configured = config.models.dir.as_ref().map(|d| config_dir.map_or_else(|| d.clone(), |base| base.join(d)));
+    let path = match configured {
+        Some(dir) => Some(dir.join("dims.toml")),
+        None => Some(PathBuf::from("models/dims.toml")).filter(|p| p.is_file()),
+    };
+    match path {
+        Some(path) => Ok(dims::DimCatalog::load(&path)?),
+        None => Ok(dims::DimCatalog::default_catalog()?),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WarehouseConfig {

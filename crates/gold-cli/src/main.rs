@@ -37,6 +37,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<ingest::Error>().is_some_and(ingest::Error::is_user_error)
             || e.downcast_ref::<merge::Error>().is_some_and(merge::Error::is_user_error)
             || e.downcast_ref::<quality::Error>().is_some_and(quality::Error::is_user_error)
+            || e.downcast_ref::<dims::Error>().is_some_and(dims::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -55,7 +56,7 @@ fn init_logging(cli: &Cli) {
         _ => "trace",
     };
     let default = format!(
-        "warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours}"
+        "warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours}"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -106,13 +107,19 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         Command::Runs => commands::runs(&warehouse, printer).await,
         Command::Demo(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
-            let silver = config::silver_catalog(&config, config_dir.as_deref())?;
-            commands::demo(args, &warehouse, &catalog, &silver, cli.quiet > 0, printer).await
+            let models = commands::Models {
+                silver: config::silver_catalog(&config, config_dir.as_deref())?,
+                dims: config::dim_catalog(&config, config_dir.as_deref())?,
+            };
+            commands::demo(args, &warehouse, &catalog, &models, cli.quiet > 0, printer).await
         }
         Command::Build(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
-            let silver = config::silver_catalog(&config, config_dir.as_deref())?;
-            commands::build(args, &warehouse, &catalog, &silver, printer).await
+            let models = commands::Models {
+                silver: config::silver_catalog(&config, config_dir.as_deref())?,
+                dims: config::dim_catalog(&config, config_dir.as_deref())?,
+            };
+            commands::build(args, &warehouse, &catalog, &models, printer).await
         }
         Command::Ingest(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;

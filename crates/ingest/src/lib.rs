@@ -307,6 +307,11 @@ pub async fn ingest(
     catalog: &SourceCatalog,
     options: &IngestOptions<'_>,
 ) -> Result<IngestReport> {
+    // Files are checkpointed by their path under the landing root, so the
+    // root is made canonical: `./landing`, `landing` and `/abs/landing` are
+    // one landing, and a file is read once however the root is spelled.
+    let canonical = std::fs::canonicalize(options.landing).unwrap_or_else(|_| options.landing.to_path_buf());
+    let options = &IngestOptions { landing: &canonical, up_to: options.up_to };
     let days = day_folders(options.landing, options.up_to)?;
     let mut checkpoint = Checkpoint::load(warehouse).await?;
     let active: Vec<&SourceDef> = catalog.active().collect();

@@ -576,8 +576,7 @@ async fn plan_table(
         let in_lineage = lineage_ids(state.as_ref());
         let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
         let released = q.column_by_name("_released_at");
-        let ids = row_ids(q);
-        for row in 0..q.num_rows() {
+        for (row, id) in row_ids(q).iter().enumerate() {
             if released.is_some_and(|c| c.is_valid(row)) {
                 continue;
             }
@@ -589,7 +588,7 @@ async fn plan_table(
             if blocking.is_empty() || !blocking.iter().all(|n| parent_rules.contains_key(n.as_str())) {
                 continue;
             }
-            if in_lineage.contains(&ids[row]) {
+            if in_lineage.contains(id) {
                 already_released.push(row);
                 continue;
             }
@@ -837,7 +836,7 @@ async fn plan_table(
     };
 
     // 9. dq_results rows.
-    let mut dq_rows: Vec<(String, String, String, String, u64, u64, Option<f64>)> = Vec::new();
+    let mut dq_rows: Vec<DqRow> = Vec::new();
     for ((bronze, batch, r), (evaluated, failed)) in &rule_stats {
         let rule = &rules[*r];
         dq_rows.push((
@@ -1191,12 +1190,11 @@ fn mark_deleted(
     // The newest extract: the greatest _source_file among snapshot rows.
     let mut newest: Option<(&SourceRows, String)> = None;
     for src in sources.iter().filter(|s| s.snapshot) {
-        if let Some(files) = src.typed.column_by_name("_source_file") {
-            if let Some(max) = files.as_string::<i32>().iter().flatten().max() {
-                if newest.as_ref().is_none_or(|(_, m)| max > m.as_str()) {
-                    newest = Some((src, max.to_string()));
-                }
-            }
+        if let Some(files) = src.typed.column_by_name("_source_file")
+            && let Some(max) = files.as_string::<i32>().iter().flatten().max()
+            && newest.as_ref().is_none_or(|(_, m)| max > m.as_str())
+        {
+            newest = Some((src, max.to_string()));
         }
     }
     let Some((src, file)) = newest else { return Ok((batch, 0)) };
@@ -1218,9 +1216,9 @@ fn mark_deleted(
     let mut deleted = 0;
     let mut del = Vec::with_capacity(batch.num_rows());
     let mut upd = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
+    for (row, key) in keys.iter().enumerate() {
         let was = old_del.is_valid(row) && old_del.value(row);
-        let is = keys[row].as_ref().is_none_or(|k| !present.contains(k));
+        let is = key.as_ref().is_none_or(|k| !present.contains(k));
         if is && !was {
             deleted += 1;
         }

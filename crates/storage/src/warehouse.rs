@@ -98,7 +98,10 @@ impl<'a> Commit<'a> {
         self
     }
 
-    fn properties(&self) -> CommitProperties {
+    /// The `gold.*` commit-info entries: run id and kind, operation,
+    /// logical date and the extra metadata. For writers outside
+    /// [`Warehouse`], such as the SCD2 engine.
+    pub fn info(&self) -> Vec<(String, serde_json::Value)> {
         let mut metadata = vec![
             ("gold.run_id".to_string(), serde_json::json!(self.run.id.0)),
             ("gold.run_kind".to_string(), serde_json::json!(self.run.kind.as_str())),
@@ -106,7 +109,11 @@ impl<'a> Commit<'a> {
             ("gold.logical_date".to_string(), serde_json::json!(self.run.clock.logical_date().to_string())),
         ];
         metadata.extend(self.metadata.iter().cloned());
-        let mut properties = CommitProperties::default().with_metadata(metadata);
+        metadata
+    }
+
+    fn properties(&self) -> CommitProperties {
+        let mut properties = CommitProperties::default().with_metadata(self.info());
         if !self.txns.is_empty() {
             properties = properties.with_application_transactions(
                 self.txns.iter().map(|(app_id, version)| Transaction::new(app_id, *version)).collect(),
@@ -162,6 +169,12 @@ impl Warehouse {
             return Err(invalid("not a directory".into()));
         }
         Url::from_directory_path(&abs).map_err(|()| invalid("cannot be expressed as a file URL".into()))
+    }
+
+    /// Options for the object store (credentials come from the
+    /// environment, never from here).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
     }
 
     /// The root URI, ending in `/`.

@@ -153,6 +153,14 @@ async fn later_days_wait_for_their_date_and_missing_sources_are_warnings() {
     );
     let batch_ids = strings(&rows(&warehouse, "bronze_members").await, "_batch_id");
     assert!(batch_ids.contains(&Some("members-000001".into())) && batch_ids.contains(&Some("members-000002".into())));
+
+    // The same landing spelled as a `./`-relative path is the same landing:
+    // nothing is read twice (`gold demo --out ./x` once re-read it all).
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative = std::path::Path::new(".").join(up).join(landing.strip_prefix("/").unwrap());
+    let third = ingest(&warehouse, 3, &catalog, &relative, date("2024-12-31")).await.unwrap();
+    assert!(third.sources.iter().all(|s| s.read.is_empty() && s.rows_written == 0), "{:?}", third.sources);
 }
 
 #[tokio::test]

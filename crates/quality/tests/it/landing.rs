@@ -103,8 +103,10 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
     // duplicate or dropped, so absent from lineage), or flagged.
     let defects = std::fs::read_to_string(landing.join("_truth/defects.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(defects.as_bytes());
-    let mut by_table: HashMap<&str, (HashMap<(String, i64), Vec<String>>, HashMap<(String, i64), Vec<String>>)> =
-        HashMap::new();
+    // Per silver table: (file, row) -> warnings in lineage, and (file, row)
+    // -> failed rules in quarantine.
+    type ByPlace = HashMap<(String, i64), Vec<String>>;
+    let mut by_table: HashMap<&str, (ByPlace, ByPlace)> = HashMap::new();
     for model in silver.tables() {
         let silver_rows = rows(&warehouse, &model.table).await;
         let flagged = lineage(&silver_rows).into_iter().map(|e| ((e.file, e.row), e.warnings)).collect();

@@ -1,0 +1,235 @@
+//! The dims stage: SCD Type 2 dimensions (`dim_members`, `dim_patients`,
+//! `dim_providers`) built from silver with the [`merge`] engine.
+//!
+//! Each [`DimModel`] (from `models/dims.toml`) names a silver table, the
+//! business key, the surrogate key column, the effective-date column and
+//! the type-1 columns. [`build_dims`] merges the silver table's rows that
+//! are not `_is_deleted`, as a full snapshot, into the dimension. The
+//! silver table's Delta version is the batch sequence of the merge's
+//! application transaction, so a dimension catches up once per silver
+//! version and a rerun writes nothing.
+//!
+//! ```no_run
+//! # async fn run(warehouse: &storage::Warehouse, run: &storage::RunContext) -> dims::Result<()> {
+//! let catalog = dims::DimCatalog::default_catalog()?;
+//! for dim in dims::build_dims(warehouse, run, &catalog).await? {
+//!     println!("{}: {:?}", dim.table, dim.metrics);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::Path;
+
+use deltalake::arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use storage::{Commit, RunContext, TableName, Warehouse};
+
+/// The dimensions built into gold (`models/dims.toml`).
+pub const DEFAULT_DIMS: &str = include_str!("../../../models/dims.toml");
+
+/// Errors of the dims stage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `dims.toml` is malformed.
+    #[error("dims model {origin}: {reason}")]
+    Model { origin: String, reason: String },
+    /// The SCD2 engine refused or failed.
+    #[error("{table}: {source}")]
+    Merge {
+        table: String,
+        #[source]
+        source: Box<merge::Error>,
+    },
+    /// Arrow failed on rows read from silver.
+    #[error("{table}: arrow: {source}")]
+    Arrow {
+        table: String,
+        #[source]
+        source: Box<deltalake::arrow::error::ArrowError>,
+    },
+    /// Reading a file failed.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The warehouse failed.
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+}
+
+impl Error {
+    /// Whether the user can fix this, as opposed to a storage fault or a bug.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Model { .. } | Self::Io { .. } => true,
+            Self::Merge { source, .. } => source.is_user_error(),
+            Self::Storage(e) => e.is_user_error(),
+            Self::Arrow { .. } => false,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One SCD2 dimension.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimModel {
+    pub table: String,
+    pub source: String,
+    pub key: Vec<String>,
+    pub surrogate_key: String,
+    #[serde(default)]
+    pub effective_from: Option<String>,
+    #[serde(default)]
+    pub track_all_except: Vec<String>,
+    #[serde(default)]
+    pub type1: Vec<String>,
+    /// Silver columns left out of the dimension (e.g. nested lists that
+    /// silver also flattens into their own tables).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl DimModel {
+    fn spec(&self) -> merge::Spec {
+        merge::Spec {
+            key: self.key.clone(),
+            tracked: merge::Tracked::AllExcept(self.track_all_except.clone()),
+            type1: self.type1.clone(),
+            order_by: Vec::new(),
+            effective_from: self.effective_from.clone(),
+            deletes: merge::Deletes::Invalidate,
+            surrogate_key: self.surrogate_key.clone(),
+        }
+    }
+}
+
+/// Every dimension.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimCatalog {
+    #[serde(rename = "dim")]
+    dims: Vec<DimModel>,
+}
+
+impl DimCatalog {
+    /// The dimensions built into gold.
+    pub fn default_catalog() -> Result<Self> {
+        Self::parse(DEFAULT_DIMS, "embedded models/dims.toml")
+    }
+
+    /// `dims.toml` at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let catalog: Self = toml::from_str(text)
+            .map_err(|e| Error::Model { origin: origin.to_string(), reason: e.to_string().trim_end().to_string() })?;
+        for d in &catalog.dims {
+            for name in [&d.table, &d.source] {
+                TableName::new(name).map_err(|e| Error::Model { origin: origin.to_string(), reason: e.to_string() })?;
+            }
+            if d.key.is_empty() {
+                return Err(Error::Model {
+                    origin: origin.to_string(),
+                    reason: format!("{}: the key is empty", d.table),
+                });
+            }
+        }
+        Ok(catalog)
+    }
+
+    pub fn dims(&self) -> &[DimModel] {
+        &self.dims
+    }
+}
+
+/// What the stage did to one dimension.
+#[derive(Clone, Debug, Serialize)]
+pub struct DimReport {
+    pub table: String,
+    pub source: String,
+    /// The silver version merged, if the silver table exists.
+    pub source_version: Option<i64>,
+    /// The dimension's new Delta version, if the merge wrote one.
+    pub version: Option<u64>,
+    pub metrics: merge::Metrics,
+    pub current_rows: u64,
+    /// (key, interval) pairs that changed, for facts to re-key.
+    pub changed: usize,
+}
+
+/// Merges each dimension's silver table, where its version is newer than
+/// the one last merged.
+pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCatalog) -> Result<Vec<DimReport>> {
+    let mut reports = Vec::new();
+    for dim in catalog.dims() {
+        let mut report = DimReport {
+            table: dim.table.clone(),
+            source: dim.source.clone(),
+            source_version: None,
+            version: None,
+            metrics: merge::Metrics::default(),
+            current_rows: 0,
+            changed: 0,
+        };
+        let source = TableName::new(&dim.source)?;
+        let target_name = TableName::new(&dim.table)?;
+        let Some(table) = warehouse.load(&source).await? else {
+            tracing::warn!("{}: no {} yet; the dimension waits for it", dim.table, dim.source);
+            reports.push(report);
+            continue;
+        };
+        let version = table.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+        report.source_version = Some(version);
+        let app_id = format!("gold.dims:{}", dim.table);
+        if warehouse.txn_version(&target_name, &app_id).await?.is_some_and(|done| done >= version) {
+            reports.push(report);
+            continue;
+        }
+        let rows = warehouse.scan_where(&source, Some(version), Some("_is_deleted IS NOT TRUE")).await?;
+        let rows = business_columns(&dim.source, rows, &dim.exclude)?;
+        let commit =
+            Commit::new(run, "dims").with_metadata("source", serde_json::json!(format!("{}@v{version}", dim.source)));
+        let target = merge::Target {
+            url: warehouse.table_url(&target_name)?,
+            storage_options: warehouse.storage_options().clone(),
+            app_id,
+            commit_info: commit.info(),
+        };
+        let batch =
+            merge::Batch { id: format!("{}@v{version}", dim.source), sequence: version, clock: run.clock.now(), rows };
+        let outcome = merge::merge(&target, &dim.spec(), batch)
+            .await
+            .map_err(|e| Error::Merge { table: dim.table.clone(), source: Box::new(e) })?;
+        report.version = outcome.version;
+        report.metrics = outcome.metrics;
+        report.current_rows = outcome.current_rows;
+        report.changed = outcome.changed.len();
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// The silver rows without silver's own `_` metadata columns and the
+/// excluded ones.
+fn business_columns(table: &str, rows: Vec<RecordBatch>, exclude: &[String]) -> Result<Vec<RecordBatch>> {
+    rows.into_iter()
+        .map(|b| {
+            let keep: Vec<usize> = b
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.name().starts_with('_') && !exclude.contains(f.name()))
+                .map(|(i, _)| i)
+                .collect();
+            b.project(&keep).map_err(|e| Error::Arrow { table: table.to_string(), source: Box::new(e) })
+        })
+        .collect()
+}
