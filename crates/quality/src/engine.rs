@@ -61,7 +61,7 @@ pub struct TableReport {
     pub rules: Vec<RuleCount>,
     /// Quarantined orphans released into silver because their parent came.
     pub released: u64,
-    /// Rows in the table after the run.
+    /// Rows in the table after the run (0 when the run did not rewrite it).
     pub rows: u64,
     /// Keys marked deleted (missing from the newest full extract).
     pub deleted: u64,
@@ -139,6 +139,11 @@ struct Rule {
 }
 
 impl Rule {
+    /// A rule that aborts the run when it fails (`fail`) or fails too often.
+    fn can_abort(&self) -> bool {
+        matches!(self.kind, RuleKind::Sql(_)) && (self.action == Action::Fail || self.fail_above.is_some())
+    }
+
     fn applies_to(&self, bronze: &str) -> bool {
         self.sources.as_ref().is_none_or(|s| s.iter().any(|b| b == bronze))
     }
@@ -203,8 +208,13 @@ fn batch_seq(batch_id: &str) -> Option<i64> {
     batch_id.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
 }
 
+/// Threads for the typing and rule queries.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
 fn session() -> SessionContext {
-    let mut config = SessionConfig::new().with_target_partitions(2);
+    let mut config = SessionConfig::new().with_target_partitions(cores());
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().execution.parquet.schema_force_view_types = false;
     SessionContext::new_with_config(config)
@@ -337,19 +347,33 @@ pub async fn build_silver(
     run: &RunContext,
     catalog: &crate::SilverCatalog,
 ) -> Result<SilverReport> {
-    let mut states: HashMap<String, RecordBatch> = HashMap::new();
-    let mut planned = Vec::new();
+    // First every rule that can abort the run (`fail`, or a threshold), over
+    // every table's new rows, so that an abort commits nothing anywhere.
+    let mut keys = KeySets::default();
+    for model in catalog.tables() {
+        if rules_of(model).iter().any(Rule::can_abort) {
+            plan_table(warehouse, run, model, &keys, Mode::CheckAborts).await?;
+        }
+    }
+    // Then table by table, parents first: plan, write, and keep only the
+    // keys later tables check against, so memory holds one table at a time.
+    let wanted: HashSet<(String, String)> = catalog
+        .tables()
+        .iter()
+        .flat_map(|m| m.parents.iter().map(|p| (p.table.clone(), p.key.clone())))
+        .chain([(DIAGNOSIS_REF_TABLE.to_string(), "code".to_string())])
+        .collect();
+    let mut report = SilverReport::default();
     for model in catalog.tables() {
         let started = std::time::Instant::now();
-        let plan = plan_table(warehouse, run, model, &states).await?;
+        let Some(mut plan) = plan_table(warehouse, run, model, &keys, Mode::Build).await? else { continue };
         tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
         if let Some(state) = &plan.state {
-            states.insert(model.table.clone(), state.clone());
+            for (table, key) in wanted.iter().filter(|(t, _)| *t == model.table) {
+                keys.0
+                    .insert((table.clone(), key.clone()), Arc::new(key_set(table, std::slice::from_ref(state), key)?));
+            }
         }
-        planned.push(plan);
-    }
-    let mut report = SilverReport::default();
-    for mut plan in planned {
         let started = std::time::Instant::now();
         if let Some(v) = write_table(warehouse, run, &mut plan).await? {
             report.dq_results_version = Some(v);
@@ -360,26 +384,21 @@ pub async fn build_silver(
     Ok(report)
 }
 
-/// The keys of `key` in silver table `table`: from this run's new rows, or
-/// the warehouse.
-async fn parent_keys(
-    warehouse: &Warehouse,
-    states: &HashMap<String, RecordBatch>,
-    table: &str,
-    key: &str,
-) -> Result<HashSet<String>> {
-    let batches = match states.get(table) {
-        Some(b) => vec![b.clone()],
-        None => {
-            let name = TableName::new(table)?;
-            if warehouse.load(&name).await?.is_none() {
-                return Ok(HashSet::new());
-            }
-            warehouse.scan(&name, None).await?
-        }
-    };
+/// Keys of parent tables rebuilt by this run, by `(table, key column)`.
+#[derive(Default)]
+struct KeySets(HashMap<(String, String), Arc<HashSet<String>>>);
+
+/// Whether `plan_table` builds the table or only checks the rules that can
+/// abort the run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    CheckAborts,
+    Build,
+}
+
+fn key_set(table: &str, batches: &[RecordBatch], key: &str) -> Result<HashSet<String>> {
     let mut keys = HashSet::new();
-    for b in &batches {
+    for b in batches {
         let Some(c) = b.column_by_name(key) else {
             return Err(Error::Schema {
                 table: table.to_string(),
@@ -392,27 +411,50 @@ async fn parent_keys(
     Ok(keys)
 }
 
+/// The keys of `key` in silver table `table`: as this run rebuilt it, or
+/// as the warehouse holds it (that one column read).
+async fn parent_keys(warehouse: &Warehouse, keys: &KeySets, table: &str, key: &str) -> Result<Arc<HashSet<String>>> {
+    if let Some(set) = keys.0.get(&(table.to_string(), key.to_string())) {
+        return Ok(set.clone());
+    }
+    let name = TableName::new(table)?;
+    if warehouse.load(&name).await?.is_none() {
+        return Ok(Arc::new(HashSet::new()));
+    }
+    let batches = warehouse.scan_columns(&name, &[key]).await?;
+    Ok(Arc::new(key_set(table, &batches, key)?))
+}
+
+/// The Delta sequence of the newest batch ingested into `bronze`, from its
+/// commit info (no data read).
+async fn newest_batch(warehouse: &Warehouse, bronze: &TableName) -> Result<Option<i64>> {
+    let infos = warehouse.commit_metadata(bronze, 1).await?;
+    Ok(infos.first().and_then(|m| m.get("gold.batch_seq")).and_then(serde_json::Value::as_i64))
+}
+
 async fn plan_table(
     warehouse: &Warehouse,
     run: &RunContext,
     model: &TableModel,
-    states: &HashMap<String, RecordBatch>,
-) -> Result<Planned> {
+    keys: &KeySets,
+    mode: Mode,
+) -> Result<Option<Planned>> {
     let t = model.table.as_str();
     let name = TableName::new(t)?;
     let rules = rules_of(model);
     let ctx = session();
     let diagnosis_ref = if model.expectations.iter().any(|e| e.rule.contains("all_in_diagnosis_ref")) {
-        parent_keys(warehouse, states, DIAGNOSIS_REF_TABLE, "code").await?
+        parent_keys(warehouse, keys, DIAGNOSIS_REF_TABLE, "code").await?
     } else {
-        HashSet::new()
+        Arc::new(HashSet::new())
     };
-    udf::register(&ctx, run.clock.logical_date(), Arc::new(diagnosis_ref));
+    udf::register(&ctx, run.clock.logical_date(), diagnosis_ref);
     let mut parent_sets = Vec::new();
     for p in &model.parents {
-        let keys = Arc::new(parent_keys(warehouse, states, &p.table, &p.key).await?);
-        ctx.register_udf(udf::exists_in(&format!("__parent_{}", parent_sets.len()), keys.clone()));
-        parent_sets.push((p.column.clone(), keys));
+        let set =
+            if mode == Mode::Build { parent_keys(warehouse, keys, &p.table, &p.key).await? } else { Arc::default() };
+        ctx.register_udf(udf::exists_in(&format!("__parent_{}", parent_sets.len()), set.clone()));
+        parent_sets.push((p.column.clone(), set));
     }
 
     // 1. The new bronze rows of every source, typed.
@@ -424,10 +466,17 @@ async fn plan_table(
             continue;
         }
         let done = warehouse.txn_version(&name, &app_id(&source.bronze)).await?;
+        if let (Some(done), Some(newest)) = (done, newest_batch(warehouse, &bronze).await?)
+            && done >= newest
+        {
+            continue;
+        }
         let prefix = source.bronze.strip_prefix("bronze_").unwrap_or(&source.bronze);
         let filter = done.map(|seq| format!("_batch_id > '{prefix}-{seq:06}'"));
         let read = warehouse.scan_where(&bronze, None, filter.as_deref()).await?;
-        let Some(raw) = concat_plain(t, &read)? else { continue };
+        let raw = concat_plain(t, &read)?;
+        drop(read);
+        let Some(raw) = raw else { continue };
         if raw.num_rows() == 0 {
             continue;
         }
@@ -442,7 +491,13 @@ async fn plan_table(
         fields.push(Field::new("__row", DataType::UInt32, false));
         let input = RecordBatch::try_new(Arc::new(Schema::new(fields)), with_row).map_err(arrow_err(t))?;
         let view = format!("__bronze_{i}");
-        let mem = MemTable::try_new(input.schema(), vec![vec![input.clone()]]).map_err(sql_err(t, "bronze rows"))?;
+        // One partition per core, so the typing and the rules run on every
+        // core; partitions are collected in order, so rows keep theirs.
+        let n = input.num_rows();
+        let chunk = n.div_ceil(cores()).max(1);
+        let partitions: Vec<Vec<RecordBatch>> =
+            (0..n).step_by(chunk).map(|o| vec![input.slice(o, chunk.min(n - o))]).collect();
+        let mem = MemTable::try_new(input.schema(), partitions).map_err(sql_err(t, "bronze rows"))?;
         ctx.register_table(view.as_str(), Arc::new(mem)).map_err(sql_err(t, "bronze rows"))?;
         let mut select: Vec<String> =
             source.select.iter().map(|(col, expr)| format!("({expr}) AS \"{col}\"")).collect();
@@ -456,15 +511,54 @@ async fn plan_table(
         frames.push((i, raw, frame));
     }
 
-    // 2. One type per column across sources, else as the table has it.
+    // 2. Quarantined orphans whose parents have come.
     let quarantine_name = TableName::new(&model.quarantine_table())?;
-    let quarantine = match warehouse.load(&quarantine_name).await? {
-        Some(_) => concat_plain(t, &warehouse.scan(&quarantine_name, None).await?)?,
-        None => None,
+    let quarantine = match (mode, warehouse.load(&quarantine_name).await?) {
+        (Mode::Build, Some(_)) => concat_plain(t, &warehouse.scan(&quarantine_name, None).await?)?,
+        _ => None,
     };
-    let state = match warehouse.load(&name).await? {
-        Some(_) => concat_plain(t, &warehouse.scan(&name, None).await?)?,
-        None => None,
+    let parent_rules: HashSet<&str> = rules
+        .iter()
+        .filter(|r| matches!(r.kind, RuleKind::Parent { .. }) && r.action == Action::Quarantine)
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut candidates: Vec<usize> = Vec::new();
+    if let (Some(q), false) = (&quarantine, parent_rules.is_empty()) {
+        let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
+        let released = q.column_by_name("_released_at");
+        for row in 0..q.num_rows() {
+            if released.is_some_and(|c| c.is_valid(row)) {
+                continue;
+            }
+            let Some(failed) = &failed else { break };
+            let names: Vec<String> =
+                failed.value(row).as_string::<i32>().iter().flatten().map(str::to_string).collect();
+            let blocking: Vec<&String> =
+                names.iter().filter(|n| rule_action(&rules, n) == Some(Action::Quarantine)).collect();
+            if blocking.is_empty() || !blocking.iter().all(|n| parent_rules.contains(n.as_str())) {
+                continue;
+            }
+            let all_there = blocking.iter().all(|n| {
+                let p = model.parents.iter().position(|p| &p.name == *n).map(|i| &parent_sets[i]);
+                p.is_some_and(|(column, keys)| {
+                    q.column_by_name(column).and_then(|c| cast(c, &DataType::Utf8).ok()).is_some_and(|c| {
+                        c.as_string::<i32>().is_valid(row) && keys.contains(c.as_string::<i32>().value(row))
+                    })
+                })
+            });
+            if all_there {
+                candidates.push(row);
+            }
+        }
+    }
+    if frames.is_empty() && candidates.is_empty() {
+        return Ok(None);
+    }
+
+    // 3. One type per column across sources, else as the table has it.
+    let state = match (mode, warehouse.load(&name).await?) {
+        (Mode::Build, Some(_)) => concat_plain(t, &warehouse.scan(&name, None).await?)?,
+        _ => None,
     };
     let mut typed_fields = Vec::new();
     for c in &model.columns {
@@ -510,7 +604,7 @@ async fn plan_table(
         }
         let mut rule_columns = Vec::new();
         for (r, rule) in rules.iter().enumerate() {
-            if !rule.applies_to(&source.bronze) {
+            if !rule.applies_to(&source.bronze) || (mode == Mode::CheckAborts && !rule.can_abort()) {
                 continue;
             }
             let sql = match &rule.kind {
@@ -524,7 +618,13 @@ async fn plan_table(
             frame = frame.with_column(&col, expr).map_err(sql_err(t, &what))?;
             rule_columns.push((r as u16, col));
         }
-        let out = frame.collect().await.map_err(sql_err(t, format!("typing and checking {}", source.bronze)))?;
+        let out: Vec<RecordBatch> = frame
+            .collect_partitioned()
+            .await
+            .map_err(sql_err(t, format!("typing and checking {}", source.bronze)))?
+            .into_iter()
+            .flatten()
+            .collect();
         let Some(out) = concat_plain(t, &out)? else { continue };
         let typed = project(t, &out, &typed_schema)?;
         let n = out.num_rows();
@@ -561,66 +661,27 @@ async fn plan_table(
         });
     }
 
-    // 4. Quarantined orphans whose parents have come.
+    // 4. A candidate already in silver's lineage was released by a run
+    // that stopped before marking it: only the mark is left to do.
     let state_schema = state_schema(&typed_fields);
     let state = state.map(|s| project(t, &s, &state_schema)).transpose()?;
-    let parent_rules: HashMap<&str, usize> = rules
-        .iter()
-        .filter(|r| matches!(r.kind, RuleKind::Parent { .. }) && r.action == Action::Quarantine)
-        .enumerate()
-        .map(|(i, r)| (r.name.as_str(), i))
-        .collect();
     let mut held: Vec<usize> = Vec::new();
     let mut already_released: Vec<usize> = Vec::new();
-    if let (Some(q), false) = (&quarantine, parent_rules.is_empty()) {
+    if let Some(q) = &quarantine
+        && !candidates.is_empty()
+    {
         let in_lineage = lineage_ids(state.as_ref());
-        let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
-        let released = q.column_by_name("_released_at");
-        for (row, id) in row_ids(q).iter().enumerate() {
-            if released.is_some_and(|c| c.is_valid(row)) {
-                continue;
-            }
-            let Some(failed) = &failed else { break };
-            let names: Vec<String> =
-                failed.value(row).as_string::<i32>().iter().flatten().map(str::to_string).collect();
-            let blocking: Vec<&String> =
-                names.iter().filter(|n| rule_action(&rules, n) == Some(Action::Quarantine)).collect();
-            if blocking.is_empty() || !blocking.iter().all(|n| parent_rules.contains_key(n.as_str())) {
-                continue;
-            }
-            if in_lineage.contains(id) {
+        let ids = RowIds::of(q);
+        for row in candidates {
+            if in_lineage.contains(&ids.get(row)) {
                 already_released.push(row);
-                continue;
-            }
-            let all_there = blocking.iter().all(|n| {
-                let p = model.parents.iter().position(|p| &p.name == *n).map(|i| &parent_sets[i]);
-                p.is_some_and(|(column, keys)| {
-                    q.column_by_name(column).and_then(|c| cast(c, &DataType::Utf8).ok()).is_some_and(|c| {
-                        c.as_string::<i32>().is_valid(row) && keys.contains(c.as_string::<i32>().value(row))
-                    })
-                })
-            });
-            if all_there {
+            } else {
                 held.push(row);
             }
         }
     }
 
     let mut report = TableReport { table: t.to_string(), ..TableReport::default() };
-    if sources.is_empty() && held.is_empty() && already_released.is_empty() {
-        report.rows = state.as_ref().map_or(0, |s| s.num_rows() as u64);
-        return Ok(Planned {
-            model: model.clone(),
-            report,
-            state,
-            quarantine_new: None,
-            released: HashSet::new(),
-            dq: Vec::new(),
-            txns: Vec::new(),
-            derived: Vec::new(),
-            state_changed: false,
-        });
-    }
 
     // 5. Dispositions: quarantine beats drop beats keep.
     let action_of = |r: u16| rules[r as usize].action;
@@ -640,7 +701,10 @@ async fn plan_table(
             });
             acct.bronze_rows += 1;
             for (r, rule) in rules.iter().enumerate() {
-                if r == CONFLICT as usize || !rule.applies_to(&src.bronze) {
+                if r == CONFLICT as usize
+                    || !rule.applies_to(&src.bronze)
+                    || (mode == Mode::CheckAborts && !rule.can_abort())
+                {
                     continue;
                 }
                 let e = rule_stats.entry((src.bronze.clone(), batch.clone(), r)).or_default();
@@ -677,6 +741,9 @@ async fn plan_table(
                 threshold: rule.fail_above,
             });
         }
+    }
+    if mode == Mode::CheckAborts {
+        return Ok(None);
     }
 
     // 6. De-duplicate the kept rows (and the released ones) against the
@@ -922,7 +989,7 @@ async fn plan_table(
         e.rows_failed += failed;
     }
     report.rules = totals.into_values().collect();
-    Ok(Planned {
+    Ok(Some(Planned {
         model: model.clone(),
         report,
         state: Some(new_state),
@@ -932,29 +999,42 @@ async fn plan_table(
         txns,
         derived,
         state_changed,
-    })
+    }))
 }
 
 fn rule_action(rules: &[Rule], name: &str) -> Option<Action> {
     rules.iter().find(|r| r.name == name).map(|r| r.action)
 }
 
+/// `(batch, file, row)` of a batch's rows, read on demand.
+struct RowIds {
+    batch: Option<StringArray>,
+    file: Option<StringArray>,
+    row: Option<Int64Array>,
+}
+
+impl RowIds {
+    fn of(batch: &RecordBatch) -> Self {
+        let s = |n: &str| batch.column_by_name(n).and_then(|c| c.as_string_opt::<i32>().cloned());
+        let row = batch
+            .column_by_name("_source_row")
+            .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>().cloned());
+        Self { batch: s("_batch_id"), file: s("_source_file"), row }
+    }
+
+    fn get(&self, i: usize) -> RowId {
+        (
+            self.batch.as_ref().map_or(String::new(), |c| c.value(i).to_string()),
+            self.file.as_ref().map_or(String::new(), |c| c.value(i).to_string()),
+            self.row.as_ref().map_or(0, |c| c.value(i)),
+        )
+    }
+}
+
 /// `(batch, file, row)` of each row.
-fn row_ids(batch: &RecordBatch) -> Vec<(String, String, i64)> {
-    let s = |n: &str| batch.column_by_name(n).and_then(|c| c.as_string_opt::<i32>().cloned());
-    let (b, f) = (s("_batch_id"), s("_source_file"));
-    let r = batch
-        .column_by_name("_source_row")
-        .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>().cloned());
-    (0..batch.num_rows())
-        .map(|i| {
-            (
-                b.as_ref().map_or(String::new(), |c| c.value(i).to_string()),
-                f.as_ref().map_or(String::new(), |c| c.value(i).to_string()),
-                r.as_ref().map_or(0, |c| c.value(i)),
-            )
-        })
-        .collect()
+fn row_ids(batch: &RecordBatch) -> Vec<RowId> {
+    let ids = RowIds::of(batch);
+    (0..batch.num_rows()).map(|i| ids.get(i)).collect()
 }
 
 /// Every `(batch, file, row)` in the table's `_lineage`.
@@ -1101,7 +1181,7 @@ fn build_state(
         }
         // Lineage: what the table held, then each newly accepted row.
         let state_lineage = state.and_then(|s| s.column_by_name("_lineage")).map(|c| c.as_list::<i32>().clone());
-        let ids = row_ids(combined);
+        let ids = RowIds::of(combined);
         let (mut offsets, mut bs, mut fs, mut rs) = (vec![0i32], Vec::new(), Vec::new(), Vec::new());
         let mut ws = ListBuilder::new(StringBuilder::new());
         for g in &changed {
@@ -1115,7 +1195,7 @@ fn build_state(
                 .accepted
                 .iter()
                 .filter(|&&a| a >= n_state)
-                .map(|&a| (ids[a].clone(), incoming_warnings[a - n_state].clone()))
+                .map(|&a| (ids.get(a), incoming_warnings[a - n_state].clone()))
                 .collect();
             new.sort();
             entries.extend(new);

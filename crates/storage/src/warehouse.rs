@@ -299,6 +299,23 @@ impl Warehouse {
         self.scan_where(name, version, None).await
     }
 
+    /// Only `columns` of every row of the table's latest version (the other
+    /// columns are not read from the files).
+    pub async fn scan_columns(&self, name: &TableName, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+        let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
+        let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
+        let provider = table.table_provider().await.map_err(&query_err)?;
+        let frame = ctx.read_table(provider).map_err(&query_err)?.select_columns(columns).map_err(&query_err)?;
+        let batches = frame.collect().await.map_err(query_err)?;
+        batches
+            .iter()
+            .map(plain_batch)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
+    }
+
     /// The rows of the table at `version` (latest if `None`) that match
     /// the SQL predicate `filter` (all rows if `None`), in file order.
     /// Strings come back as plain `Utf8`, never `Utf8View`.

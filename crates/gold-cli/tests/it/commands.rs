@@ -184,3 +184,54 @@ fn demo_records_runs_that_runs_lists() {
     let text = gold_ok(dir.path(), &["runs", "--warehouse", "d/warehouse"]);
     assert!(text.lines().count() == 3 && text.contains("demo"), "{text}");
 }
+
+#[test]
+fn build_runs_ingest_silver_and_dims_and_a_rerun_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    gold_ok(dir.path(), &["generate", "--out", "landing", "--members", "200", "--days", "2"]);
+    let wh = ["--warehouse", "wh"];
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--landing", "landing", "--date", "2024-12-30"];
+        args.extend_from_slice(&wh);
+        args.extend_from_slice(extra);
+        gold_json(dir.path(), &args)
+    };
+
+    let (code, doc) = build(&["--only", "ingest"]);
+    assert_eq!(code, Some(0), "{doc}");
+    let stages: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["ingest"]);
+
+    let (code, doc) = build(&[]);
+    assert_eq!(code, Some(0), "{doc}");
+    let stages: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["ingest", "silver", "dims"]);
+    let silver = &doc["stages"][1];
+    let sum = |k: &str| silver[k].as_u64().unwrap();
+    assert!(sum("bronze_rows") > 0);
+    assert_eq!(
+        sum("accepted") + sum("duplicates") + sum("quarantined") + sum("dropped"),
+        sum("bronze_rows"),
+        "{silver}"
+    );
+    let tables: Vec<&str> = doc["tables"].as_array().unwrap().iter().map(|t| t[0].as_str().unwrap()).collect();
+    for t in [
+        "silver_members",
+        "silver_claims",
+        "quarantine_silver_claims",
+        "dq_results",
+        "dim_members",
+        "dim_patients",
+        "dim_providers",
+    ] {
+        assert!(tables.contains(&t), "{t} written: {tables:?}");
+    }
+
+    let (code, again) = build(&[]);
+    assert_eq!(code, Some(0), "{again}");
+    assert_eq!(again["tables"].as_array().unwrap().len(), 0, "a rerun writes no table: {again}");
+
+    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,facts", "--warehouse", "wh"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("stage facts is not built yet"), "{}", stderr(&o));
+}
