@@ -188,6 +188,9 @@ fn rules_of(model: &TableModel) -> Vec<Rule> {
 
 const CONFLICT: u16 = 2;
 
+/// Rows per batch in the typing and rule queries.
+const QUERY_BATCH_ROWS: usize = 64 * 1024;
+
 fn sql_err(table: &str, what: impl Into<String>) -> impl FnOnce(DataFusionError) -> Error {
     let (table, what) = (table.to_string(), what.into());
     move |source| Error::Sql { table, what, source: Box::new(source) }
@@ -315,12 +318,10 @@ fn project(table: &str, batch: &RecordBatch, schema: &SchemaRef) -> Result<Recor
 /// One bronze source's new rows, typed and checked.
 struct SourceRows {
     bronze: String,
-    /// The bronze rows as read (for `_raw` in quarantine).
-    raw: RecordBatch,
+    /// The raw bronze row as JSON, for each row a rule quarantined.
+    raw_json: HashMap<usize, String>,
     /// The typed columns plus `_batch_id`, `_source_file`, `_source_row`.
     typed: RecordBatch,
-    /// Row of `raw` for each typed row.
-    raw_row: Vec<u32>,
     /// Failed rule indices per row.
     failed: Vec<Vec<u16>>,
     snapshot: bool,
@@ -458,7 +459,7 @@ async fn plan_table(
     }
 
     // 1. The new bronze rows of every source, typed.
-    let mut frames: Vec<(usize, RecordBatch, DataFrame)> = Vec::new();
+    let mut frames: Vec<(usize, RecordBatch, DataFrame, String)> = Vec::new();
     let mut txns = Vec::new();
     for (i, source) in model.sources.iter().enumerate() {
         let bronze = TableName::new(&source.bronze)?;
@@ -495,8 +496,17 @@ async fn plan_table(
         // core; partitions are collected in order, so rows keep theirs.
         let n = input.num_rows();
         let chunk = n.div_ceil(cores()).max(1);
-        let partitions: Vec<Vec<RecordBatch>> =
-            (0..n).step_by(chunk).map(|o| vec![input.slice(o, chunk.min(n - o))]).collect();
+        let partitions: Vec<Vec<RecordBatch>> = (0..n)
+            .step_by(chunk)
+            .map(|o| {
+                // Batches of bounded size, so intermediate results stay small.
+                let part = input.slice(o, chunk.min(n - o));
+                (0..part.num_rows())
+                    .step_by(QUERY_BATCH_ROWS)
+                    .map(|b| part.slice(b, QUERY_BATCH_ROWS.min(part.num_rows() - b)))
+                    .collect()
+            })
+            .collect();
         let mem = MemTable::try_new(input.schema(), partitions).map_err(sql_err(t, "bronze rows"))?;
         ctx.register_table(view.as_str(), Arc::new(mem)).map_err(sql_err(t, "bronze rows"))?;
         let mut select: Vec<String> =
@@ -508,7 +518,7 @@ async fn plan_table(
         }
         let sql = format!("SELECT {} FROM \"{view}\"", select.join(", "));
         let frame = ctx.sql(&sql).await.map_err(sql_err(t, format!("the select of {}", source.bronze)))?;
-        frames.push((i, raw, frame));
+        frames.push((i, raw, frame, view));
     }
 
     // 2. Quarantined orphans whose parents have come.
@@ -564,7 +574,7 @@ async fn plan_table(
     for c in &model.columns {
         let found = frames
             .iter()
-            .find_map(|(_, _, f)| {
+            .find_map(|(_, _, f, _)| {
                 f.schema()
                     .field_with_unqualified_name(&c.name)
                     .ok()
@@ -589,7 +599,8 @@ async fn plan_table(
 
     // 3. Rules, row by row.
     let mut sources: Vec<SourceRows> = Vec::new();
-    for (i, raw, frame) in frames {
+    let action_of = |r: u16| rules[r as usize].action;
+    for (i, raw, frame, view) in frames {
         let source = &model.sources[i];
         let mut frame = frame;
         for f in &typed_fields {
@@ -625,6 +636,20 @@ async fn plan_table(
             .into_iter()
             .flatten()
             .collect();
+        ctx.deregister_table(view.as_str()).map_err(sql_err(t, "bronze rows"))?;
+        // Only what the next steps read: typed values, rule results, the
+        // parse error and the bronze row number.
+        let mut wanted: Vec<String> = typed_schema.fields().iter().map(|f| f.name().clone()).collect();
+        wanted.extend(["_error".to_string(), "__row".to_string()]);
+        wanted.extend(rule_columns.iter().map(|(_, c)| c.clone()));
+        let out = out
+            .iter()
+            .map(|b| {
+                let idx: Vec<usize> = wanted.iter().filter_map(|c| b.schema().index_of(c).ok()).collect();
+                b.project(&idx)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
         let Some(out) = concat_plain(t, &out)? else { continue };
         let typed = project(t, &out, &typed_schema)?;
         let n = out.num_rows();
@@ -646,19 +671,26 @@ async fn plan_table(
                 }
             }
         }
+        // The raw rows of what a rule quarantines, as JSON, while they are
+        // at hand; then the bronze rows are let go.
         let raw_row = out
             .column_by_name("__row")
             .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::UInt32Type>().cloned())
             .map(|c| c.values().to_vec())
             .unwrap_or_default();
-        sources.push(SourceRows {
-            bronze: source.bronze.clone(),
-            raw,
-            typed,
-            raw_row,
-            failed,
-            snapshot: source.snapshot,
-        });
+        let held: Vec<usize> =
+            (0..n).filter(|&row| failed[row].iter().any(|&r| action_of(r) == Action::Quarantine)).collect();
+        let idx = UInt32Array::from(held.iter().map(|&row| raw_row[row]).collect::<Vec<_>>());
+        let cols = raw
+            .columns()
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err(t))?;
+        let lines = json_lines(t, &RecordBatch::try_new(raw.schema(), cols).map_err(arrow_err(t))?)?;
+        let raw_json = held.into_iter().zip(lines).collect();
+        drop(raw);
+        sources.push(SourceRows { bronze: source.bronze.clone(), raw_json, typed, failed, snapshot: source.snapshot });
     }
 
     // 4. A candidate already in silver's lineage was released by a run
@@ -684,7 +716,6 @@ async fn plan_table(
     let mut report = TableReport { table: t.to_string(), ..TableReport::default() };
 
     // 5. Dispositions: quarantine beats drop beats keep.
-    let action_of = |r: u16| rules[r as usize].action;
     let mut accounts: BTreeMap<(String, String), BatchAccount> = BTreeMap::new();
     let mut rule_stats: BTreeMap<(String, String, usize), (u64, u64)> = BTreeMap::new();
     // Incoming kept rows: (source index, row); index usize::MAX is a released row.
@@ -892,7 +923,8 @@ async fn plan_table(
     let quarantine_new = if quarantined.is_empty() {
         None
     } else {
-        Some(quarantine_rows(t, &q_schema, &typed_schema, &sources, &quarantined, &rules, now)?)
+        let fetched = fetch_raw(warehouse, t, &sources, &quarantined).await?;
+        Some(quarantine_rows(t, &q_schema, &typed_schema, &sources, &quarantined, &fetched, &rules, now)?)
     };
     let released: HashSet<(String, String, i64)> = match &quarantine {
         Some(q) if !released_rows.is_empty() => {
@@ -1311,14 +1343,81 @@ fn mark_deleted(
     Ok((RecordBatch::try_new(schema, cols).map_err(arrow_err(t))?, deleted))
 }
 
+/// Each row of `batch` as one JSON object (NULLs left out), without the
+/// query's own `__row` column.
+fn json_lines(t: &str, batch: &RecordBatch) -> Result<Vec<String>> {
+    let keep: Vec<usize> =
+        batch.schema().fields().iter().enumerate().filter(|(_, f)| f.name() != "__row").map(|(i, _)| i).collect();
+    let batch = batch.project(&keep).map_err(arrow_err(t))?;
+    let mut buf = Vec::new();
+    {
+        let mut w = deltalake::arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(&batch).map_err(arrow_err(t))?;
+        w.finish().map_err(arrow_err(t))?;
+    }
+    Ok(String::from_utf8_lossy(&buf).lines().map(str::to_string).collect())
+}
+
+/// The raw bronze rows (as JSON) of quarantined rows whose JSON was not
+/// kept: the conflicting duplicates, found after the bronze rows were let
+/// go. They are read again by file and row, which identify a bronze row.
+async fn fetch_raw(
+    warehouse: &Warehouse,
+    t: &str,
+    sources: &[SourceRows],
+    rows: &[(usize, usize, Vec<u16>)],
+) -> Result<HashMap<(usize, usize), String>> {
+    let mut missing: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (s, row, _) in rows {
+        if !sources[*s].raw_json.contains_key(row) {
+            missing.entry(*s).or_default().push(*row);
+        }
+    }
+    let mut out = HashMap::new();
+    for (s, list) in missing {
+        let src = &sources[s];
+        let ids = RowIds::of(&src.typed);
+        let wanted: HashMap<(String, i64), usize> = list
+            .iter()
+            .map(|&r| {
+                let (_, file, n) = ids.get(r);
+                ((file, n), r)
+            })
+            .collect();
+        let files: std::collections::BTreeSet<String> =
+            wanted.keys().map(|(f, _)| format!("'{}'", f.replace('\'', "''"))).collect();
+        let nums: std::collections::BTreeSet<String> = wanted.keys().map(|(_, n)| n.to_string()).collect();
+        let filter = format!(
+            "_source_file IN ({}) AND _source_row IN ({})",
+            files.into_iter().collect::<Vec<_>>().join(", "),
+            nums.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        let bronze = TableName::new(&src.bronze)?;
+        let read = warehouse.scan_where(&bronze, None, Some(&filter)).await?;
+        for batch in read {
+            let lines = json_lines(t, &batch)?;
+            let batch_ids = RowIds::of(&batch);
+            for (i, line) in lines.into_iter().enumerate() {
+                let (_, file, n) = batch_ids.get(i);
+                if let Some(&r) = wanted.get(&(file, n)) {
+                    out.insert((s, r), line);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Quarantine rows: the typed values, every failed rule, the batch and the
 /// raw bronze row as JSON.
+#[allow(clippy::too_many_arguments)]
 fn quarantine_rows(
     t: &str,
     schema: &SchemaRef,
     typed_schema: &SchemaRef,
     sources: &[SourceRows],
     rows: &[(usize, usize, Vec<u16>)],
+    fetched: &HashMap<(usize, usize), String>,
     rules: &[Rule],
     now: i64,
 ) -> Result<RecordBatch> {
@@ -1342,22 +1441,13 @@ fn quarantine_rows(
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(arrow_err(t))?;
         parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
-        let raw_idx = UInt32Array::from(list.iter().map(|(r, _)| src.raw_row[*r]).collect::<Vec<_>>());
-        let raw_cols = src
-            .raw
-            .columns()
-            .iter()
-            .map(|c| take(c, &raw_idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(arrow_err(t))?;
-        let raw = RecordBatch::try_new(src.raw.schema(), raw_cols).map_err(arrow_err(t))?;
-        let mut buf = Vec::new();
-        {
-            let mut w = deltalake::arrow::json::LineDelimitedWriter::new(&mut buf);
-            w.write(&raw).map_err(arrow_err(t))?;
-            w.finish().map_err(arrow_err(t))?;
+        for (row, _) in &list {
+            let json = src.raw_json.get(row).or_else(|| fetched.get(&(s, *row)));
+            raws.push(json.cloned().ok_or_else(|| Error::Schema {
+                table: t.to_string(),
+                reason: format!("the bronze row of quarantined row {row} of {} was not found", src.bronze),
+            })?);
         }
-        raws.extend(String::from_utf8_lossy(&buf).lines().map(str::to_string));
         for (_, f) in &list {
             for &r in f.iter() {
                 failed.values().append_value(&rules[r as usize].name);
