@@ -62,17 +62,43 @@ fn rows(batch: &RecordBatch, columns: &[usize], descending: bool) -> Result<Opti
     RowConverter::new(fields)?.convert_columns(&arrays).map(Some)
 }
 
+/// A 128-bit BLAKE3 digest of each row's content in Arrow's row format:
+/// equal content, equal digest, in 16 bytes a row rather than the whole
+/// row. Rows are encoded a slice at a time.
+fn content_hashes(batch: &RecordBatch, columns: &[usize]) -> Result<Vec<[u8; 16]>, ArrowError> {
+    const SLICE: usize = 64 * 1024;
+    let fields = columns.iter().map(|&c| SortField::new(batch.column(c).data_type().clone())).collect();
+    let converter = RowConverter::new(fields)?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let len = SLICE.min(batch.num_rows() - offset);
+        let arrays: Vec<ArrayRef> = columns.iter().map(|&c| batch.column(c).slice(offset, len)).collect();
+        let rows = converter.convert_columns(&arrays)?;
+        for i in 0..len {
+            let digest = blake3::hash(rows.row(i).data());
+            let mut h = [0u8; 16];
+            h.copy_from_slice(&digest.as_bytes()[..16]);
+            out.push(h);
+        }
+        offset += len;
+    }
+    Ok(out)
+}
+
 fn bytes(rows: &Option<Rows>, i: usize) -> &[u8] {
     rows.as_ref().map_or(&[], |r| r.row(i).data())
 }
 
 /// De-duplicates `combined`: rows `0..n_state` are silver's current rows
-/// (one per key), the rest are incoming. Columns are given by index: the
+/// (one per key), the rest are incoming, of which only those `kept` (one
+/// flag per incoming row) take part. Columns are given by index: the
 /// key, the content compared for exact duplicates, the ordering (latest
 /// wins) and the tie-break (first wins).
 pub(crate) fn dedup(
     combined: &RecordBatch,
     n_state: usize,
+    kept: &[bool],
     key: &[usize],
     content: &[usize],
     order: &[usize],
@@ -80,14 +106,14 @@ pub(crate) fn dedup(
 ) -> Result<Dedup, ArrowError> {
     let n = combined.num_rows();
     let keys = rows(combined, key, false)?;
-    let contents = rows(combined, content, false)?;
+    let contents = content_hashes(combined, content)?;
     // Descending, NULLs last: ascending bytes put the latest first.
     let orders = rows(combined, order, true)?;
     let ties = rows(combined, tie, false)?;
 
     let mut index: HashMap<&[u8], usize> = HashMap::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
-    for i in n_state..n {
+    for i in (n_state..n).filter(|&i| kept[i - n_state]) {
         let g = *index.entry(bytes(&keys, i)).or_insert_with(|| {
             members.push(Vec::new());
             members.len() - 1
@@ -121,7 +147,7 @@ pub(crate) fn dedup(
         let mut accepted: Vec<usize> = Vec::new();
         for r in rows_of {
             let is_state = Some(r) == state;
-            if !is_state && accepted.iter().any(|&a| bytes(&contents, a) == bytes(&contents, r)) {
+            if !is_state && accepted.iter().any(|&a| contents[a] == contents[r]) {
                 fate[r - n_state] = Fate::Duplicate;
                 continue;
             }
@@ -175,7 +201,7 @@ mod tests {
             ("b", None, "q"),
             ("b", Some(3), "r"),
         ]);
-        let d = dedup(&b, 1, &[0], &[0, 1, 2], &[1], &[]).unwrap();
+        let d = dedup(&b, 1, &[true; 6], &[0], &[0, 1, 2], &[1], &[]).unwrap();
         assert_eq!(
             d.fate,
             vec![Fate::Accepted, Fate::Duplicate, Fate::Conflict, Fate::Duplicate, Fate::Accepted, Fate::Accepted]

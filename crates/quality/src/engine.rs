@@ -783,28 +783,28 @@ async fn plan_table(
     let warn_names = |failed: &[u16]| -> Vec<String> {
         failed.iter().filter(|&&r| action_of(r) == Action::Warn).map(|&r| rules[r as usize].name.clone()).collect()
     };
-    let mut incoming_parts: Vec<RecordBatch> = Vec::new();
+    // Every new row goes into `combined` once, after the current rows; the
+    // dedup looks only at the kept ones. The sources then read their rows
+    // back as slices of it, so the typed values are held once.
+    let n_state = state.as_ref().map_or(0, RecordBatch::num_rows);
+    let mut parts: Vec<RecordBatch> = Vec::new();
+    if let Some(state) = &state {
+        parts.push(project(t, state, &typed_schema)?);
+    }
     let mut incoming_warnings: Vec<Vec<String>> = Vec::new();
     let mut incoming_origin: Vec<(usize, usize)> = Vec::new();
+    let mut is_kept: Vec<bool> = Vec::new();
+    let mut offsets = Vec::new();
     {
-        let mut by_source: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-        for &(s, row) in &kept {
-            by_source.entry(s).or_default().push(row as u32);
-        }
-        for (s, rows) in by_source {
-            let src = &sources[s];
-            let idx = UInt32Array::from(rows.clone());
-            let cols = src
-                .typed
-                .columns()
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(arrow_err(t))?;
-            incoming_parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
-            for r in rows {
-                incoming_warnings.push(warn_names(&src.failed[r as usize]));
-                incoming_origin.push((s, r as usize));
+        let kept_rows: HashSet<(usize, usize)> = kept.iter().copied().collect();
+        for (s, src) in sources.iter().enumerate() {
+            offsets.push(n_state + incoming_origin.len());
+            parts.push(src.typed.clone());
+            for row in 0..src.typed.num_rows() {
+                let keep = kept_rows.contains(&(s, row));
+                is_kept.push(keep);
+                incoming_warnings.push(if keep { warn_names(&src.failed[row]) } else { Vec::new() });
+                incoming_origin.push((s, row));
             }
         }
     }
@@ -819,7 +819,7 @@ async fn plan_table(
             .map(|c| take(c, &idx, None))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(arrow_err(t))?;
-        incoming_parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
+        parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
         let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
         for &h in &held {
             let names: Vec<String> = failed.as_ref().map_or_else(Vec::new, |f| {
@@ -828,30 +828,27 @@ async fn plan_table(
             incoming_warnings
                 .push(names.into_iter().filter(|n| rule_action(&rules, n) == Some(Action::Warn)).collect());
             incoming_origin.push((usize::MAX, h));
+            is_kept.push(true);
         }
     }
-    let incoming = if incoming_parts.is_empty() {
-        RecordBatch::new_empty(typed_schema.clone())
-    } else {
-        concat_batches(&typed_schema, &incoming_parts).map_err(arrow_err(t))?
-    };
-    let n_state = state.as_ref().map_or(0, RecordBatch::num_rows);
-    let combined = match &state {
-        Some(s) => {
-            concat_batches(&typed_schema, &[project(t, s, &typed_schema)?, incoming.clone()]).map_err(arrow_err(t))?
-        }
-        None => incoming.clone(),
-    };
+    let combined = concat_batches(&typed_schema, &parts).map_err(arrow_err(t))?;
+    drop(parts);
+    for (src, &offset) in sources.iter_mut().zip(&offsets) {
+        src.typed = combined.slice(offset, src.typed.num_rows());
+    }
     let index_of = |c: &str| typed_schema.index_of(c).map_err(arrow_err(t));
     let key: Vec<usize> = model.key.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
     let content: Vec<usize> = (0..typed_fields.len()).collect();
     let order: Vec<usize> = model.order.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
     let tie: Vec<usize> = model.tie_break.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
-    let d = dedup(&combined, n_state, &key, &content, &order, &tie).map_err(arrow_err(t))?;
+    let d = dedup(&combined, n_state, &is_kept, &key, &content, &order, &tie).map_err(arrow_err(t))?;
 
     // Duplicates and conflicts, by the batch they came in.
     let mut released_rows: Vec<usize> = already_released.clone();
     for (i, fate) in d.fate.iter().enumerate() {
+        if !is_kept[i] {
+            continue;
+        }
         let (s, row) = incoming_origin[i];
         if s == usize::MAX {
             if *fate == Fate::Accepted {
@@ -883,7 +880,7 @@ async fn plan_table(
     let mut dup_stats: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
     for (i, fate) in d.fate.iter().enumerate() {
         let (s, row) = incoming_origin[i];
-        if s == usize::MAX {
+        if s == usize::MAX || !is_kept[i] {
             continue;
         }
         let src = &sources[s];
@@ -1165,8 +1162,24 @@ fn build_state(
             .map_err(arrow_err(t))?;
         parts.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?);
     }
-    let changed: Vec<&crate::dedup::Group> = d.groups.iter().filter(|g| g.changed()).collect();
+    let mut changed: Vec<&crate::dedup::Group> = d.groups.iter().filter(|g| g.changed()).collect();
     if !changed.is_empty() {
+        // New and changed rows in key order, so the output is the same
+        // whatever order the rows came in: the order is decided on the
+        // winners' keys first, and the columns are built in it.
+        let winners = UInt32Array::from(changed.iter().map(|g| g.accepted[0] as u32).collect::<Vec<_>>());
+        let mut sort = Vec::new();
+        for k in &model.key {
+            let c = combined
+                .column_by_name(k)
+                .ok_or_else(|| Error::Schema { table: t.to_string(), reason: format!("no key column {k}") })?;
+            sort.push(deltalake::arrow::compute::SortColumn {
+                values: take(c, &winners, None).map_err(arrow_err(t))?,
+                options: None,
+            });
+        }
+        let order = deltalake::arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err(t))?;
+        changed = order.values().iter().map(|&i| changed[i as usize]).collect();
         let n_typed = typed_fields.len();
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for c in 0..n_typed {
@@ -1213,46 +1226,63 @@ fn build_state(
         }
         // Lineage: what the table held, then each newly accepted row.
         let state_lineage = state.and_then(|s| s.column_by_name("_lineage")).map(|c| c.as_list::<i32>().clone());
-        let ids = RowIds::of(combined);
-        let (mut offsets, mut bs, mut fs, mut rs) = (vec![0i32], Vec::new(), Vec::new(), Vec::new());
+        let (cb, cf, cr) = (
+            combined.column(n_typed).as_string::<i32>(),
+            combined.column(n_typed + 1).as_string::<i32>(),
+            combined.column(n_typed + 2).as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+        );
+        let mut offsets = vec![0i32];
+        let (mut bs, mut fs, mut rs) =
+            (StringBuilder::new(), StringBuilder::new(), deltalake::arrow::array::Int64Builder::new());
         let mut ws = ListBuilder::new(StringBuilder::new());
+        let mut len = 0usize;
         for g in &changed {
-            let mut entries: Vec<(RowId, Vec<String>)> = Vec::new();
+            // What the table held, straight from its arrays.
             if let (Some(s), Some(sl)) = (g.state, &state_lineage)
                 && sl.is_valid(s)
             {
-                entries.extend(lineage_entries(&sl.value(s)));
+                let v = sl.value(s);
+                let v = v.as_struct();
+                let (b, f, r, w) = (
+                    v.column(0).as_string::<i32>(),
+                    v.column(1).as_string::<i32>(),
+                    v.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+                    v.column(3).as_list::<i32>(),
+                );
+                for i in 0..v.len() {
+                    bs.append_value(b.value(i));
+                    fs.append_value(f.value(i));
+                    rs.append_value(r.value(i));
+                    if w.is_valid(i) {
+                        for x in w.value(i).as_string::<i32>().iter().flatten() {
+                            ws.values().append_value(x);
+                        }
+                    }
+                    ws.append(true);
+                }
+                len += v.len();
             }
-            let mut new: Vec<(RowId, Vec<String>)> = g
-                .accepted
-                .iter()
-                .filter(|&&a| a >= n_state)
-                .map(|&a| (ids.get(a), incoming_warnings[a - n_state].clone()))
-                .collect();
-            new.sort();
-            entries.extend(new);
-            for ((b, f, r), warnings) in entries {
-                bs.push(b);
-                fs.push(f);
-                rs.push(r);
-                for w in warnings {
-                    ws.values().append_value(w);
+            // Then the newly accepted rows, by batch, file and row.
+            let mut new: Vec<usize> = g.accepted.iter().copied().filter(|&a| a >= n_state).collect();
+            new.sort_by(|&a, &b| (cb.value(a), cf.value(a), cr.value(a)).cmp(&(cb.value(b), cf.value(b), cr.value(b))));
+            for a in new {
+                bs.append_value(cb.value(a));
+                fs.append_value(cf.value(a));
+                rs.append_value(cr.value(a));
+                for x in &incoming_warnings[a - n_state] {
+                    ws.values().append_value(x);
                 }
                 ws.append(true);
+                len += 1;
             }
             offsets.push(
-                i32::try_from(bs.len())
+                i32::try_from(len)
                     .map_err(|_| Error::Schema { table: t.to_string(), reason: "lineage too long".into() })?,
             );
         }
         let entries = StructArray::try_new(
             lineage_fields(),
-            vec![
-                Arc::new(StringArray::from(bs)),
-                Arc::new(StringArray::from(fs)),
-                Arc::new(Int64Array::from(rs)),
-                Arc::new(ws.finish()),
-            ],
+            vec![Arc::new(bs.finish()), Arc::new(fs.finish()), Arc::new(rs.finish()), Arc::new(ws.finish())],
             None,
         )
         .map_err(arrow_err(t))?;
@@ -1265,23 +1295,7 @@ fn build_state(
         .map_err(arrow_err(t))?;
         cols.push(Arc::new(lineage));
         cols.push(Arc::new(TimestampMicrosecondArray::from(vec![now; changed.len()]).with_timezone("UTC")));
-        let mut batch = RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?;
-        // New and changed rows in key order, so the output is the same
-        // whatever order the rows came in.
-        let key_cols: Vec<usize> = model.key.iter().filter_map(|k| batch.schema().index_of(k).ok()).collect();
-        let sort: Vec<deltalake::arrow::compute::SortColumn> = key_cols
-            .iter()
-            .map(|&c| deltalake::arrow::compute::SortColumn { values: batch.column(c).clone(), options: None })
-            .collect();
-        let order = deltalake::arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err(t))?;
-        let cols = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, &order, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(arrow_err(t))?;
-        batch = RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?;
-        parts.push(batch);
+        parts.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?);
     }
     if parts.is_empty() {
         return Ok(RecordBatch::new_empty(schema.clone()));
@@ -1384,14 +1398,19 @@ async fn fetch_raw(
                 ((file, n), r)
             })
             .collect();
-        let files: std::collections::BTreeSet<String> =
-            wanted.keys().map(|(f, _)| format!("'{}'", f.replace('\'', "''"))).collect();
-        let nums: std::collections::BTreeSet<String> = wanted.keys().map(|(_, n)| n.to_string()).collect();
-        let filter = format!(
-            "_source_file IN ({}) AND _source_row IN ({})",
-            files.into_iter().collect::<Vec<_>>().join(", "),
-            nums.into_iter().collect::<Vec<_>>().join(", ")
-        );
+        // One range of rows per file: a short predicate, whatever the count.
+        let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for (file, n) in wanted.keys() {
+            let r = ranges.entry(file.as_str()).or_insert((*n, *n));
+            *r = (r.0.min(*n), r.1.max(*n));
+        }
+        let filter = ranges
+            .iter()
+            .map(|(file, (lo, hi))| {
+                format!("(_source_file = '{}' AND _source_row BETWEEN {lo} AND {hi})", file.replace('\'', "''"))
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
         let bronze = TableName::new(&src.bronze)?;
         let read = warehouse.scan_where(&bronze, None, Some(&filter)).await?;
         for batch in read {
