@@ -302,18 +302,7 @@ impl Warehouse {
     /// Only `columns` of every row of the table's latest version (the other
     /// columns are not read from the files).
     pub async fn scan_columns(&self, name: &TableName, columns: &[&str]) -> Result<Vec<RecordBatch>> {
-        let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
-        let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
-        let provider = table.table_provider().await.map_err(&query_err)?;
-        let frame = ctx.read_table(provider).map_err(&query_err)?.select_columns(columns).map_err(&query_err)?;
-        let batches = frame.collect().await.map_err(query_err)?;
-        batches
-            .iter()
-            .map(plain_batch)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
+        self.query(name, None, None, Some(columns)).await
     }
 
     /// The rows of the table at `version` (latest if `None`) that match
@@ -324,6 +313,17 @@ impl Warehouse {
         name: &TableName,
         version: Option<i64>,
         filter: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.query(name, version, filter, None).await
+    }
+
+    /// The scans above: a version, an optional filter, optional columns.
+    async fn query(
+        &self,
+        name: &TableName,
+        version: Option<i64>,
+        filter: Option<&str>,
+        columns: Option<&[&str]>,
     ) -> Result<Vec<RecordBatch>> {
         let table = match version {
             Some(v) => self.load_version(name, v).await?,
@@ -339,6 +339,9 @@ impl Warehouse {
         if let Some(filter) = filter {
             let predicate = frame.parse_sql_expr(filter).map_err(&query_err)?;
             frame = frame.filter(predicate).map_err(&query_err)?;
+        }
+        if let Some(columns) = columns {
+            frame = frame.select_columns(columns).map_err(&query_err)?;
         }
         let batches = frame.collect().await.map_err(query_err)?;
         batches
