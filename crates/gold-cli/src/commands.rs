@@ -259,14 +259,7 @@ fn silver_text(report: &quality::SilverReport) -> String {
         "silver table", "bronze rows", "accepted", "duplicates", "quarantined", "dropped", "released"
     );
     for table in &report.tables {
-        let mut a = quality::BatchAccount::default();
-        for b in &table.batches {
-            a.bronze_rows += b.bronze_rows;
-            a.accepted += b.accepted;
-            a.duplicates += b.duplicates;
-            a.quarantined += b.quarantined;
-            a.dropped += b.dropped;
-        }
+        let a = quality::BatchAccount::sum(&table.batches);
         let at = table
             .version
             .map_or_else(|| "(nothing new)".to_string(), |v| format!("{} rows @v{v}", thousands(table.rows)));

@@ -26,15 +26,20 @@ pub(crate) struct ModelsConfig {
     pub(crate) dir: Option<PathBuf>,
 }
 
+/// Where the models file or folder `rel` is: in the configured models
+/// folder (relative to the config file's folder), else `./models/rel` when
+/// it exists; `None` means the copy built into gold.
+fn models_path(config: &Config, config_dir: Option<&Path>, rel: &str) -> Option<PathBuf> {
+    match &config.models.dir {
+        Some(d) => Some(config_dir.map_or_else(|| d.clone(), |base| base.join(d)).join(rel)),
+        None => Some(PathBuf::from("models").join(rel)).filter(|p| p.exists()),
+    }
+}
+
 /// The source catalog: `sources.toml` in the configured models folder, else
 /// `./models/sources.toml` when it exists, else the one built into gold.
 pub(crate) fn source_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<ingest::SourceCatalog> {
-    let configured = config.models.dir.as_ref().map(|d| config_dir.map_or_else(|| d.clone(), |base| base.join(d)));
-    let path = match configured {
-        Some(dir) => Some(dir.join("sources.toml")),
-        None => Some(PathBuf::from("models/sources.toml")).filter(|p| p.is_file()),
-    };
-    match path {
+    match models_path(config, config_dir, "sources.toml") {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| UserError(format!("cannot read {}: {e}", path.display())))?;
@@ -47,12 +52,7 @@ pub(crate) fn source_catalog(config: &Config, config_dir: Option<&Path>) -> anyh
 /// The silver models: `silver/` in the configured models folder, else
 /// `./models/silver/` when it exists, else the ones built into gold.
 pub(crate) fn silver_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<quality::SilverCatalog> {
-    let configured = config.models.dir.as_ref().map(|d| config_dir.map_or_else(|| d.clone(), |base| base.join(d)));
-    let dir = match configured {
-        Some(dir) => Some(dir.join("silver")),
-        None => Some(PathBuf::from("models/silver")).filter(|p| p.is_dir()),
-    };
-    match dir {
+    match models_path(config, config_dir, "silver") {
         Some(dir) => Ok(quality::SilverCatalog::load_dir(&dir)?),
         None => Ok(quality::SilverCatalog::default_catalog()?),
     }
@@ -61,12 +61,7 @@ pub(crate) fn silver_catalog(config: &Config, config_dir: Option<&Path>) -> anyh
 /// The dimensions: `dims.toml` in the configured models folder, else
 /// `./models/dims.toml` when it exists, else the ones built into gold.
 pub(crate) fn dim_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<dims::DimCatalog> {
-    let configured = config.models.dir.as_ref().map(|d| config_dir.map_or_else(|| d.clone(), |base| base.join(d)));
-    let path = match configured {
-        Some(dir) => Some(dir.join("dims.toml")),
-        None => Some(PathBuf::from("models/dims.toml")).filter(|p| p.is_file()),
-    };
-    match path {
+    match models_path(config, config_dir, "dims.toml") {
         Some(path) => Ok(dims::DimCatalog::load(&path)?),
         None => Ok(dims::DimCatalog::default_catalog()?),
     }

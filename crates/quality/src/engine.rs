@@ -44,6 +44,21 @@ pub struct BatchAccount {
     pub dropped: u64,
 }
 
+impl BatchAccount {
+    /// The counts of `accounts` added up (table and batch left empty).
+    pub fn sum<'a>(accounts: impl IntoIterator<Item = &'a BatchAccount>) -> Self {
+        let mut t = Self::default();
+        for b in accounts {
+            t.bronze_rows += b.bronze_rows;
+            t.accepted += b.accepted;
+            t.duplicates += b.duplicates;
+            t.quarantined += b.quarantined;
+            t.dropped += b.dropped;
+        }
+        t
+    }
+}
+
 /// A rule's result over the batches of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleCount {
@@ -102,15 +117,7 @@ impl SilverReport {
     /// Rows that reached silver, were quarantined, counted as duplicates
     /// or dropped, over every table and batch.
     pub fn totals(&self) -> BatchAccount {
-        let mut t = BatchAccount::default();
-        for b in self.tables.iter().flat_map(|t| &t.batches) {
-            t.bronze_rows += b.bronze_rows;
-            t.accepted += b.accepted;
-            t.duplicates += b.duplicates;
-            t.quarantined += b.quarantined;
-            t.dropped += b.dropped;
-        }
-        t
+        BatchAccount::sum(self.tables.iter().flat_map(|t| &t.batches))
     }
 }
 
@@ -1075,35 +1082,20 @@ fn lineage_ids(state: Option<&RecordBatch>) -> HashSet<RowId> {
     };
     for row in 0..lineage.len() {
         if lineage.is_valid(row) {
-            out.extend(lineage_entries(&lineage.value(row)).into_iter().map(|(id, _)| id));
+            let v = lineage.value(row);
+            let v = v.as_struct();
+            let (b, f, r) = (
+                v.column(0).as_string::<i32>(),
+                v.column(1).as_string::<i32>(),
+                v.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+            );
+            out.extend((0..v.len()).map(|i| (b.value(i).to_string(), f.value(i).to_string(), r.value(i))));
         }
     }
     out
 }
 
 type RowId = (String, String, i64);
-
-/// The entries of one `_lineage` value: `(batch, file, row)` and the
-/// warnings the row had.
-fn lineage_entries(value: &ArrayRef) -> Vec<(RowId, Vec<String>)> {
-    let v = value.as_struct();
-    let (b, f, r) = (
-        v.column(0).as_string::<i32>(),
-        v.column(1).as_string::<i32>(),
-        v.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
-    );
-    let w = v.column(3).as_list::<i32>();
-    (0..v.len())
-        .map(|i| {
-            let warnings = if w.is_valid(i) {
-                w.value(i).as_string::<i32>().iter().flatten().map(str::to_string).collect()
-            } else {
-                Vec::new()
-            };
-            ((b.value(i).to_string(), f.value(i).to_string(), r.value(i)), warnings)
-        })
-        .collect()
-}
 
 /// Each row's key as one string (`None` when a key column is NULL).
 fn key_texts(t: &str, batch: &RecordBatch, key: &[String]) -> Result<Vec<Option<String>>> {
