@@ -90,10 +90,15 @@ pub struct DimModel {
     /// silver also flattens into their own tables).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// When set, each key's first version is valid from this date rather
+    /// than from its first `effective_from`, so that facts dated before the
+    /// first state the source sent resolve to it.
+    #[serde(default)]
+    pub history_from: Option<chrono::NaiveDate>,
 }
 
 impl DimModel {
-    fn spec(&self) -> merge::Spec {
+    pub fn spec(&self) -> merge::Spec {
         merge::Spec {
             key: self.key.clone(),
             tracked: merge::Tracked::AllExcept(self.track_all_except.clone()),
@@ -102,6 +107,10 @@ impl DimModel {
             effective_from: self.effective_from.clone(),
             deletes: merge::Deletes::Invalidate,
             surrogate_key: self.surrogate_key.clone(),
+            history_from: self
+                .history_from
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp_micros()),
         }
     }
 }
@@ -207,6 +216,9 @@ pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCa
         let outcome = merge::merge(&target, &dim.spec(), batch)
             .await
             .map_err(|e| Error::Merge { table: dim.table.clone(), source: Box::new(e) })?;
+        if let Some(v) = outcome.version {
+            record_changes(warehouse, run, &dim.table, v, &outcome.changed).await?;
+        }
         report.version = outcome.version;
         report.metrics = outcome.metrics;
         report.current_rows = outcome.current_rows;
@@ -214,6 +226,65 @@ pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCa
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The table of every (key, interval) pair a merge created or changed, per
+/// dimension and Delta version: what the facts stage re-keys from.
+pub const DIM_CHANGES: &str = "_dim_changes";
+
+/// The application transaction on [`DIM_CHANGES`] recording the last
+/// version of `dim` whose changes it holds.
+pub fn changes_app_id(dim: &str) -> String {
+    format!("gold.dim_changes:{dim}")
+}
+
+/// Appends the changed intervals of `dim`'s version `version` to
+/// [`DIM_CHANGES`], under [`changes_app_id`]. A reader that finds that
+/// transaction behind the dimension's version (a run stopped between the
+/// two commits) cannot trust the changes and rebuilds from scratch.
+pub async fn record_changes(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    dim: &str,
+    version: u64,
+    changed: &[merge::ChangedInterval],
+) -> Result<()> {
+    use deltalake::arrow::array::{BinaryArray, Int64Array, StringArray, TimestampMicrosecondArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let version = i64::try_from(version).unwrap_or(i64::MAX);
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("dim", DataType::Utf8, false),
+        Field::new("dim_version", DataType::Int64, false),
+        Field::new("key_hash", DataType::Binary, false),
+        Field::new("surrogate_key", DataType::Int64, false),
+        Field::new("valid_from", ts.clone(), false),
+        Field::new("valid_to", ts, false),
+    ]));
+    let n = changed.len();
+    let hashes: Vec<[u8; 16]> = changed.iter().map(|c| c.key_hash.to_le_bytes()).collect();
+    let micros = |f: fn(&merge::ChangedInterval) -> i64| -> TimestampMicrosecondArray {
+        TimestampMicrosecondArray::from(changed.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC")
+    };
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec![dim; n])),
+            Arc::new(Int64Array::from(vec![version; n])),
+            Arc::new(BinaryArray::from(hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(changed.iter().map(|c| c.surrogate_key).collect::<Vec<_>>())),
+            Arc::new(micros(|c| c.valid_from.timestamp_micros())),
+            Arc::new(micros(|c| c.valid_to.timestamp_micros())),
+        ],
+    )
+    .map_err(|e| Error::Arrow { table: DIM_CHANGES.to_string(), source: Box::new(e) })?;
+    let commit = Commit::new(run, "dim_changes")
+        .partitioned_by(&["dim"])
+        .with_txn(&changes_app_id(dim), version)
+        .with_metadata("dim", serde_json::json!(format!("{dim}@v{version}")));
+    warehouse.append(&TableName::new(DIM_CHANGES)?, vec![batch], &commit).await?;
+    Ok(())
 }
 
 /// The silver rows without silver's own `_` metadata columns and the

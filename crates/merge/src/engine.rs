@@ -110,6 +110,8 @@ struct Incoming {
     t1: Vec<Hash128>,
     eff: Vec<i64>,
     delete: Vec<bool>,
+    /// The key hash of a row whose key is all NULL (inferring only).
+    unknown_key: Option<Hash128>,
 }
 
 /// The columns of the table in their roles.
@@ -130,7 +132,19 @@ struct Layout {
     stored_hash_comparable: bool,
 }
 
-pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Result<Outcome> {
+/// What the rows of a batch are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Changes (or a full snapshot) of the source.
+    Changes,
+    /// Keys that facts point at but the table does not hold: each key the
+    /// table has never seen gets an inferred version from
+    /// [`crate::INFERRED_FROM`], and an all-NULL key the unknown row
+    /// [`crate::UNKNOWN_SK`].
+    Infer,
+}
+
+pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mode) -> Result<Outcome> {
     let mut timings = BTreeMap::new();
     let mut clock = Instant::now();
     let mut lap = |name: &'static str| {
@@ -165,12 +179,12 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Resul
     };
     // One batch of rows; the caller's pieces are freed as soon as it exists.
     let incoming = normalise(std::mem::take(&mut batch.rows))?;
-    let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref())?;
+    let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref(), mode)?;
     outcome.columns_added = match &table_schema {
         Some(_) => layout.business.iter().map(|f| f.name().clone()).filter(|n| !layout.existed.contains(n)).collect(),
         None => Vec::new(),
     };
-    let inc = prepare_incoming(spec, &layout, &incoming, &batch)?;
+    let inc = prepare_incoming(spec, &layout, &incoming, &batch, mode)?;
     outcome.metrics.rows_in = inc.key.len() as u64;
     lap("prepare");
 
@@ -204,7 +218,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Resul
     // Group the batch by key, in (effective time, order) sequence.
     let mut order = sort_incoming(spec, &inc)?;
     let groups = group(&inc, &mut order, &mut outcome.metrics);
-    if matches!(spec.deletes, Deletes::Invalidate | Deletes::NewRecord) && inc.key.is_empty() && n_current > 0 {
+    let snapshot_deletes = mode == Mode::Changes && matches!(spec.deletes, Deletes::Invalidate | Deletes::NewRecord);
+    if snapshot_deletes && inc.key.is_empty() && n_current > 0 {
         return Err(Error::Row {
             row: 0,
             reason: format!("the snapshot is empty, which would delete all {n_current} current keys; refusing it"),
@@ -260,7 +275,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Resul
     lap("read_history");
 
     // Place every change.
-    let mut plan = Plan::default();
+    let mut plan = Plan { unknown_key: inc.unknown_key, ..Plan::default() };
     let mut seen_current = vec![false; n_current];
     let mut versions: Vec<Ver> = Vec::new();
     let mut initial: Vec<u32> = Vec::new();
@@ -278,15 +293,26 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch) -> Resul
         versions.clear();
         versions.extend(initial.iter().map(|&r| existing_ver(&ex, r)));
         versions.sort_by_key(|v| v.from);
-        for &i in g {
-            apply(spec, &inc, &ex, &mut versions, i, &mut outcome.metrics);
+        match mode {
+            Mode::Changes => {
+                for &i in g {
+                    apply(spec, &inc, &ex, &mut versions, i, &mut outcome.metrics);
+                }
+            }
+            Mode::Infer if versions.is_empty() => {
+                versions.push(Ver { inferred: true, ..new_ver(crate::INFERRED_FROM, OPEN_END, g[0]) });
+                outcome.metrics.inferred += 1;
+            }
+            Mode::Infer => outcome.metrics.unchanged += 1,
         }
         plan.settle(key, &versions, &initial, &ex, &mut taken_sks)?;
     }
-    if matches!(spec.deletes, Deletes::Invalidate | Deletes::NewRecord) {
+    if snapshot_deletes {
         let t = batch_at(&batch);
         for (c, seen) in seen_current.iter().enumerate() {
-            if *seen || ex.deleted[c] {
+            // Inferred rows (and the unknown row) stand for keys the source
+            // has not sent yet: their absence from a snapshot is no delete.
+            if *seen || ex.deleted[c] || ex.inferred[c] {
                 continue;
             }
             versions.clear();
@@ -450,7 +476,7 @@ fn is_engine_column(spec: &Spec, name: &str) -> bool {
     name == spec.surrogate_key || columns::ALL.contains(&name)
 }
 
-fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema) -> Result<Layout> {
+fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema, mode: Mode) -> Result<Layout> {
     let missing = |column: &str, reason: &str| Error::Column { column: column.to_string(), reason: reason.to_string() };
     for name in source.fields().iter().map(|f| f.name()) {
         if is_engine_column(spec, name) {
@@ -473,17 +499,27 @@ fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema) -> Result<Layout
             business.push(f.as_ref().clone().with_nullable(true));
         }
     }
-    let needed = spec.key.iter().chain(&spec.order_by).chain(spec.effective_from.iter()).chain(match &spec.deletes {
-        Deletes::Events { column, .. } => Some(column),
-        _ => None,
-    });
+    let needed: Vec<&String> = match mode {
+        Mode::Infer => spec.key.iter().collect(),
+        Mode::Changes => spec
+            .key
+            .iter()
+            .chain(&spec.order_by)
+            .chain(spec.effective_from.iter())
+            .chain(match &spec.deletes {
+                Deletes::Events { column, .. } => Some(column),
+                _ => None,
+            })
+            .collect(),
+    };
     for column in needed {
         if !in_source.contains(column) {
             return Err(missing(column, "is named by the SCD2 spec but is not in the source"));
         }
     }
     let names: Vec<String> = business.iter().map(|f| f.name().clone()).collect();
-    for column in &spec.type1 {
+    // Inferred keys may open a table before its source has sent a row.
+    for column in spec.type1.iter().filter(|_| mode == Mode::Changes) {
         if !names.contains(column) {
             return Err(missing(column, "is declared type-1 but is in neither the source nor the table"));
         }
@@ -491,7 +527,7 @@ fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema) -> Result<Layout
     let tracked_over = |cols: &[String]| -> Result<Vec<String>> {
         let mut out: Vec<String> = match &spec.tracked {
             Tracked::Columns(list) => {
-                for c in list {
+                for c in list.iter().filter(|_| mode == Mode::Changes) {
                     if !names.contains(c) {
                         return Err(missing(c, "is declared tracked but is in neither the source nor the table"));
                     }
@@ -669,7 +705,7 @@ fn load_existing(
     Ok(())
 }
 
-fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &Batch) -> Result<Incoming> {
+fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &Batch, mode: Mode) -> Result<Incoming> {
     // The batch in the table's business layout: table types, NULL for
     // columns the source lacks.
     let n = source.num_rows();
@@ -699,12 +735,25 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         layout.tracked.iter().filter(|c| layout.in_source.contains(*c)).cloned().collect();
     let full_cols = attr_cols(&full, &tracked_in_source)?;
     let t1_cols = attr_cols(&full, &layout.t1_cols)?;
-    for (k, col) in spec.key.iter().zip(&key_cols) {
-        if let Some(row) = (0..n).find(|&r| col.is_null(r)) {
-            return Err(Error::Row { row: row + 1, reason: format!("key column {k:?} is empty") });
+    if mode == Mode::Changes {
+        for (k, col) in spec.key.iter().zip(&key_cols) {
+            if let Some(row) = (0..n).find(|&r| col.is_null(r)) {
+                return Err(Error::Row { row: row + 1, reason: format!("key column {k:?} is empty") });
+            }
         }
+    } else if let Some(row) = (0..n).find(|&r| {
+        let nulls = key_cols.iter().filter(|c| c.is_null(r)).count();
+        nulls > 0 && nulls < key_cols.len()
+    }) {
+        return Err(Error::Row {
+            row: row + 1,
+            reason: "a key is partly empty; only the unknown row's is all NULL".into(),
+        });
     }
-    let eff = effective_times(spec, &full, batch)?;
+    let eff = match mode {
+        Mode::Changes => effective_times(spec, &full, batch)?,
+        Mode::Infer => vec![crate::INFERRED_FROM; n],
+    };
     let delete = match &spec.deletes {
         Deletes::Events { column: c, values } => {
             let text = cast(column(&full, c)?, &DataType::Utf8).map_err(|e| Error::data(c, e))?;
@@ -752,7 +801,9 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
             .collect();
         parts = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
     });
+    let unknown_row = (mode == Mode::Infer).then(|| (0..n).find(|&r| key_cols.iter().all(|c| c.is_null(r)))).flatten();
     let mut inc = Incoming {
+        unknown_key: None,
         batch: full,
         key: Vec::with_capacity(n),
         cmp: Vec::with_capacity(n),
@@ -770,6 +821,7 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
     if inc.key.len() != n {
         return Err(Error::data("hashing", "a hashing thread failed"));
     }
+    inc.unknown_key = unknown_row.map(|r| inc.key[r]);
     Ok(inc)
 }
 
@@ -963,7 +1015,7 @@ fn apply(spec: &Spec, inc: &Incoming, ex: &Existing, versions: &mut Vec<Ver>, i:
     }
     match find(versions, t) {
         Pos::Empty => {
-            versions.push(new_ver(t, OPEN_END, i));
+            versions.push(new_ver(spec.history_from.map_or(t, |h| h.min(t)), OPEN_END, i));
             m.inserted += 1;
         }
         Pos::Before => {
@@ -1098,6 +1150,9 @@ struct Plan {
     /// Existing rows that are rewritten or dropped.
     replaced: Vec<u32>,
     changed: Vec<ChangedInterval>,
+    /// The key hash of the all-NULL key, whose one version is the unknown
+    /// row (inferring only).
+    unknown_key: Option<Hash128>,
 }
 
 impl Plan {
@@ -1140,7 +1195,7 @@ impl Plan {
             let sk = match v.origin {
                 Some(o) => ex.sk[o as usize],
                 None => {
-                    let sk = surrogate_key(key, v.from);
+                    let sk = if self.unknown_key == Some(key) { crate::UNKNOWN_SK } else { surrogate_key(key, v.from) };
                     if !taken.insert(sk) && !released.contains(&sk) {
                         return Err(Error::SurrogateKeyCollision {
                             surrogate_key: sk,

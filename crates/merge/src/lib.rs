@@ -57,6 +57,15 @@ pub mod columns {
 /// microseconds.
 pub const OPEN_END: i64 = 253_402_214_400_000_000;
 
+/// Where an inferred version starts: 1900-01-01T00:00:00Z, in UTC
+/// microseconds, so that it covers every fact that points at its key.
+pub const INFERRED_FROM: i64 = -2_208_988_800_000_000;
+
+/// The surrogate key of a dimension's unknown row, which facts point at
+/// when their key is empty or their date falls outside every version of
+/// their key. Real surrogate keys are never negative.
+pub const UNKNOWN_SK: i64 = -1;
+
 /// Which columns open a new version when they change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tracked {
@@ -102,6 +111,12 @@ pub struct Spec {
     pub deletes: Deletes,
     /// Name of the surrogate key column.
     pub surrogate_key: String,
+    /// When set (UTC microseconds), a key's first version starts here
+    /// rather than at its first change's effective time, so facts dated
+    /// before the first state a source sent still resolve to a version (a
+    /// warehouse's initial row). Versions after a delete start at their
+    /// change, as always.
+    pub history_from: Option<i64>,
 }
 
 impl Spec {
@@ -116,6 +131,7 @@ impl Spec {
             effective_from: None,
             deletes: Deletes::Invalidate,
             surrogate_key: "surrogate_key".to_string(),
+            history_from: None,
         }
     }
 }
@@ -165,9 +181,12 @@ pub struct Metrics {
     pub deleted: u64,
     /// Keys that came back after a delete.
     pub resurrected: u64,
-    /// Versions updated in place (type-1 columns, new columns, or a
-    /// correction of a version that starts at the same instant).
+    /// Versions updated in place (type-1 columns, new columns, a
+    /// correction of a version that starts at the same instant, or the
+    /// real row of an inferred key).
     pub type1_updated: u64,
+    /// Inferred versions created by [`infer`].
+    pub inferred: u64,
 }
 
 /// One version that a merge created or whose interval it changed. Facts
@@ -269,7 +288,48 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Applies `batch` to the SCD2 table at `target` and commits it as one
 /// Delta version (or none, when nothing changed).
 pub async fn merge(target: &Target, spec: &Spec, batch: Batch) -> Result<Outcome> {
-    engine::run(target, spec, batch).await
+    engine::run(target, spec, batch, engine::Mode::Changes).await
+}
+
+/// Gives every key in `keys` (the key columns only) that the table has
+/// never held an inferred version: business columns NULL, `is_inferred`
+/// true, valid from [`INFERRED_FROM`] and open, so every fact of the key
+/// resolves to it. A row whose key columns are all NULL becomes the
+/// table's unknown row, with surrogate key [`UNKNOWN_SK`]. Keys the table
+/// holds, current or not, are left alone.
+///
+/// When the key's real row later arrives through [`merge`], it replaces
+/// the inferred version's values in place, so facts keep the surrogate key;
+/// a full snapshot never deletes an inferred key.
+pub async fn infer(
+    target: &Target,
+    spec: &Spec,
+    keys: RecordBatch,
+    id: &str,
+    sequence: i64,
+    clock: DateTime<Utc>,
+) -> Result<Outcome> {
+    use deltalake::arrow::array::new_null_array;
+    use deltalake::arrow::compute::cast;
+    let schema = match business_schema(target, spec).await? {
+        Some(s) => s,
+        None => keys.schema().as_ref().clone(),
+    };
+    let n = keys.num_rows();
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for f in schema.fields() {
+        let col = match keys.column_by_name(f.name()) {
+            Some(c) => cast(c, f.data_type()).map_err(|e| Error::data(&format!("key column {:?}", f.name()), e))?,
+            None => new_null_array(f.data_type(), n),
+        };
+        fields.push(f.as_ref().clone().with_nullable(true));
+        cols.push(col);
+    }
+    let rows = RecordBatch::try_new(std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields)), cols)
+        .map_err(|e| Error::data("inferred keys", e))?;
+    let batch = Batch { id: id.to_string(), sequence, clock, rows: vec![rows] };
+    engine::run(target, spec, batch, engine::Mode::Infer).await
 }
 
 /// The business columns (no engine columns) of the SCD2 table at

@@ -41,7 +41,7 @@ pub use model::{
     Action, ColumnModel, DEFAULT_MODELS, Derived, Expectation, OnMissing, Parent, SilverCatalog, SourceModel,
     TableModel,
 };
-pub use udf::icd10cm_code_count;
+pub use udf::{Icd10cmCode, icd10cm_code_count, icd10cm_list};
 
 /// Errors of the silver stage.
 #[derive(Debug, thiserror::Error)]

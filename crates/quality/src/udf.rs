@@ -29,18 +29,44 @@ const ICD10CM_GZ: &[u8] = include_bytes!("../../../data/reference/icd10cm_fy2026
 
 type DfResult<T> = std::result::Result<T, DataFusionError>;
 
-/// The billable ICD-10-CM codes, without dots, read once.
-fn icd10cm() -> &'static HashSet<String> {
-    static CODES: OnceLock<HashSet<String>> = OnceLock::new();
-    CODES.get_or_init(|| {
+/// One code of the official ICD-10-CM list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Icd10cmCode {
+    /// Without a dot, as silver stores codes.
+    pub code: String,
+    pub dotted: String,
+    pub description: String,
+}
+
+/// The embedded FY2026 billable ICD-10-CM list, read once.
+pub fn icd10cm_list() -> &'static [Icd10cmCode] {
+    static LIST: OnceLock<Vec<Icd10cmCode>> = OnceLock::new();
+    LIST.get_or_init(|| {
         let mut text = String::new();
         // The file is embedded at build time and checked by a test, so a
         // failure here cannot come from user input.
         if flate2::read::GzDecoder::new(ICD10CM_GZ).read_to_string(&mut text).is_err() {
-            return HashSet::new();
+            return Vec::new();
         }
-        text.lines().skip(1).filter_map(|l| l.split('\t').next()).map(str::to_string).collect()
+        text.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, '\t');
+                let (code, dotted, description) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(Icd10cmCode {
+                    code: code.to_string(),
+                    dotted: dotted.to_string(),
+                    description: description.to_string(),
+                })
+            })
+            .collect()
     })
+}
+
+/// The billable ICD-10-CM codes, without dots.
+fn icd10cm() -> &'static HashSet<String> {
+    static CODES: OnceLock<HashSet<String>> = OnceLock::new();
+    CODES.get_or_init(|| icd10cm_list().iter().map(|c| c.code.clone()).collect())
 }
 
 /// How many codes the embedded ICD-10-CM list holds.
@@ -250,6 +276,9 @@ mod tests {
     fn codes_flags_and_npis_parse_as_documented() {
         assert!(icd10cm_code_count() > 70_000);
         assert!(icd10cm().contains("E119"));
+        let e119 = icd10cm_list().iter().find(|c| c.code == "E119").unwrap();
+        assert_eq!(e119.dotted, "E11.9");
+        assert!(e119.description.contains("diabetes mellitus"), "{e119:?}");
         assert_eq!(normalise(" e11.9 "), "E119");
         assert_eq!(parse_bool("1.0"), Some(true));
         assert_eq!(parse_bool("N"), Some(false));

@@ -271,6 +271,34 @@ impl Warehouse {
             .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
     }
 
+    /// Replaces the rows matching `predicate` (SQL over the table's
+    /// columns, typically its partition columns, such as
+    /// `month IN (202501, 202502)`) with `batches` in one commit; every row
+    /// of `batches` must match it. Rows outside the predicate are untouched.
+    /// Creates the table on first use. Returns the new version.
+    pub async fn replace_where(
+        &self,
+        name: &TableName,
+        batches: Vec<RecordBatch>,
+        predicate: &str,
+        commit: &Commit<'_>,
+    ) -> Result<i64> {
+        check_plain_strings(name, &batches)?;
+        let table = self.handle_for_write(name).await?;
+        let written = table
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(predicate.to_string())
+            .with_partition_columns(commit.partition_by.clone())
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(delta_err(name))?;
+        written
+            .version()
+            .and_then(|v| i64::try_from(v).ok())
+            .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+    }
+
     /// The last version recorded for application transaction `app_id`, or
     /// `None` if the table or the transaction does not exist.
     pub async fn txn_version(&self, name: &TableName, app_id: &str) -> Result<Option<i64>> {
