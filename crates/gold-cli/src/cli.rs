@@ -148,7 +148,8 @@ pub(crate) enum Stage {
     Silver,
     /// The SCD2 dimensions: dim_members, dim_patients, dim_providers.
     Dims,
-    /// The fact tables (not built yet).
+    /// The star schema: fact_claims, fact_medical_events, their bridges,
+    /// dim_date and dim_diagnosis.
     Facts,
     /// Fraud scores (not built yet).
     Score,
@@ -168,9 +169,13 @@ pub(crate) struct BuildArgs {
     pub(crate) date: Option<NaiveDate>,
 
     /// Run only these stages (comma-separated), e.g. --only silver
-    /// [default: every stage built so far: ingest, silver, dims].
+    /// [default: every stage built so far: ingest, silver, dims, facts].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE[,STAGE..]")]
     pub(crate) only: Vec<Stage>,
+
+    /// Rebuild every fact rather than only the changed ones (same result).
+    #[arg(long)]
+    pub(crate) full_refresh: bool,
 }
 
 #[derive(Debug, Args)]

@@ -337,7 +337,7 @@ pub(crate) struct Models {
 }
 
 /// The stages `build` runs today, in order.
-const BUILT_STAGES: [Stage; 3] = [Stage::Ingest, Stage::Silver, Stage::Dims];
+const BUILT_STAGES: [Stage; 4] = [Stage::Ingest, Stage::Silver, Stage::Dims, Stage::Facts];
 
 /// What a run of stages produced: text for people, one JSON document per
 /// stage, and the table versions for the ledger.
@@ -383,6 +383,45 @@ async fn dims_stage(
     Ok((text, doc, tables))
 }
 
+/// The facts stage: the facts whose silver rows or dimension intervals
+/// changed, or all of them on a full refresh.
+async fn facts_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &dims::DimCatalog,
+    options: facts::FactOptions,
+) -> anyhow::Result<(String, serde_json::Value, Vec<(String, i64, i64)>)> {
+    let started = std::time::Instant::now();
+    let report = facts::build_facts(warehouse, run, catalog, options).await.context("stage facts")?;
+    let mut text = String::new();
+    let _ = writeln!(text, "  {:<22} {:>11} {:>9} {:>7}  table", "table", "rebuilt", "restated", "months");
+    let mut tables = Vec::new();
+    for t in &report.tables {
+        let at = match t.version {
+            Some(v) => format!("{}@v{v}{}", t.table, if t.full_refresh { " (full)" } else { "" }),
+            None => "(up to date)".to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "  {:<22} {:>11} {:>9} {:>7}  {at}",
+            t.table,
+            thousands(t.rebuilt),
+            thousands(t.restated),
+            t.months_rewritten
+        );
+        if let Some(v) = t.version {
+            tables.push((t.table.clone(), v, t.rebuilt as i64));
+        }
+    }
+    let inferred: Vec<String> =
+        report.inferred.iter().filter(|(_, n)| **n > 0).map(|(d, n)| format!("{d} {}", thousands(*n))).collect();
+    if !inferred.is_empty() {
+        let _ = writeln!(text, "  inferred: {}", inferred.join(", "));
+    }
+    let doc = json!({"stage": "facts", "seconds": started.elapsed().as_secs_f64(), "facts": report});
+    Ok((text, doc, tables))
+}
+
 /// Runs `stages` (in their order) for `run`.
 async fn run_stages(
     warehouse: &Warehouse,
@@ -391,6 +430,7 @@ async fn run_stages(
     models: &Models,
     landing: &Path,
     stages: &[Stage],
+    facts_options: facts::FactOptions,
 ) -> anyhow::Result<StagesDone> {
     let mut text = String::new();
     let mut docs = Vec::new();
@@ -416,6 +456,13 @@ async fn run_stages(
         tables.extend(written);
         docs.push(stage);
     }
+    if stages.contains(&Stage::Facts) {
+        let (body, stage, written) = facts_stage(warehouse, run, &models.dims, facts_options).await?;
+        let _ = writeln!(text, "facts:");
+        text.push_str(&body);
+        tables.extend(written);
+        docs.push(stage);
+    }
     Ok((text, docs, tables))
 }
 
@@ -431,7 +478,7 @@ pub(crate) async fn build(
     stages.dedup();
     if let Some(missing) = stages.iter().find(|s| !BUILT_STAGES.contains(s)) {
         return Err(UserError(
-            format!("stage {missing:?} is not built yet; the stages built so far are ingest, silver and dims")
+            format!("stage {missing:?} is not built yet; the stages built so far are ingest, silver, dims and facts")
                 .to_lowercase(),
         )
         .into());
@@ -440,7 +487,8 @@ pub(crate) async fn build(
     let warehouse = open_warehouse(location)?;
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Build, clock).await.context("cannot start a run")?;
-    let outcome = run_stages(&warehouse, &run, catalog, models, &args.landing, &stages).await;
+    let options = facts::FactOptions { full_refresh: args.full_refresh };
+    let outcome = run_stages(&warehouse, &run, catalog, models, &args.landing, &stages, options).await;
     let summary = |(_, docs, _): &StagesDone| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": docs});
     let ((body, docs, tables), _) = finish_run(&ledger, &run, outcome, |(_, _, t)| t.clone(), summary).await?;
     let text = format!("run {} (build, {})\n{body}", run.id, run.clock.logical_date());
@@ -467,7 +515,8 @@ pub(crate) async fn demo(
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Demo, clock).await.context("cannot start a run")?;
     let generate = json!({"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()});
-    let outcome = run_stages(&warehouse, &run, catalog, models, &landing, &BUILT_STAGES).await;
+    let outcome =
+        run_stages(&warehouse, &run, catalog, models, &landing, &BUILT_STAGES, facts::FactOptions::default()).await;
     let run_summary = |(_, docs, _): &StagesDone| {
         let mut stages = vec![generate.clone()];
         stages.extend(docs.iter().cloned());
@@ -481,7 +530,7 @@ pub(crate) async fn demo(
     text.push_str(&body);
     let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
     let _ =
-        writeln!(text, "stages run: generate, ingest, silver, dims (facts, score and aggregates are not built yet)");
+        writeln!(text, "stages run: generate, ingest, silver, dims, facts (score and aggregates are not built yet)");
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
     let mut stages = vec![generate];
     stages.extend(docs);
@@ -524,6 +573,7 @@ pub(crate) async fn snapshot(args: SnapshotArgs, printer: &mut Printer) -> anyho
             HardDeletes::NewRecord => merge::Deletes::NewRecord,
         },
         surrogate_key: args.surrogate_key,
+        history_from: None,
     };
     let clock = match args.date {
         Some(date) => RunClock::for_date(date),

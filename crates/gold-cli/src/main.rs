@@ -38,6 +38,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<merge::Error>().is_some_and(merge::Error::is_user_error)
             || e.downcast_ref::<quality::Error>().is_some_and(quality::Error::is_user_error)
             || e.downcast_ref::<dims::Error>().is_some_and(dims::Error::is_user_error)
+            || e.downcast_ref::<facts::Error>().is_some_and(facts::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -56,7 +57,7 @@ fn init_logging(cli: &Cli) {
         _ => "trace",
     };
     let default = format!(
-        "warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours}"
+        "warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours}"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();

@@ -186,7 +186,7 @@ fn demo_records_runs_that_runs_lists() {
 }
 
 #[test]
-fn build_runs_ingest_silver_and_dims_and_a_rerun_writes_nothing() {
+fn build_runs_ingest_silver_dims_and_facts_and_a_rerun_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     gold_ok(dir.path(), &["generate", "--out", "landing", "--members", "200", "--days", "2"]);
     let wh = ["--warehouse", "wh"];
@@ -205,7 +205,7 @@ fn build_runs_ingest_silver_and_dims_and_a_rerun_writes_nothing() {
     let (code, doc) = build(&[]);
     assert_eq!(code, Some(0), "{doc}");
     let stages: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["ingest", "silver", "dims"]);
+    assert_eq!(stages, ["ingest", "silver", "dims", "facts"]);
     let silver = &doc["stages"][1];
     let sum = |k: &str| silver[k].as_u64().unwrap();
     assert!(sum("bronze_rows") > 0);
@@ -223,6 +223,12 @@ fn build_runs_ingest_silver_and_dims_and_a_rerun_writes_nothing() {
         "dim_members",
         "dim_patients",
         "dim_providers",
+        "fact_claims",
+        "fact_claim_diagnoses",
+        "fact_claim_procedures",
+        "fact_medical_events",
+        "dim_date",
+        "dim_diagnosis",
     ] {
         assert!(tables.contains(&t), "{t} written: {tables:?}");
     }
@@ -231,7 +237,12 @@ fn build_runs_ingest_silver_and_dims_and_a_rerun_writes_nothing() {
     assert_eq!(code, Some(0), "{again}");
     assert_eq!(again["tables"].as_array().unwrap().len(), 0, "a rerun writes no table: {again}");
 
-    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,facts", "--warehouse", "wh"]);
+    let (code, full) = build(&["--only", "facts", "--full-refresh"]);
+    assert_eq!(code, Some(0), "{full}");
+    let rebuilt: Vec<&str> = full["tables"].as_array().unwrap().iter().filter_map(|t| t[0].as_str()).collect();
+    assert!(rebuilt.contains(&"fact_claims") && !rebuilt.contains(&"dim_members"), "{full}");
+
+    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,score", "--warehouse", "wh"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("stage facts is not built yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stage score is not built yet"), "{}", stderr(&o));
 }

@@ -1,0 +1,100 @@
+//! Writing a fact table: whole on a full refresh, else only the month
+//! partitions that hold a rebuilt fact, before or after.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
+use deltalake::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use storage::{Commit, TableName, Warehouse};
+
+use crate::{Error, Result};
+
+/// A fact table: its name, the fact's id column and the month partition.
+pub(crate) struct FactTable {
+    pub(crate) name: &'static str,
+    pub(crate) id: &'static str,
+    pub(crate) month: &'static str,
+}
+
+/// What writing one fact table did.
+pub(crate) struct Written {
+    pub(crate) version: Option<i64>,
+    pub(crate) months_rewritten: usize,
+}
+
+fn column_as<'a>(table: &str, b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
+    b.column_by_name(name).ok_or_else(|| Error::column(table, name, "is missing"))
+}
+
+/// `batch` with `schema`'s columns, by name, cast to its types.
+fn conform(table: &str, batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| cast(column_as(table, batch, f.name())?, f.data_type()).map_err(|e| Error::arrow(table, e)))
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| Error::arrow(table, e))
+}
+
+fn months_of(table: &str, b: &RecordBatch, month: &str, mask: Option<&BooleanArray>) -> Result<BTreeSet<i32>> {
+    let m = cast(column_as(table, b, month)?, &DataType::Int32).map_err(|e| Error::arrow(table, e))?;
+    let m = m.as_primitive::<Int32Type>();
+    Ok((0..m.len()).filter(|&i| mask.is_none_or(|k| k.value(i)) && m.is_valid(i)).map(|i| m.value(i)).collect())
+}
+
+fn ids_in(table: &str, b: &RecordBatch, id: &str, ids: &HashSet<String>) -> Result<BooleanArray> {
+    let col = cast(column_as(table, b, id)?, &DataType::Utf8).map_err(|e| Error::arrow(table, e))?;
+    let col = col.as_string::<i32>();
+    Ok((0..col.len()).map(|i| Some(col.is_valid(i) && ids.contains(col.value(i)))).collect())
+}
+
+/// Writes `rows`, the rebuilt facts of `rebuilt` ids. A full refresh
+/// replaces the table. Otherwise the months that held a rebuilt fact or
+/// will hold one are rewritten in one commit: their other facts are
+/// copied, the rebuilt ones replaced. Returns the version written, if any.
+pub(crate) async fn write_facts(
+    warehouse: &Warehouse,
+    commit: &Commit<'_>,
+    t: &FactTable,
+    rows: RecordBatch,
+    rebuilt: &HashSet<String>,
+    full: bool,
+) -> Result<Written> {
+    let name = TableName::new(t.name)?;
+    let schema = rows.schema();
+    let commit = commit.clone().partitioned_by(&[t.month]);
+    if full || warehouse.load(&name).await?.is_none() {
+        let months = months_of(t.name, &rows, t.month, None)?.len();
+        let version = warehouse.overwrite(&name, vec![rows], &commit).await?;
+        return Ok(Written { version: Some(version), months_rewritten: months });
+    }
+    if rebuilt.is_empty() {
+        return Ok(Written { version: None, months_rewritten: 0 });
+    }
+    let existing = warehouse.scan_columns(&name, &[t.id, t.month]).await?;
+    let mut months = months_of(t.name, &rows, t.month, None)?;
+    for b in &existing {
+        let hit = ids_in(t.name, b, t.id, rebuilt)?;
+        months.extend(months_of(t.name, b, t.month, Some(&hit))?);
+    }
+    if months.is_empty() {
+        return Ok(Written { version: None, months_rewritten: 0 });
+    }
+    let list = months.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+    let predicate = format!("{} IN ({list})", t.month);
+    let mut parts = Vec::new();
+    for b in warehouse.scan_where(&name, None, Some(&predicate)).await? {
+        let hit = ids_in(t.name, &b, t.id, rebuilt)?;
+        let keep: BooleanArray = hit.iter().map(|h| Some(!h.unwrap_or(false))).collect();
+        let kept = filter_record_batch(&b, &keep).map_err(|e| Error::arrow(t.name, e))?;
+        if kept.num_rows() > 0 {
+            parts.push(conform(t.name, &kept, &schema)?);
+        }
+    }
+    parts.push(rows);
+    let out = concat_batches(&schema, &parts).map_err(|e| Error::arrow(t.name, e))?;
+    let version = warehouse.replace_where(&name, vec![out], &predicate, &commit).await?;
+    Ok(Written { version: Some(version), months_rewritten: months.len() })
+}

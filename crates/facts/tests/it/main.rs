@@ -1,0 +1,321 @@
+//! The facts stage end to end: landing files through bronze, silver and the
+//! dimensions to the star schema, checked as an analyst or auditor would.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use chrono::NaiveDate;
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::DataType;
+use facts::{FactOptions, FactsReport};
+use ingest::{IngestOptions, SourceCatalog};
+use quality::SilverCatalog;
+use storage::{RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// One nightly build of `date`: ingest, silver, dims, facts.
+async fn build(warehouse: &Warehouse, id: i64, landing: &Path, date: &str, options: FactOptions) -> FactsReport {
+    let run = RunContext { id: RunId(id), kind: RunKind::Build, clock: RunClock::for_date(day(date)) };
+    let options_in = IngestOptions { landing, up_to: day(date) };
+    ingest::ingest(warehouse, &run, &SourceCatalog::default_catalog().unwrap(), &options_in).await.unwrap();
+    quality::build_silver(warehouse, &run, &SilverCatalog::default_catalog().unwrap()).await.unwrap();
+    let catalog = dims::DimCatalog::default_catalog().unwrap();
+    dims::build_dims(warehouse, &run, &catalog).await.unwrap();
+    facts::build_facts(warehouse, &run, &catalog, options).await.unwrap()
+}
+
+async fn rows(warehouse: &Warehouse, table: &str) -> Vec<RecordBatch> {
+    let name = TableName::new(table).unwrap();
+    if warehouse.load(&name).await.unwrap().is_none() {
+        return Vec::new();
+    }
+    warehouse.scan(&name, None).await.unwrap()
+}
+
+/// Column `name` of every batch as text ("" for NULL).
+fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = cast(b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")), &DataType::Utf8).unwrap();
+        let col = col.as_string::<i32>();
+        out.extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }));
+    }
+    out
+}
+
+/// Every row of a table as text, sorted: the table's content.
+fn content(batches: &[RecordBatch]) -> Vec<String> {
+    let Some(first) = batches.first() else { return Vec::new() };
+    let names: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let cols: Vec<Vec<String>> = names.iter().map(|n| strings(batches, n)).collect();
+    let mut out: Vec<String> =
+        (0..cols[0].len()).map(|i| cols.iter().map(|c| c[i].as_str()).collect::<Vec<_>>().join("|")).collect();
+    out.sort();
+    out
+}
+
+/// `(fact id, column)` of a fact table.
+fn by_id(batches: &[RecordBatch], id: &str, column: &str) -> BTreeMap<String, String> {
+    strings(batches, id).into_iter().zip(strings(batches, column)).collect()
+}
+
+fn report_of<'a>(report: &'a FactsReport, table: &str) -> &'a facts::TableReport {
+    report.tables.iter().find(|t| t.table == table).unwrap_or_else(|| panic!("no report for {table}: {report:?}"))
+}
+
+/// Every foreign key of the star resolves: the anti-joins are empty.
+async fn assert_keys_resolve(warehouse: &Warehouse) {
+    let set = |b: &[RecordBatch], c: &str| strings(b, c).into_iter().collect::<HashSet<_>>();
+    let claims = rows(warehouse, "fact_claims").await;
+    let events = rows(warehouse, "fact_medical_events").await;
+    let dates = set(&rows(warehouse, "dim_date").await, "date_key");
+    let diagnoses = set(&rows(warehouse, "dim_diagnosis").await, "diagnosis_key");
+    for (facts, column, dim, dim_key) in [
+        (&claims, "member_sk", "dim_members", "member_sk"),
+        (&claims, "patient_sk", "dim_patients", "patient_sk"),
+        (&claims, "provider_sk", "dim_providers", "provider_sk"),
+        (&events, "patient_sk", "dim_patients", "patient_sk"),
+        (&events, "provider_sk", "dim_providers", "provider_sk"),
+    ] {
+        let keys = set(&rows(warehouse, dim).await, dim_key);
+        let dangling: Vec<String> = strings(facts, column).into_iter().filter(|k| !keys.contains(k)).collect();
+        assert!(dangling.is_empty(), "{column} -> {dim}: {} dangling, e.g. {:?}", dangling.len(), dangling.first());
+    }
+    for (facts, column) in [(&claims, "service_date_key"), (&claims, "claim_date_key"), (&events, "event_date_key")] {
+        let dangling = strings(facts, column).into_iter().filter(|k| !dates.contains(k)).count();
+        assert_eq!(dangling, 0, "{column} -> dim_date");
+    }
+    let bridge = rows(warehouse, "fact_claim_diagnoses").await;
+    for (facts, column) in [(&claims, "primary_diagnosis_key"), (&bridge, "diagnosis_key")] {
+        let dangling = strings(facts, column).into_iter().filter(|k| !diagnoses.contains(k)).count();
+        assert_eq!(dangling, 0, "{column} -> dim_diagnosis");
+    }
+    let claim_ids = set(&claims, "claim_id");
+    for bridge in ["fact_claim_diagnoses", "fact_claim_procedures"] {
+        let orphans =
+            strings(&rows(warehouse, bridge).await, "claim_id").into_iter().filter(|c| !claim_ids.contains(c)).count();
+        assert_eq!(orphans, 0, "{bridge} -> fact_claims");
+    }
+}
+
+/// One fact per silver row, and no two with the same id.
+async fn assert_grain(warehouse: &Warehouse) {
+    for (silver, fact, id) in
+        [("silver_claims", "fact_claims", "claim_id"), ("silver_medical_events", "fact_medical_events", "event_id")]
+    {
+        let s: HashSet<String> = strings(&rows(warehouse, silver).await, id).into_iter().collect();
+        let f = strings(&rows(warehouse, fact).await, id);
+        let unique: HashSet<String> = f.iter().cloned().collect();
+        assert_eq!(unique.len(), f.len(), "{fact}: one row per {id}");
+        assert_eq!(unique, s, "{fact}: exactly the ids of {silver}");
+    }
+}
+
+fn write(landing: &Path, rel: &str, text: &str) {
+    let path = landing.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+const MEMBERS: &str = "MemberID,Name,DOB,Gender,Region,PlanType,EffectiveDate,Email,IsActive,LastUpdated\n";
+const CLAIMS: &str = "ClaimID,MemberID,ProviderID,ClaimDate,ServiceDate,Amount,Status,ICD10Codes,CPTCodes,ClaimType,SubmissionChannel,Notes,IngestTimestamp\n";
+const PROVIDER: &str = r#"{"ProviderID":"1234567893","Name":"Dr Ada","Specialties":["Cardiology"],"Locations":[{"Address":"1 Main St","City":"Boston","State":"MA"}],"IsActive":true,"TIN":"123456789","LastVerified":"2024-06-01"}"#;
+
+fn member(id: &str, name: &str, plan: &str, updated: &str) -> String {
+    format!("{id},{name},1980-02-03,F,Northeast,{plan},2020-01-01,{}@example.com,1.0,{updated}\n", name.to_lowercase())
+}
+
+fn claim(id: &str, member: &str, service: &str) -> String {
+    format!(
+        "{id},{member},1234567893,{service},{service},120.50,Paid,E11.9;I10,99213,Professional,EDI,,{service}T09:00:00Z\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_plan_change_rekeys_the_day_2_claim_and_not_the_day_0_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
+    // Day 0 is 2025-01-01. On day 2 the extract shows M1 on HMO since
+    // December; M2's claim is there to stay untouched.
+    write(&landing, "2025-01-03/providers.json", &format!("{PROVIDER}\n"));
+    write(
+        &landing,
+        "2025-01-03/members.csv",
+        &format!(
+            "{MEMBERS}{}{}",
+            member("M1", "Ann", "HMO", "2024-12-01 08:00:00"),
+            member("M2", "Bo", "PPO", "2024-12-01 08:00:00")
+        ),
+    );
+    write(
+        &landing,
+        "2025-01-03/claims_batch.csv",
+        &format!(
+            "{CLAIMS}{}{}{}",
+            claim("C0", "M1", "2025-01-01"),
+            claim("C2", "M1", "2025-01-03"),
+            claim("C9", "M2", "2025-01-03")
+        ),
+    );
+    let first = build(&warehouse, 1, &landing, "2025-01-03", FactOptions::default()).await;
+    assert_eq!(report_of(&first, "fact_claims").rebuilt, 3);
+    let before = rows(&warehouse, "fact_claims").await;
+    let sk_before = by_id(&before, "claim_id", "member_sk");
+    assert_eq!(sk_before["C0"], sk_before["C2"], "one version of M1 so far");
+
+    // Day 3: the extract says M1 moved to EPO on day 1, a late change.
+    write(
+        &landing,
+        "2025-01-04/members.csv",
+        &format!(
+            "{MEMBERS}{}{}",
+            member("M1", "Ann", "EPO", "2025-01-02 09:00:00"),
+            member("M2", "Bo", "PPO", "2024-12-01 08:00:00")
+        ),
+    );
+    let late = build(&warehouse, 2, &landing, "2025-01-04", FactOptions::default()).await;
+    let claims = report_of(&late, "fact_claims");
+    assert!(!claims.full_refresh && claims.version.is_some(), "{claims:?}");
+    assert_eq!(claims.rebuilt, 2, "only M1's claims lie in the changed intervals: {claims:?}");
+    assert_eq!(claims.restated, 2);
+
+    let after = rows(&warehouse, "fact_claims").await;
+    let sk_after = by_id(&after, "claim_id", "member_sk");
+    let dim = rows(&warehouse, "dim_members").await;
+    let plan_of: BTreeMap<String, String> = by_id(&dim, "member_sk", "plan_type");
+    assert_eq!(sk_after["C0"], sk_before["C0"], "the day-0 claim keeps its version");
+    assert_eq!(plan_of[&sk_after["C0"]], "HMO");
+    assert_ne!(sk_after["C2"], sk_before["C2"], "the day-2 claim is re-keyed");
+    assert_eq!(plan_of[&sk_after["C2"]], "EPO", "to the version valid on day 2");
+    assert_eq!(sk_after["C9"], sk_before["C9"]);
+    assert_keys_resolve(&warehouse).await;
+    assert_grain(&warehouse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_infers_its_member_and_the_late_member_completes_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
+    write(&landing, "2025-01-02/providers.json", &format!("{PROVIDER}\n"));
+    write(
+        &landing,
+        "2025-01-02/members.csv",
+        &format!("{MEMBERS}{}", member("M1", "Ann", "HMO", "2024-12-01 08:00:00")),
+    );
+    write(
+        &landing,
+        "2025-01-02/claims_batch.csv",
+        &format!(
+            "{CLAIMS}{}{}{}",
+            claim("C1", "M1", "2025-01-01"),
+            claim("C5", "M5", "2025-01-01"),
+            claim("C7", "M7", "2025-01-01")
+        ),
+    );
+    let first = build(&warehouse, 1, &landing, "2025-01-02", FactOptions::default()).await;
+    assert_eq!(first.inferred["dim_members"], 2, "M5 and M7: {first:?}");
+    let fact = rows(&warehouse, "fact_claims").await;
+    let sk = by_id(&fact, "claim_id", "member_sk")["C5"].clone();
+    assert!(!by_id(&fact, "claim_id", "is_clean_claim")["C5"].contains("true"), "an inferred member is not clean");
+    let dim = rows(&warehouse, "dim_members").await;
+    let inferred = by_id(&dim, "member_sk", "is_inferred");
+    assert_eq!(inferred[&sk], "true", "C5 points at an inferred M5");
+    assert_eq!(by_id(&dim, "member_sk", "name")[&sk], "", "whose attributes are unknown");
+    assert_eq!(inferred.get("-1").map(String::as_str), Some("true"), "and the unknown row exists");
+    assert_keys_resolve(&warehouse).await;
+
+    // M5 arrives the next day.
+    write(
+        &landing,
+        "2025-01-03/members.csv",
+        &format!(
+            "{MEMBERS}{}{}",
+            member("M1", "Ann", "HMO", "2024-12-01 08:00:00"),
+            member("M5", "Eve", "PPO", "2024-12-20 08:00:00")
+        ),
+    );
+    build(&warehouse, 2, &landing, "2025-01-03", FactOptions::default()).await;
+    let dim = rows(&warehouse, "dim_members").await;
+    let m5: Vec<usize> =
+        strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M5").map(|(i, _)| i).collect();
+    assert_eq!(m5.len(), 1, "M5's real row replaced the inferred one in place");
+    let (sks, names, flags) = (strings(&dim, "member_sk"), strings(&dim, "name"), strings(&dim, "is_inferred"));
+    assert_eq!((sks[m5[0]].as_str(), names[m5[0]].as_str(), flags[m5[0]].as_str()), (sk.as_str(), "Eve", "false"));
+    let m7: Vec<usize> = strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M7").map(|(i, _)| i).collect();
+    let (current, deleted) = (strings(&dim, "is_current"), strings(&dim, "is_deleted"));
+    assert_eq!(m7.len(), 1);
+    assert_eq!(
+        (flags[m7[0]].as_str(), current[m7[0]].as_str(), deleted[m7[0]].as_str()),
+        ("true", "true", "false"),
+        "M7, still missing from the extract, stays inferred and current: absence from a snapshot is no delete"
+    );
+    let fact = rows(&warehouse, "fact_claims").await;
+    assert_eq!(by_id(&fact, "claim_id", "member_sk")["C5"], sk, "the fact keeps its key");
+    assert_keys_resolve(&warehouse).await;
+    assert_grain(&warehouse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_builds_over_five_days_equal_a_full_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let config = synth::Config { members: 300, days: 5, seed: 11, ..synth::Config::new(&landing) };
+    synth::generate(&config, &mut |_, _| {}).await.unwrap();
+    let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
+    let tables = [
+        "fact_claims",
+        "fact_claim_diagnoses",
+        "fact_claim_procedures",
+        "fact_medical_events",
+        "dim_date",
+        "dim_diagnosis",
+    ];
+    let mut incremental_days = 0;
+    for (i, offset) in (0..5).enumerate() {
+        let date = (config.start_date + chrono::Duration::days(offset)).format("%Y-%m-%d").to_string();
+        let report = build(&warehouse, i as i64 + 1, &landing, &date, FactOptions::default()).await;
+        let claims = report_of(&report, "fact_claims");
+        let total = rows(&warehouse, "fact_claims").await.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+        if i > 0 && !claims.full_refresh {
+            incremental_days += 1;
+            assert!(claims.rebuilt < total, "{date}: only changed claims are rebuilt ({} of {total})", claims.rebuilt);
+        }
+        assert_grain(&warehouse).await;
+        assert_keys_resolve(&warehouse).await;
+    }
+    assert_eq!(incremental_days, 4, "days 2 to 5 ran incrementally");
+    let unknown: u64 = rows(&warehouse, "fact_claims")
+        .await
+        .iter()
+        .map(|b| strings(std::slice::from_ref(b), "member_sk").iter().filter(|k| *k == "-1").count() as u64)
+        .sum();
+    let claims_total = rows(&warehouse, "fact_claims").await.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+    assert!(
+        unknown * 100 < claims_total,
+        "few claims fall outside their member's versions: {unknown} of {claims_total}"
+    );
+
+    let mut incremental = BTreeMap::new();
+    for t in tables {
+        incremental.insert(t, content(&rows(&warehouse, t).await));
+    }
+    // A rerun of the last day writes nothing.
+    let last = (config.start_date + chrono::Duration::days(4)).format("%Y-%m-%d").to_string();
+    let again = build(&warehouse, 9, &landing, &last, FactOptions::default()).await;
+    assert!(again.tables.iter().all(|t| t.version.is_none()), "{again:?}");
+
+    let full = build(&warehouse, 10, &landing, &last, FactOptions { full_refresh: true }).await;
+    assert!(report_of(&full, "fact_claims").full_refresh);
+    for t in tables {
+        let after = content(&rows(&warehouse, t).await);
+        assert!(!after.is_empty(), "{t} has rows");
+        assert_eq!(incremental[t].len(), after.len(), "{t}: same row count");
+        assert!(incremental[t] == after, "{t}: the full refresh gives the incremental build's content");
+    }
+}
