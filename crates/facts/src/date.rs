@@ -13,10 +13,15 @@ pub fn date_key(date: NaiveDate) -> i32 {
     date.year() * 10_000 + date.month() as i32 * 100 + date.day() as i32
 }
 
+/// The years `dim_date` may cover; a date outside them is as good as none.
+pub(crate) const YEARS: std::ops::RangeInclusive<i32> = 1900..=2100;
+
 /// The date key of a `Date32` value (days since 1970-01-01), or the
-/// unknown key for NULL.
+/// unknown key for NULL or a date outside [`YEARS`].
 pub(crate) fn date_key_of_days(days: Option<i32>) -> i32 {
-    days.and_then(Date32Type::to_naive_date_opt).map_or(UNKNOWN_DATE_KEY, date_key)
+    days.and_then(Date32Type::to_naive_date_opt)
+        .filter(|d| YEARS.contains(&d.year()))
+        .map_or(UNKNOWN_DATE_KEY, date_key)
 }
 
 /// The `n`-th (1-based) `weekday` of a month.
@@ -184,5 +189,7 @@ mod tests {
         assert_eq!(keys.value(1), 20240101);
         assert_eq!(date_key(d("2024-12-31")), 20241231);
         assert_eq!(date_key_of_days(None), UNKNOWN_DATE_KEY);
+        let year_1850 = Date32Type::from_naive_date(d("1850-06-01"));
+        assert_eq!(date_key_of_days(Some(year_1850)), UNKNOWN_DATE_KEY, "outside dim_date's years");
     }
 }

@@ -426,7 +426,7 @@ pub async fn build_facts(
     for d in [&mut members, &mut patients, &mut providers] {
         d.load(warehouse).await?;
     }
-    let mut years = BTreeSet::from([run.clock.logical_date().format("%Y").to_string().parse::<i32>().unwrap_or(2000)]);
+    let mut years = BTreeSet::from([chrono::Datelike::year(&run.clock.logical_date())]);
     claims(warehouse, run, &mut [&mut members, &mut patients, &mut providers], options, &mut report, &mut years)
         .await?;
     events(warehouse, run, &mut patients, &providers, options, &mut report, &mut years).await?;
@@ -470,7 +470,7 @@ async fn claims(
     }
     let claim_days = days_col(S, &all, "claim_date")?;
     let service_days = days_col(S, &all, "service_date")?;
-    years.extend(claim_days.iter().chain(&service_days).flatten().map(|&d| year_of(d)));
+    years.extend(claim_days.iter().chain(&service_days).flatten().filter_map(year_of));
     let pit_days: Vec<Option<i32>> = service_days.iter().zip(&claim_days).map(|(s, c)| s.or(*c)).collect();
     let dates: Vec<Option<i64>> = pit_days.iter().map(|d| day_start(*d)).collect();
     let member_keys = string_col(S, &all, "member_id")?;
@@ -656,35 +656,59 @@ async fn claims(
             full_refresh: plan.full,
         });
     }
-    let mut commit = commit.with_txn(&format!("gold.facts:{S}"), plan.watermark);
-    for d in [&**members, &**patients, &**providers] {
-        if let Some(v) = d.version() {
-            commit = commit.with_txn(&format!("gold.facts:{}", d.model.table), v);
-        }
-    }
-    let w = write_facts(
+    let table = FactTable { name: t, id: "claim_id", month: "service_month" };
+    let written = write_with_watermarks(
         warehouse,
-        &commit,
-        &FactTable { name: t, id: "claim_id", month: "service_month" },
+        commit,
+        S,
+        &plan,
+        &[&**members, &**patients, &**providers],
+        &table,
         fact,
         &rebuilt,
-        plan.full,
     )
     .await?;
-    report.tables.push(TableReport {
-        table: t.to_string(),
-        version: w.version,
-        rebuilt: n as u64,
-        restated: plan.restated,
-        months_rewritten: w.months_rewritten,
-        full_refresh: plan.full,
-    });
+    report.tables.push(written);
     report.tables.extend(bridge_reports);
     Ok(())
 }
 
-fn year_of(days: i32) -> i32 {
-    date::date_key_of_days(Some(days)) / 10_000
+/// Writes a fact table's rebuilt rows with, in the same commit, the
+/// watermark of its silver source and the dimension versions it resolved
+/// against (`txn gold.facts:<input>`).
+#[allow(clippy::too_many_arguments)]
+async fn write_with_watermarks(
+    warehouse: &Warehouse,
+    commit: Commit<'_>,
+    source: &str,
+    plan: &Plan,
+    dims: &[&Dim],
+    table: &FactTable,
+    fact: RecordBatch,
+    rebuilt: &HashSet<String>,
+) -> Result<TableReport> {
+    let mut commit = commit.with_txn(&format!("gold.facts:{source}"), plan.watermark);
+    for d in dims {
+        if let Some(v) = d.version() {
+            commit = commit.with_txn(&format!("gold.facts:{}", d.model.table), v);
+        }
+    }
+    let rows = fact.num_rows() as u64;
+    let w = write_facts(warehouse, &commit, table, fact, rebuilt, plan.full).await?;
+    Ok(TableReport {
+        table: table.name.to_string(),
+        version: w.version,
+        rebuilt: rows,
+        restated: plan.restated,
+        months_rewritten: w.months_rewritten,
+        full_refresh: plan.full,
+    })
+}
+
+/// The year of a date inside `dim_date`'s range, else `None`.
+fn year_of(days: &i32) -> Option<i32> {
+    let key = date::date_key_of_days(Some(*days));
+    (key != UNKNOWN_DATE_KEY).then_some(key / 10_000)
 }
 
 /// The bridge rows of the rebuilt claims: claim id, the diagnosis key (or
@@ -757,7 +781,7 @@ async fn events(
         return Ok(());
     }
     let days = days_col(S, &all, "event_date")?;
-    years.extend(days.iter().flatten().map(|&d| year_of(d)));
+    years.extend(days.iter().flatten().filter_map(year_of));
     let dates: Vec<Option<i64>> = days.iter().map(|d| day_start(*d)).collect();
     let patient_keys = string_col(S, &all, "patient_id")?;
     let provider_keys = string_col(S, &all, "provider_id")?;
@@ -819,29 +843,11 @@ async fn events(
     )
     .map_err(|e| Error::arrow(t, e))?;
     let rebuilt: HashSet<String> = (0..n).filter(|&i| ids.is_valid(i)).map(|i| ids.value(i).to_string()).collect();
-    let mut commit = Commit::new(run, "facts").with_txn(&format!("gold.facts:{S}"), plan.watermark);
-    for d in [&*patients, providers] {
-        if let Some(v) = d.version() {
-            commit = commit.with_txn(&format!("gold.facts:{}", d.model.table), v);
-        }
-    }
-    let w = write_facts(
-        warehouse,
-        &commit,
-        &FactTable { name: t, id: "event_id", month: "event_month" },
-        fact,
-        &rebuilt,
-        plan.full,
-    )
-    .await?;
-    report.tables.push(TableReport {
-        table: t.to_string(),
-        version: w.version,
-        rebuilt: n as u64,
-        restated: plan.restated,
-        months_rewritten: w.months_rewritten,
-        full_refresh: plan.full,
-    });
+    let table = FactTable { name: t, id: "event_id", month: "event_month" };
+    let commit = Commit::new(run, "facts");
+    let written =
+        write_with_watermarks(warehouse, commit, S, &plan, &[&*patients, providers], &table, fact, &rebuilt).await?;
+    report.tables.push(written);
     Ok(())
 }
 

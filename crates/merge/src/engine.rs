@@ -1215,6 +1215,16 @@ impl Plan {
                 inferred: v.inferred,
                 content: v.content,
             });
+            // A version updated in place over the same interval (type-1
+            // columns, new columns) re-keys no fact; completing an inferred
+            // version does change what facts point at.
+            let same = v.origin.is_some_and(|o| {
+                let o = o as usize;
+                ex.from[o] == v.from && ex.to[o] == v.to && ex.inferred[o] == v.inferred
+            });
+            if same {
+                continue;
+            }
             self.changed.push(ChangedInterval {
                 key_hash: key,
                 surrogate_key: sk,

@@ -189,9 +189,11 @@ pub struct Metrics {
     pub inferred: u64,
 }
 
-/// One version that a merge created or whose interval it changed. Facts
-/// whose date falls in `[valid_from, valid_to)` of `key_hash` re-key to
-/// `surrogate_key`.
+/// One version that a merge created, whose interval it changed, or whose
+/// inferred values it replaced with a real row. Facts whose date falls in
+/// `[valid_from, valid_to)` of `key_hash` re-key to `surrogate_key`. A
+/// version updated in place over the same interval is not listed: no fact
+/// changes key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChangedInterval {
     /// The key hash as stored in `key_hash` (16 bytes, little-endian).

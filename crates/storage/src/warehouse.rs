@@ -245,10 +245,7 @@ impl Warehouse {
             write = write.with_schema_mode(SchemaMode::Merge);
         }
         let written = write.await.map_err(delta_err(name))?;
-        written
-            .version()
-            .and_then(|v| i64::try_from(v).ok())
-            .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+        committed_version(name, &written)
     }
 
     /// Replaces the table's rows with `batches` in one commit (a new Delta
@@ -265,10 +262,7 @@ impl Warehouse {
             .with_commit_properties(commit.properties())
             .await
             .map_err(delta_err(name))?;
-        written
-            .version()
-            .and_then(|v| i64::try_from(v).ok())
-            .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+        committed_version(name, &written)
     }
 
     /// Replaces the rows matching `predicate` (SQL over the table's
@@ -293,10 +287,7 @@ impl Warehouse {
             .with_commit_properties(commit.properties())
             .await
             .map_err(delta_err(name))?;
-        written
-            .version()
-            .and_then(|v| i64::try_from(v).ok())
-            .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
+        committed_version(name, &written)
     }
 
     /// The last version recorded for application transaction `app_id`, or
@@ -378,6 +369,14 @@ impl Warehouse {
             .collect::<std::result::Result<_, _>>()
             .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
     }
+}
+
+/// The version a write just committed.
+fn committed_version(name: &TableName, table: &DeltaTable) -> Result<i64> {
+    table
+        .version()
+        .and_then(|v| i64::try_from(v).ok())
+        .ok_or_else(|| Error::Unsupported { table: name.to_string(), reason: "no version after a commit".into() })
 }
 
 /// `t` with strings and binaries as plain `Utf8`/`Binary` (an all-NULL

@@ -247,7 +247,8 @@ async fn a_claim_infers_its_member_and_the_late_member_completes_it_in_place() {
     assert_eq!(m5.len(), 1, "M5's real row replaced the inferred one in place");
     let (sks, names, flags) = (strings(&dim, "member_sk"), strings(&dim, "name"), strings(&dim, "is_inferred"));
     assert_eq!((sks[m5[0]].as_str(), names[m5[0]].as_str(), flags[m5[0]].as_str()), (sk.as_str(), "Eve", "false"));
-    let m7: Vec<usize> = strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M7").map(|(i, _)| i).collect();
+    let m7: Vec<usize> =
+        strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M7").map(|(i, _)| i).collect();
     let (current, deleted) = (strings(&dim, "is_current"), strings(&dim, "is_deleted"));
     assert_eq!(m7.len(), 1);
     assert_eq!(
