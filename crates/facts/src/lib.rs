@@ -398,6 +398,24 @@ async fn plan(
     Ok(Plan { full, rebuild, restated, watermark })
 }
 
+/// The elements of `values` whose `rebuild` flag is set.
+fn select<T: Copy>(values: &[T], rebuild: &[bool]) -> Vec<T> {
+    values.iter().zip(rebuild).filter(|(_, r)| **r).map(|(v, _)| *v).collect()
+}
+
+/// Marks for rebuilding the facts not marked yet whose key is in
+/// `inferred`; returns how many.
+fn extend_rebuild(rebuild: &mut [bool], keys: &StringArray, inferred: &BTreeSet<String>) -> u64 {
+    let mut added = 0;
+    for (i, r) in rebuild.iter_mut().enumerate() {
+        if !*r && keys.is_valid(i) && inferred.contains(keys.value(i)) {
+            *r = true;
+            added += 1;
+        }
+    }
+    added
+}
+
 /// The keys of rebuilt facts that `dim` has never held.
 fn absent_keys(resolved: &[Resolved], keys: &StringArray, only: impl Fn(usize) -> bool) -> BTreeSet<String> {
     (0..keys.len()).filter(|&i| resolved[i] == Resolved::Absent && only(i)).map(|i| keys.value(i).to_string()).collect()
@@ -486,33 +504,50 @@ async fn claims(
         options.full_refresh,
     )
     .await?;
-    let mask = BooleanArray::from(plan.rebuild.clone());
-    let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
-    let keep =
-        |v: &[Option<i64>]| v.iter().zip(&plan.rebuild).filter(|(_, k)| **k).map(|(d, _)| *d).collect::<Vec<_>>();
-    let dates = keep(&dates);
-    let pit_days: Vec<Option<i32>> = pit_days.iter().zip(&plan.rebuild).filter(|(_, k)| **k).map(|(d, _)| *d).collect();
+    let all_members = member_keys;
+    let all_providers = provider_keys;
+    let mut plan = plan;
+    // Inferred members, patients (EHR claims) and providers, then the keys.
+    // Facts not rebuilt whose key was just inferred pointed at the unknown
+    // row (patients of enrollment claims, say): they are rebuilt too, in a
+    // second round, as a full refresh would resolve them.
+    let (rows, pit_days, m, p, v) = loop {
+        let mask = BooleanArray::from(plan.rebuild.clone());
+        let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
+        let dates_r = select(&dates, &plan.rebuild);
+        let pit_r = select(&pit_days, &plan.rebuild);
+        let member_keys = string_col(S, &rows, "member_id")?;
+        let provider_keys = string_col(S, &rows, "provider_id")?;
+        let source_system = string_col(S, &rows, "source_system")?;
+        let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
+        let mut m = members.resolve(&member_keys, &dates_r);
+        let mut p = patients.resolve(&member_keys, &dates_r);
+        let mut v = providers.resolve(&provider_keys, &dates_r);
+        let mut extended = 0;
+        for (dim, resolved, keys, all_keys, only_ehr) in [
+            (&mut **members, &mut m, &member_keys, &all_members, false),
+            (&mut **patients, &mut p, &member_keys, &all_members, true),
+            (&mut **providers, &mut v, &provider_keys, &all_providers, false),
+        ] {
+            let absent = absent_keys(resolved, keys, |i| !only_ehr || is_ehr(i));
+            let inferred = dim.infer(warehouse, run, absent.clone()).await?;
+            *report.inferred.entry(dim.model.table.clone()).or_default() += inferred;
+            if inferred > 0 {
+                *resolved = dim.resolve(keys, &dates_r);
+                extended += extend_rebuild(&mut plan.rebuild, all_keys, &absent);
+            }
+        }
+        plan.restated += extended;
+        if extended == 0 {
+            break (rows, pit_r, m, p, v);
+        }
+    };
     drop(all);
     let n = rows.num_rows();
     let member_keys = string_col(S, &rows, "member_id")?;
     let provider_keys = string_col(S, &rows, "provider_id")?;
     let source_system = string_col(S, &rows, "source_system")?;
     let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
-
-    // Inferred members, patients (EHR claims) and providers, then the keys.
-    let mut m = members.resolve(&member_keys, &dates);
-    let mut p = patients.resolve(&member_keys, &dates);
-    let mut v = providers.resolve(&provider_keys, &dates);
-    for (dim, resolved, keys, only_ehr) in [
-        (&mut **members, &mut m, &member_keys, false),
-        (&mut **patients, &mut p, &member_keys, true),
-        (&mut **providers, &mut v, &provider_keys, false),
-    ] {
-        let absent = absent_keys(resolved, keys, |i| !only_ehr || is_ehr(i));
-        let inferred = dim.infer(warehouse, run, absent).await?;
-        *report.inferred.entry(dim.model.table.clone()).or_default() += inferred;
-        *resolved = dim.resolve(keys, &dates);
-    }
     count_unknown(report, "fact_claims.member_sk", &m);
     count_unknown(report, "fact_claims.patient_sk", &p);
     count_unknown(report, "fact_claims.provider_sk", &v);
@@ -795,20 +830,33 @@ async fn events(
         options.full_refresh,
     )
     .await?;
-    let mask = BooleanArray::from(plan.rebuild.clone());
-    let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
+    let all_patients = patient_keys;
+    let mut plan = plan;
+    // As for claims: events not rebuilt whose patient was just inferred
+    // are rebuilt in a second round.
+    let (rows, dates, p) = loop {
+        let mask = BooleanArray::from(plan.rebuild.clone());
+        let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
+        let dates_r = select(&dates, &plan.rebuild);
+        let patient_keys = string_col(S, &rows, "patient_id")?;
+        let mut p = patients.resolve(&patient_keys, &dates_r);
+        let absent = absent_keys(&p, &patient_keys, |_| true);
+        let inferred = patients.infer(warehouse, run, absent.clone()).await?;
+        *report.inferred.entry(patients.model.table.clone()).or_default() += inferred;
+        let mut extended = 0;
+        if inferred > 0 {
+            p = patients.resolve(&patient_keys, &dates_r);
+            extended = extend_rebuild(&mut plan.rebuild, &all_patients, &absent);
+        }
+        plan.restated += extended;
+        if extended == 0 {
+            break (rows, dates_r, p);
+        }
+    };
     drop(all);
     let days = days_col(S, &rows, "event_date")?;
-    let dates: Vec<Option<i64>> = days.iter().map(|d| day_start(*d)).collect();
     let patient_keys = string_col(S, &rows, "patient_id")?;
     let provider_keys = string_col(S, &rows, "provider_id")?;
-    let mut p = patients.resolve(&patient_keys, &dates);
-    let absent = absent_keys(&p, &patient_keys, |_| true);
-    let inferred = patients.infer(warehouse, run, absent).await?;
-    *report.inferred.entry(patients.model.table.clone()).or_default() += inferred;
-    if inferred > 0 {
-        p = patients.resolve(&patient_keys, &dates);
-    }
     // Events name their provider as free text; only a known NPI resolves.
     let v = providers.resolve(&provider_keys, &dates);
     count_unknown(report, "fact_medical_events.patient_sk", &p);

@@ -240,7 +240,18 @@ async fn a_claim_infers_its_member_and_the_late_member_completes_it_in_place() {
             member("M5", "Eve", "PPO", "2024-12-20 08:00:00")
         ),
     );
+    // And an EHR claim of M5's, whose patient the EHR feed has not sent.
+    write(
+        &landing,
+        "2025-01-03/claims.csv",
+        "claim_id,patient_id,claim_amount,claim_date,diagnosis_code,procedure_code,claim_status\nE1,M5,50.00,2025-01-02,E11.9,99213,paid\n",
+    );
+    let patient_before = by_id(&rows(&warehouse, "fact_claims").await, "claim_id", "patient_sk")["C5"].clone();
+    assert_eq!(patient_before, "-1", "an enrollment claim infers no patient");
     build(&warehouse, 2, &landing, "2025-01-03", FactOptions::default()).await;
+    let patient_sk = by_id(&rows(&warehouse, "fact_claims").await, "claim_id", "patient_sk");
+    assert_ne!(patient_sk["E1"], "-1", "the EHR claim infers patient M5");
+    assert_eq!(patient_sk["C5"], patient_sk["E1"], "and C5, built the day before, is restated to it");
     let dim = rows(&warehouse, "dim_members").await;
     let m5: Vec<usize> =
         strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M5").map(|(i, _)| i).collect();
