@@ -56,8 +56,10 @@ fn init_logging(cli: &Cli) {
         (_, 1) => "debug",
         _ => "trace",
     };
+    // delta-rs warns once per file that it keeps no statistics for binary
+    // columns (key hashes); that is by design, not news for the user.
     let default = format!(
-        "warn,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours}"
+        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours}"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
