@@ -260,10 +260,8 @@ async fn dim_changes(warehouse: &Warehouse, dim: &Dim, after: i64) -> Result<Opt
         let from = micros_col(t, &b, "valid_from")?;
         let to = micros_col(t, &b, "valid_to")?;
         for i in 0..b.num_rows() {
-            let mut h = [0u8; 16];
-            let v = hashes.value(i);
-            h[..v.len().min(16)].copy_from_slice(&v[..v.len().min(16)]);
-            out.push((u128::from_le_bytes(h), from[i].unwrap_or(i64::MIN), to[i].unwrap_or(merge::OPEN_END)));
+            let h = merge::hash::from_stored(hashes.value(i));
+            out.push((h, from[i].unwrap_or(i64::MIN), to[i].unwrap_or(merge::OPEN_END)));
         }
     }
     Ok(Some(out))
@@ -324,7 +322,7 @@ async fn silver(warehouse: &Warehouse, table: &str, columns: &[&str]) -> Result<
     if has_deleted {
         wanted.push("_is_deleted");
     }
-    let batches = warehouse.scan_columns(&name, &wanted).await?;
+    let batches = warehouse.scan_columns(&name, None, &wanted).await?;
     let schema = match batches.first() {
         Some(b) => b.schema(),
         None => return Ok(Some(RecordBatch::new_empty(Arc::new(Schema::empty())))),
@@ -401,6 +399,11 @@ async fn plan(
 /// The elements of `values` whose `rebuild` flag is set.
 fn select<T: Copy>(values: &[T], rebuild: &[bool]) -> Vec<T> {
     values.iter().zip(rebuild).filter(|(_, r)| **r).map(|(v, _)| *v).collect()
+}
+
+/// The strings of `values` whose `rebuild` flag is set.
+fn select_strings(values: &StringArray, rebuild: &[bool]) -> StringArray {
+    values.iter().zip(rebuild).filter(|(_, r)| **r).map(|(v, _)| v).collect()
 }
 
 /// Marks for rebuilding the facts not marked yet whose key is in
@@ -511,13 +514,12 @@ async fn claims(
     // Facts not rebuilt whose key was just inferred pointed at the unknown
     // row (patients of enrollment claims, say): they are rebuilt too, in a
     // second round, as a full refresh would resolve them.
-    let (rows, pit_days, m, p, v) = loop {
+    let (rows, keys, m, p, v) = loop {
         let mask = BooleanArray::from(plan.rebuild.clone());
         let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
         let dates_r = select(&dates, &plan.rebuild);
-        let pit_r = select(&pit_days, &plan.rebuild);
-        let member_keys = string_col(S, &rows, "member_id")?;
-        let provider_keys = string_col(S, &rows, "provider_id")?;
+        let member_keys = select_strings(&all_members, &plan.rebuild);
+        let provider_keys = select_strings(&all_providers, &plan.rebuild);
         let source_system = string_col(S, &rows, "source_system")?;
         let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
         let mut m = members.resolve(&member_keys, &dates_r);
@@ -539,14 +541,15 @@ async fn claims(
         }
         plan.restated += extended;
         if extended == 0 {
-            break (rows, pit_r, m, p, v);
+            break (rows, (member_keys, provider_keys, source_system), m, p, v);
         }
     };
     drop(all);
+    let (member_keys, provider_keys, source_system) = keys;
+    let pit_days = select(&pit_days, &plan.rebuild);
+    let claim_days = select(&claim_days, &plan.rebuild);
+    let service_days = select(&service_days, &plan.rebuild);
     let n = rows.num_rows();
-    let member_keys = string_col(S, &rows, "member_id")?;
-    let provider_keys = string_col(S, &rows, "provider_id")?;
-    let source_system = string_col(S, &rows, "source_system")?;
     let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
     count_unknown(report, "fact_claims.member_sk", &m);
     count_unknown(report, "fact_claims.patient_sk", &p);
@@ -555,8 +558,6 @@ async fn claims(
     // The fact rows.
     let t = FACT_CLAIMS;
     let claim_ids = string_col(S, &rows, "claim_id")?;
-    let claim_days = days_col(S, &rows, "claim_date")?;
-    let service_days = days_col(S, &rows, "service_date")?;
     let status = string_col(S, &rows, "status")?;
     let amount = cast_to(S, &rows, "amount", &DataType::Decimal128(18, 2))?;
     let amount = amount.as_primitive::<Decimal128Type>();
@@ -834,11 +835,11 @@ async fn events(
     let mut plan = plan;
     // As for claims: events not rebuilt whose patient was just inferred
     // are rebuilt in a second round.
-    let (rows, dates, p) = loop {
+    let (rows, patient_keys, p) = loop {
         let mask = BooleanArray::from(plan.rebuild.clone());
         let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
         let dates_r = select(&dates, &plan.rebuild);
-        let patient_keys = string_col(S, &rows, "patient_id")?;
+        let patient_keys = select_strings(&all_patients, &plan.rebuild);
         let mut p = patients.resolve(&patient_keys, &dates_r);
         let absent = absent_keys(&p, &patient_keys, |_| true);
         let inferred = patients.infer(warehouse, run, absent.clone()).await?;
@@ -850,13 +851,13 @@ async fn events(
         }
         plan.restated += extended;
         if extended == 0 {
-            break (rows, dates_r, p);
+            break (rows, patient_keys, p);
         }
     };
     drop(all);
-    let days = days_col(S, &rows, "event_date")?;
-    let patient_keys = string_col(S, &rows, "patient_id")?;
-    let provider_keys = string_col(S, &rows, "provider_id")?;
+    let days = select(&days, &plan.rebuild);
+    let dates = select(&dates, &plan.rebuild);
+    let provider_keys = select_strings(&provider_keys, &plan.rebuild);
     // Events name their provider as free text; only a known NPI resolves.
     let v = providers.resolve(&provider_keys, &dates);
     count_unknown(report, "fact_medical_events.patient_sk", &p);

@@ -120,17 +120,7 @@ impl DimIndex {
         let Some(delta) = warehouse.load(&name).await? else { return Ok(None) };
         let version = delta.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
         let cols = [key, sk, "key_hash", "valid_from", "valid_to", "is_inferred"];
-        let batches = warehouse.scan_where(&name, Some(version), None).await?;
-        let batches: Vec<RecordBatch> = batches
-            .iter()
-            .map(|b| {
-                let idx = cols
-                    .iter()
-                    .map(|c| b.schema().index_of(c).map_err(|_| Error::column(table, c, "is missing")))
-                    .collect::<Result<Vec<_>>>()?;
-                b.project(&idx).map_err(|e| Error::arrow(table, e))
-            })
-            .collect::<Result<_>>()?;
+        let batches = warehouse.scan_columns(&name, Some(version), &cols).await?;
         let schema = match batches.first() {
             Some(b) => b.schema(),
             None => return Ok(Some(Self::empty(version))),
@@ -141,14 +131,7 @@ impl DimIndex {
         let sks: Vec<i64> = sks.as_primitive::<deltalake::arrow::datatypes::Int64Type>().values().to_vec();
         let hashes =
             one.column(2).as_binary_opt::<i32>().ok_or_else(|| Error::column(table, "key_hash", "is not binary"))?;
-        let key_hash: Vec<Hash128> = (0..hashes.len())
-            .map(|i| {
-                let mut b = [0u8; 16];
-                let v = hashes.value(i);
-                b[..v.len().min(16)].copy_from_slice(&v[..v.len().min(16)]);
-                u128::from_le_bytes(b)
-            })
-            .collect();
+        let key_hash: Vec<Hash128> = (0..hashes.len()).map(|i| merge::hash::from_stored(hashes.value(i))).collect();
         let from = micros(table, &one, "valid_from")?;
         let to = micros(table, &one, "valid_to")?;
         let inferred_col =

@@ -73,7 +73,7 @@ pub(crate) async fn write_facts(
     if rebuilt.is_empty() {
         return Ok(Written { version: None, months_rewritten: 0 });
     }
-    let existing = warehouse.scan_columns(&name, &[t.id, t.month]).await?;
+    let existing = warehouse.scan_columns(&name, None, &[t.id, t.month]).await?;
     let mut months = months_of(t.name, &rows, t.month, None)?;
     for b in &existing {
         let hit = ids_in(t.name, b, t.id, rebuilt)?;

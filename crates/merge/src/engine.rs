@@ -254,7 +254,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             let keys = binary_col(b, columns::KEY_HASH)?;
             let sks = int_col(b, &spec.surrogate_key)?;
             taken_sks.extend(sks.values().iter().copied());
-            if keys.iter().flatten().any(|k| wanted.contains(&to_hash(k))) {
+            if keys.iter().flatten().any(|k| wanted.contains(&hash::from_stored(k))) {
                 needed_files.push(f);
             }
         }
@@ -644,13 +644,6 @@ fn bool_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
         .ok_or_else(|| Error::Column { column: name.to_string(), reason: "is not boolean".into() })
 }
 
-fn to_hash(bytes: &[u8]) -> Hash128 {
-    let mut b = [0u8; 16];
-    let n = bytes.len().min(16);
-    b[..n].copy_from_slice(&bytes[..n]);
-    u128::from_le_bytes(b)
-}
-
 /// Attribute columns of `b` named in `names` (absent ones are skipped: an
 /// absent column hashes as NULL).
 fn attr_cols<'a>(b: &'a RecordBatch, names: &'a [String]) -> Result<Vec<(&'a str, Col<'a>)>> {
@@ -680,9 +673,9 @@ fn load_existing(
     let cmp = if layout.stored_hash_comparable { None } else { Some(attr_cols(b, &layout.cmp_cols)?) };
     let mut buf = Vec::new();
     for r in 0..b.num_rows() {
-        ex.key.push(to_hash(keys.value(r)));
+        ex.key.push(hash::from_stored(keys.value(r)));
         ex.cmp.push(match &cmp {
-            None => to_hash(attrs.value(r)),
+            None => hash::from_stored(attrs.value(r)),
             Some(cols) => {
                 encode_attrs(cols, r, &mut buf);
                 hash128(&buf)
@@ -1328,7 +1321,7 @@ impl Builder<'_> {
             // An updated row mixes two sources: its hash comes from what is written.
             let attr = match o.content {
                 Content::Existing(r) => match file_attrs {
-                    Some(a) => to_hash(a.value(ex_row(r))),
+                    Some(a) => hash::from_stored(a.value(ex_row(r))),
                     None => return Err(Error::data("merge", "an existing row without its file")),
                 },
                 Content::Incoming(i) => self.inc.full[i as usize],

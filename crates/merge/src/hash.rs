@@ -238,6 +238,15 @@ pub(crate) fn encode_attrs(cols: &[(&str, Col<'_>)], row: usize, out: &mut Vec<u
     }
 }
 
+/// A hash as stored in `key_hash` or `attr_hash` (16 bytes,
+/// little-endian), read back.
+pub fn from_stored(bytes: &[u8]) -> Hash128 {
+    let mut b = [0u8; 16];
+    let n = bytes.len().min(16);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u128::from_le_bytes(b)
+}
+
 /// The surrogate key of the version of `key_hash` that starts at
 /// `valid_from` (UTC microseconds): 63 bits of BLAKE3, so it is the same
 /// whenever the same inputs are rebuilt, and never negative.

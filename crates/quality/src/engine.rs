@@ -429,7 +429,7 @@ async fn parent_keys(warehouse: &Warehouse, keys: &KeySets, table: &str, key: &s
     if warehouse.load(&name).await?.is_none() {
         return Ok(Arc::new(HashSet::new()));
     }
-    let batches = warehouse.scan_columns(&name, &[key]).await?;
+    let batches = warehouse.scan_columns(&name, None, &[key]).await?;
     Ok(Arc::new(key_set(table, &batches, key)?))
 }
 

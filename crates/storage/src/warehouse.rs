@@ -318,10 +318,15 @@ impl Warehouse {
         self.scan_where(name, version, None).await
     }
 
-    /// Only `columns` of every row of the table's latest version (the other
-    /// columns are not read from the files).
-    pub async fn scan_columns(&self, name: &TableName, columns: &[&str]) -> Result<Vec<RecordBatch>> {
-        self.query(name, None, None, Some(columns)).await
+    /// Only `columns` of every row of the table at `version` (latest if
+    /// `None`); the other columns are not read from the files.
+    pub async fn scan_columns(
+        &self,
+        name: &TableName,
+        version: Option<i64>,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>> {
+        self.query(name, version, None, Some(columns)).await
     }
 
     /// The rows of the table at `version` (latest if `None`) that match
