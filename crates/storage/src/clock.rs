@@ -80,6 +80,10 @@ pub enum RunKind {
     Rollback,
     /// `gold rebuild`.
     Rebuild,
+    /// `gold train`.
+    Train,
+    /// `gold score`.
+    Score,
 }
 
 impl RunKind {
@@ -90,6 +94,8 @@ impl RunKind {
             Self::Demo => "demo",
             Self::Rollback => "rollback",
             Self::Rebuild => "rebuild",
+            Self::Train => "train",
+            Self::Score => "score",
         }
     }
 }

@@ -341,6 +341,33 @@ impl Warehouse {
         self.query(name, version, filter, None).await
     }
 
+    /// A DataFusion session for queries over warehouse tables: strings come
+    /// back as plain `Utf8`, never `Utf8View`.
+    pub fn session() -> SessionContext {
+        let mut config = SessionConfig::new();
+        config.options_mut().execution.parquet.schema_force_view_types = false;
+        SessionContext::new_with_config(config)
+    }
+
+    /// Registers table `name` at `version` (latest if `None`) in `ctx` under
+    /// its own name, and returns the version registered, or `None` when the
+    /// table does not exist yet (nothing is registered then).
+    pub async fn register(&self, ctx: &SessionContext, name: &TableName, version: Option<i64>) -> Result<Option<i64>> {
+        let table = match version {
+            Some(v) => self.load_version(name, v).await?,
+            None => match self.load(name).await? {
+                Some(t) => t,
+                None => return Ok(None),
+            },
+        };
+        let at = committed_version(name, &table)?;
+        let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
+        table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
+        let provider = table.table_provider().await.map_err(&query_err)?;
+        ctx.register_table(name.as_str(), provider).map_err(query_err)?;
+        Ok(Some(at))
+    }
+
     /// The scans above: a version, an optional filter, optional columns.
     async fn query(
         &self,
@@ -354,9 +381,7 @@ impl Warehouse {
             None => self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?,
         };
         let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
-        let mut config = SessionConfig::new();
-        config.options_mut().execution.parquet.schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = Self::session();
         table.update_datafusion_session(&ctx.state()).map_err(delta_err(name))?;
         let provider = table.table_provider().await.map_err(&query_err)?;
         let mut frame = ctx.read_table(provider).map_err(&query_err)?;
