@@ -70,6 +70,41 @@ pub(crate) enum Command {
     /// detection, stable surrogate keys, hard deletes, exactly-once by run
     /// date.
     Snapshot(SnapshotArgs),
+    /// Train a fraud model on the facts of the training window before
+    /// --date and store it in gold_fraud_models (a versioned artifact; the
+    /// same facts and seed give the same model).
+    Train(DateArgs),
+    /// Score every claim and provider with the fraud model current at
+    /// --date: gold_fraud_scores and gold_provider_risk.
+    Score(DateArgs),
+    /// Measure the stored fraud scores against labels of injected fraud:
+    /// ROC-AUC, average precision and precision@k, overall and per
+    /// pattern, for claims and providers.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DateArgs {
+    /// The run's logical date [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub(crate) date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EvaluateArgs {
+    /// The labels: a CSV with claim_id, provider_id and pattern columns,
+    /// such as DIR/_truth/fraud_labels.csv from gold generate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) labels: PathBuf,
+
+    /// Also write claims.csv and providers.csv (ids, labels, gold's score
+    /// and every feature) into this folder, for a side-by-side baseline.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) export_features: Option<PathBuf>,
+
+    /// The date the exported features are computed for [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub(crate) date: Option<NaiveDate>,
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +186,9 @@ pub(crate) enum Stage {
     /// The star schema: fact_claims, fact_medical_events, their bridges,
     /// dim_date and dim_diagnosis.
     Facts,
-    /// Fraud scores (not built yet).
+    /// Fraud scores: gold_fraud_scores and gold_provider_risk, with the
+    /// model current at the run's date (trained first when none is, or
+    /// when it is older than scoring.toml's retrain_after_days).
     Score,
     /// Regulatory aggregates (not built yet).
     Aggregates,
@@ -169,7 +206,8 @@ pub(crate) struct BuildArgs {
     pub(crate) date: Option<NaiveDate>,
 
     /// Run only these stages (comma-separated), e.g. --only silver
-    /// [default: every stage built so far: ingest, silver, dims, facts].
+    /// [default: every stage built so far: ingest, silver, dims, facts,
+    /// score].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE[,STAGE..]")]
     pub(crate) only: Vec<Stage>,
 

@@ -108,6 +108,7 @@ pub(crate) async fn generate(args: GenerateArgs, quiet: bool, printer: &mut Prin
 pub(crate) fn init(args: InitArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let mut targets: Vec<(PathBuf, &str)> = INIT_FILES.iter().map(|(rel, body)| (args.dir.join(rel), *body)).collect();
     targets.push((args.dir.join("models/dims.toml"), dims::DEFAULT_DIMS));
+    targets.push((args.dir.join("models/scoring.toml"), scoring::config::DEFAULT_SCORING));
     targets
         .extend(quality::DEFAULT_MODELS.iter().map(|(file, body)| (args.dir.join("models/silver").join(file), *body)));
     if !args.force
@@ -289,7 +290,14 @@ async fn finish_run<T>(
 ) -> anyhow::Result<(T, i64)> {
     match outcome {
         Ok(value) => {
-            let mut record = RunRecord::succeeded(run, CODE_VERSION).with_summary(&summary(&value));
+            let summary = summary(&value);
+            let mut record = RunRecord::succeeded(run, CODE_VERSION).with_summary(&summary);
+            // A run that scored names the model it scored with.
+            record.model_version = summary["stages"]
+                .as_array()
+                .and_then(|stages| stages.iter().find_map(|s| s["score"]["model_version"].as_str()))
+                .or_else(|| summary["train"]["model_version"].as_str())
+                .map(str::to_string);
             for (table, version, rows) in tables(&value) {
                 record = record.with_table(&table, version, rows);
             }
@@ -334,10 +342,11 @@ pub(crate) async fn ingest(
 pub(crate) struct Models {
     pub(crate) silver: quality::SilverCatalog,
     pub(crate) dims: dims::DimCatalog,
+    pub(crate) scoring: scoring::ScoringConfig,
 }
 
 /// The stages `build` runs today, in order.
-const BUILT_STAGES: [Stage; 4] = [Stage::Ingest, Stage::Silver, Stage::Dims, Stage::Facts];
+const BUILT_STAGES: [Stage; 5] = [Stage::Ingest, Stage::Silver, Stage::Dims, Stage::Facts, Stage::Score];
 
 /// What a run of stages produced: text for people, one JSON document per
 /// stage, and the table versions for the ledger.
@@ -422,6 +431,66 @@ async fn facts_stage(
     Ok((text, doc, tables))
 }
 
+/// The score stage: the model current at the run's date (trained first if
+/// none is, or it is stale) applied to every claim and provider.
+async fn score_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    config: &scoring::ScoringConfig,
+    training: scoring::Training,
+) -> anyhow::Result<(String, serde_json::Value, Vec<(String, i64, i64)>)> {
+    let started = std::time::Instant::now();
+    let report = scoring::score(warehouse, run, config, training).await.context("stage score")?;
+    let mut text = String::new();
+    let mut tables = Vec::new();
+    if let Some(t) = &report.trained {
+        let _ = writeln!(text, "{}", train_text(t));
+        if let Some(v) = t.table_version {
+            tables.push((scoring::MODELS.to_string(), v, 1));
+        }
+    }
+    if report.up_to_date {
+        let _ = writeln!(text, "  scores are up to date (model {}, same facts)", report.model_version);
+    } else {
+        let _ = writeln!(
+            text,
+            "  model {}: {} claims and {} providers scored, {} claims at or above the referral threshold",
+            report.model_version,
+            thousands(report.claims_scored as u64),
+            thousands(report.providers_scored as u64),
+            thousands(report.referrals as u64)
+        );
+        let _ = writeln!(
+            text,
+            "  features {:.1} s, apply {:.1} s ({} claims/s)",
+            report.features_seconds,
+            report.apply_seconds,
+            thousands(report.claims_per_second as u64)
+        );
+    }
+    if let Some(v) = report.claims_version {
+        tables.push((scoring::FRAUD_SCORES.to_string(), v, report.claims_scored as i64));
+    }
+    if let Some(v) = report.providers_version {
+        tables.push((scoring::PROVIDER_RISK.to_string(), v, report.providers_scored as i64));
+    }
+    let doc = json!({"stage": "score", "seconds": started.elapsed().as_secs_f64(), "score": report});
+    Ok((text, doc, tables))
+}
+
+fn train_text(t: &scoring::TrainReport) -> String {
+    format!(
+        "  trained model {} on {} claims and {} providers serviced {}..{}{} ({:.1} s)",
+        t.model_version,
+        thousands(t.training_claims as u64),
+        thousands(t.training_providers as u64),
+        t.window_from,
+        t.window_to,
+        if t.written { "" } else { "; the same model was already stored" },
+        t.seconds
+    )
+}
+
 /// Runs `stages` (in their order) for `run`.
 async fn run_stages(
     warehouse: &Warehouse,
@@ -463,6 +532,13 @@ async fn run_stages(
         tables.extend(written);
         docs.push(stage);
     }
+    if stages.contains(&Stage::Score) {
+        let (body, stage, written) = score_stage(warehouse, run, &models.scoring, scoring::Training::WhenStale).await?;
+        let _ = writeln!(text, "score:");
+        text.push_str(&body);
+        tables.extend(written);
+        docs.push(stage);
+    }
     Ok((text, docs, tables))
 }
 
@@ -478,8 +554,10 @@ pub(crate) async fn build(
     stages.dedup();
     if let Some(missing) = stages.iter().find(|s| !BUILT_STAGES.contains(s)) {
         return Err(UserError(
-            format!("stage {missing:?} is not built yet; the stages built so far are ingest, silver, dims and facts")
-                .to_lowercase(),
+            format!(
+                "stage {missing:?} is not built yet; the stages built so far are ingest, silver, dims, facts and score"
+            )
+            .to_lowercase(),
         )
         .into());
     }
@@ -529,8 +607,7 @@ pub(crate) async fn demo(
     let _ = writeln!(text, "built run {} ({}):", run.id, run.clock.logical_date());
     text.push_str(&body);
     let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
-    let _ =
-        writeln!(text, "stages run: generate, ingest, silver, dims, facts (score and aggregates are not built yet)");
+    let _ = writeln!(text, "stages run: generate, ingest, silver, dims, facts, score (aggregates are not built yet)");
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
     let mut stages = vec![generate];
     stages.extend(docs);
@@ -635,5 +712,87 @@ pub(crate) async fn snapshot(args: SnapshotArgs, printer: &mut Printer) -> anyho
         }),
         text,
     );
+    Ok(())
+}
+
+pub(crate) async fn train(
+    args: crate::cli::DateArgs,
+    location: &str,
+    config: &scoring::ScoringConfig,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let clock = args.date.map_or_else(RunClock::from_wall_clock, RunClock::for_date);
+    let warehouse = open_warehouse(location)?;
+    let ledger = Ledger::new(&warehouse);
+    let run = ledger.begin(RunKind::Train, clock).await.context("cannot start a run")?;
+    let outcome = scoring::train(&warehouse, &run, config).await.context("train");
+    let tables =
+        |r: &scoring::TrainReport| r.table_version.map(|v| (scoring::MODELS.to_string(), v, 1)).into_iter().collect();
+    let summary = |r: &scoring::TrainReport| json!({"run_id": run.id, "kind": "train", "logical_date": run.clock.logical_date(), "train": r});
+    let (report, _) = finish_run(&ledger, &run, outcome, tables, summary).await?;
+    let text = format!("run {} (train, {})\n{}\n", run.id, run.clock.logical_date(), train_text(&report));
+    printer.result(json!({"status": "ok", "run_id": run.id, "train": report}), text);
+    Ok(())
+}
+
+pub(crate) async fn score(
+    args: crate::cli::DateArgs,
+    location: &str,
+    config: &scoring::ScoringConfig,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let clock = args.date.map_or_else(RunClock::from_wall_clock, RunClock::for_date);
+    let warehouse = open_warehouse(location)?;
+    let ledger = Ledger::new(&warehouse);
+    let run = ledger.begin(RunKind::Score, clock).await.context("cannot start a run")?;
+    let outcome = score_stage(&warehouse, &run, config, scoring::Training::Never).await;
+    let summary = |(_, doc, _): &(String, serde_json::Value, Vec<(String, i64, i64)>)| json!({"run_id": run.id, "kind": "score", "logical_date": run.clock.logical_date(), "stages": [doc]});
+    let ((body, doc, tables), _) = finish_run(&ledger, &run, outcome, |(_, _, t)| t.clone(), summary).await?;
+    let text = format!("run {} (score, {})\n{body}", run.id, run.clock.logical_date());
+    printer.result(json!({"status": "ok", "run_id": run.id, "stages": [doc], "tables": tables}), text);
+    Ok(())
+}
+
+pub(crate) async fn evaluate(
+    args: crate::cli::EvaluateArgs,
+    location: &str,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let warehouse = open_warehouse(location)?;
+    let labels = scoring::evaluate::read_labels(&args.labels)?;
+    let report = scoring::evaluate::evaluate(&warehouse, &labels).await.context("evaluate")?;
+    let mut text = format!("model {}\n", report.model_version.as_deref().unwrap_or("(none)"));
+    for (level, r) in [("claims", &report.claims), ("providers", &report.providers)] {
+        let o = &r.overall;
+        let _ = writeln!(
+            text,
+            "{level}: {} scored, {} positive ({} labelled but not scored)\n  ROC-AUC {:.3}  average precision {:.3}  precision@{} {:.3}",
+            thousands(o.rows as u64),
+            thousands(o.positives as u64),
+            r.labels_not_scored,
+            o.roc_auc,
+            o.average_precision,
+            o.k,
+            o.precision_at_k
+        );
+        let _ =
+            writeln!(text, "  {:<28} {:>9} {:>8} {:>8} {:>10}", "pattern", "positives", "ROC-AUC", "AP", "recall@k");
+        for (name, m) in &r.per_pattern {
+            let _ = writeln!(
+                text,
+                "  {name:<28} {:>9} {:>8.3} {:>8.3} {:>10.3}",
+                m.positives, m.roc_auc, m.average_precision, m.recall_at_k
+            );
+        }
+    }
+    let mut exported = None;
+    if let Some(dir) = &args.export_features {
+        let date = args.date.unwrap_or_else(|| RunClock::from_wall_clock().logical_date());
+        let model = scoring::current_model(&warehouse, date).await?.ok_or(scoring::Error::NoModel { date })?;
+        let (claims, providers) = scoring::evaluate::export_features(&warehouse, &model, date, &labels, dir).await?;
+        let _ = writeln!(text, "exported {claims} claims and {providers} providers to {}", dir.display());
+        exported = Some(json!({"dir": dir.display().to_string(), "claims": claims, "providers": providers}));
+    }
+    printer.result(json!({"status": "ok", "evaluation": report, "exported": exported}), text);
     Ok(())
 }

@@ -67,6 +67,16 @@ pub(crate) fn dim_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow:
     }
 }
 
+/// The fraud scoring model: `scoring.toml` in the configured models
+/// folder, else `./models/scoring.toml` when it exists, else the one built
+/// into gold.
+pub(crate) fn scoring_config(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<scoring::ScoringConfig> {
+    match models_path(config, config_dir, "scoring.toml") {
+        Some(path) => Ok(scoring::ScoringConfig::load(&path)?),
+        None => Ok(scoring::ScoringConfig::default_config()?),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WarehouseConfig {

@@ -39,6 +39,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<quality::Error>().is_some_and(quality::Error::is_user_error)
             || e.downcast_ref::<dims::Error>().is_some_and(dims::Error::is_user_error)
             || e.downcast_ref::<facts::Error>().is_some_and(facts::Error::is_user_error)
+            || e.downcast_ref::<scoring::Error>().is_some_and(scoring::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -59,7 +60,7 @@ fn init_logging(cli: &Cli) {
     // delta-rs warns once per file that it keeps no statistics for binary
     // columns (key hashes); that is by design, not news for the user.
     let default = format!(
-        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours}"
+        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours},scoring={ours}"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -113,6 +114,7 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             let models = commands::Models {
                 silver: config::silver_catalog(&config, config_dir.as_deref())?,
                 dims: config::dim_catalog(&config, config_dir.as_deref())?,
+                scoring: config::scoring_config(&config, config_dir.as_deref())?,
             };
             commands::demo(args, &warehouse, &catalog, &models, cli.quiet > 0, printer).await
         }
@@ -121,6 +123,7 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             let models = commands::Models {
                 silver: config::silver_catalog(&config, config_dir.as_deref())?,
                 dims: config::dim_catalog(&config, config_dir.as_deref())?,
+                scoring: config::scoring_config(&config, config_dir.as_deref())?,
             };
             commands::build(args, &warehouse, &catalog, &models, printer).await
         }
@@ -129,5 +132,14 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             commands::ingest(args, &warehouse, &catalog, printer).await
         }
         Command::Snapshot(args) => commands::snapshot(args, printer).await,
+        Command::Train(args) => {
+            let scoring = config::scoring_config(&config, config_dir.as_deref())?;
+            commands::train(args, &warehouse, &scoring, printer).await
+        }
+        Command::Score(args) => {
+            let scoring = config::scoring_config(&config, config_dir.as_deref())?;
+            commands::score(args, &warehouse, &scoring, printer).await
+        }
+        Command::Evaluate(args) => commands::evaluate(args, &warehouse, printer).await,
     }
 }

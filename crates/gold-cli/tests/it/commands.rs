@@ -186,7 +186,7 @@ fn demo_records_runs_that_runs_lists() {
 }
 
 #[test]
-fn build_runs_ingest_silver_dims_and_facts_and_a_rerun_writes_nothing() {
+fn build_runs_every_stage_and_a_rerun_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     gold_ok(dir.path(), &["generate", "--out", "landing", "--members", "200", "--days", "2"]);
     let wh = ["--warehouse", "wh"];
@@ -205,7 +205,7 @@ fn build_runs_ingest_silver_dims_and_facts_and_a_rerun_writes_nothing() {
     let (code, doc) = build(&[]);
     assert_eq!(code, Some(0), "{doc}");
     let stages: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["ingest", "silver", "dims", "facts"]);
+    assert_eq!(stages, ["ingest", "silver", "dims", "facts", "score"]);
     let silver = &doc["stages"][1];
     let sum = |k: &str| silver[k].as_u64().unwrap();
     assert!(sum("bronze_rows") > 0);
@@ -229,9 +229,14 @@ fn build_runs_ingest_silver_dims_and_facts_and_a_rerun_writes_nothing() {
         "fact_medical_events",
         "dim_date",
         "dim_diagnosis",
+        "gold_fraud_models",
+        "gold_fraud_scores",
+        "gold_provider_risk",
     ] {
         assert!(tables.contains(&t), "{t} written: {tables:?}");
     }
+    let model = doc["stages"][4]["score"]["model_version"].as_str().unwrap().to_string();
+    assert!(model.starts_with("fm-"), "{doc}");
 
     let (code, again) = build(&[]);
     assert_eq!(code, Some(0), "{again}");
@@ -242,7 +247,43 @@ fn build_runs_ingest_silver_dims_and_facts_and_a_rerun_writes_nothing() {
     let rebuilt: Vec<&str> = full["tables"].as_array().unwrap().iter().filter_map(|t| t[0].as_str()).collect();
     assert!(rebuilt.contains(&"fact_claims") && !rebuilt.contains(&"dim_members"), "{full}");
 
-    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,score", "--warehouse", "wh"]);
+    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,aggregates", "--warehouse", "wh"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("stage score is not built yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stage aggregates is not built yet"), "{}", stderr(&o));
+
+    // The full refresh wrote new fact versions, so scoring rescores (with
+    // the same model); scoring again writes nothing. The ledger names the
+    // model.
+    let (code, scored) = gold_json(dir.path(), &["score", "--date", "2024-12-30", "--warehouse", "wh"]);
+    assert_eq!(code, Some(0), "{scored}");
+    assert_eq!(scored["stages"][0]["score"]["up_to_date"], false, "{scored}");
+    let (code, scored) = gold_json(dir.path(), &["score", "--date", "2024-12-30", "--warehouse", "wh"]);
+    assert_eq!(code, Some(0), "{scored}");
+    assert_eq!(scored["stages"][0]["score"]["up_to_date"], true, "{scored}");
+    assert_eq!(scored["stages"][0]["score"]["model_version"], model.as_str());
+    let (_, runs) = gold_json(dir.path(), &["runs", "--warehouse", "wh"]);
+    let last = runs["runs"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["model_version"].as_str()),
+        (Some("score"), Some(model.as_str())),
+        "{last}"
+    );
+
+    // Evaluation against the generator's labels.
+    let (code, eval) =
+        gold_json(dir.path(), &["evaluate", "--labels", "landing/_truth/fraud_labels.csv", "--warehouse", "wh"]);
+    assert_eq!(code, Some(0), "{eval}");
+    assert!(eval["evaluation"]["claims"]["overall"]["rows"].as_u64().unwrap() > 0, "{eval}");
+    assert_eq!(eval["evaluation"]["model_version"], model.as_str());
+
+    // No facts, no model: clear errors, exit 1.
+    let o = gold(dir.path(), &["score", "--warehouse", "empty"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("gold train"), "{}", stderr(&o));
+    let o = gold(dir.path(), &["train", "--warehouse", "empty"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fact_claims does not exist yet"), "{}", stderr(&o));
+    let o = gold(dir.path(), &["evaluate", "--labels", "nope.csv", "--warehouse", "wh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nope.csv"), "{}", stderr(&o));
 }

@@ -1,0 +1,354 @@
+//! The anomaly detectors, fitted with linfa and applied from their stored
+//! parameters: Gaussian-mixture negative log-likelihood, distance to the
+//! nearest k-means centroid, PCA reconstruction error and the mean distance
+//! to the k nearest training points (linfa-nn). Each detector's raw score
+//! becomes a percentile against the training scores; a row's anomaly score
+//! is the mean of its two highest percentiles, so that fraud only one
+//! detector sees (one feature far out: the GMM and kNN see it, PCA may
+//! not) is not averaged away by the others.
+
+use linfa::DatasetBase;
+use linfa::traits::Fit;
+use linfa_clustering::{GaussianMixtureModel, GmmCovarType, GmmInitMethod, KMeans, KMeansInit};
+use linfa_nn::distance::{Distance, L2Dist};
+use linfa_nn::{KdTree, NearestNeighbour};
+use linfa_reduction::Pca;
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Detectors;
+use crate::{Error, Result};
+
+/// The detectors, in the order of their score columns.
+pub const DETECTORS: [&str; 4] = ["gmm_nll", "kmeans_distance", "pca_reconstruction", "knn_distance"];
+
+/// Points of each detector's training-score distribution kept for
+/// calibration.
+const CALIBRATION_POINTS: usize = 1001;
+
+/// Every detector's parameters, fitted on one feature matrix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectorSet {
+    pub dims: usize,
+    pub gmm: Gmm,
+    pub kmeans_centroids: Vec<Vec<f64>>,
+    pub pca: PcaModel,
+    pub knn: Knn,
+    /// Per detector, sorted quantiles of its training scores.
+    pub calibration: Vec<Vec<f64>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gmm {
+    pub weights: Vec<f64>,
+    pub means: Vec<Vec<f64>>,
+    pub precisions: Vec<Vec<Vec<f64>>>,
+    /// ln det of each precision matrix.
+    pub log_dets: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PcaModel {
+    pub mean: Vec<f64>,
+    pub components: Vec<Vec<f64>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Knn {
+    pub k: usize,
+    pub reference: Vec<Vec<f64>>,
+}
+
+fn rows(a: &Array2<f64>) -> Vec<Vec<f64>> {
+    a.outer_iter().map(|r| r.to_vec()).collect()
+}
+
+fn matrix(rows: &[Vec<f64>], dims: usize) -> Array2<f64> {
+    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Array2::from_shape_vec((rows.len(), dims), flat).unwrap_or_else(|_| Array2::zeros((0, dims)))
+}
+
+/// ln det of a symmetric positive-definite matrix, by Cholesky.
+fn log_det_spd(m: &[Vec<f64>]) -> Option<f64> {
+    let n = m.len();
+    let mut l = vec![vec![0.0; n]; n];
+    let mut log_det = 0.0;
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let d = m[i][i] - s;
+                if d <= 0.0 || !d.is_finite() {
+                    return None;
+                }
+                l[i][j] = d.sqrt();
+                log_det += 2.0 * l[i][j].ln();
+            } else {
+                l[i][j] = (m[i][j] - s) / l[j][j];
+            }
+        }
+    }
+    Some(log_det)
+}
+
+/// Detector sizes that fit `n` rows of `d` features.
+fn sizes(config: &Detectors, n: usize, d: usize) -> (usize, usize, usize, usize) {
+    let cap = |want: usize, per: usize| want.min((n / per).max(1));
+    (
+        cap(config.gmm_components, 50),
+        cap(config.kmeans_clusters, 20),
+        config.pca_components.min(d.saturating_sub(1)).max(1).min(n.max(1)),
+        config.knn_neighbours.min(n.saturating_sub(1)).max(1),
+    )
+}
+
+impl DetectorSet {
+    /// Fits every detector on `x` (rows are claims or providers) with the
+    /// given seed: the same `x` and seed give the same parameters.
+    pub fn fit(x: &Array2<f64>, config: &Detectors, seed: u64, what: &str) -> Result<Self> {
+        let (n, d) = x.dim();
+        if n < 10 {
+            return Err(Error::TooFewRows { what: what.to_string(), rows: n, needed: 10 });
+        }
+        let (gmm_k, km_k, pca_k, knn_k) = sizes(config, n, d);
+        let data = DatasetBase::from(x.view());
+        let fit_err = |detector: &str, e: &dyn std::fmt::Display| Error::Fit {
+            what: what.to_string(),
+            detector: detector.to_string(),
+            reason: e.to_string(),
+        };
+
+        // A covariance floor in z units keeps near-constant features (most
+        // claims are not duplicates) from making a component singular.
+        let gmm = GaussianMixtureModel::<f64>::params(gmm_k)
+            .covariance_type(GmmCovarType::Full)
+            .init_method(GmmInitMethod::KMeans)
+            .max_n_iterations(1000)
+            .tolerance(1e-3)
+            .reg_covariance(0.05)
+            .with_rng(ChaCha8Rng::seed_from_u64(seed))
+            .fit(&data)
+            .map_err(|e| fit_err("gmm", &e))?;
+        let precisions: Vec<Vec<Vec<f64>>> = gmm.precisions().outer_iter().map(|p| rows(&p.to_owned())).collect();
+        let log_dets = precisions
+            .iter()
+            .map(|p| log_det_spd(p).ok_or_else(|| fit_err("gmm", &"a precision matrix is not positive definite")))
+            .collect::<Result<Vec<_>>>()?;
+        let gmm = Gmm { weights: gmm.weights().to_vec(), means: rows(gmm.means()), precisions, log_dets };
+
+        let kmeans = KMeans::params_with_rng(km_k, ChaCha8Rng::seed_from_u64(seed.wrapping_add(1)))
+            .n_runs(3)
+            .max_n_iterations(300)
+            .tolerance(1e-4)
+            .init_method(KMeansInit::KMeansPlusPlus)
+            .fit(&data)
+            .map_err(|e| fit_err("kmeans", &e))?;
+
+        let pca =
+            Pca::params(pca_k).whiten(false).fit(&DatasetBase::from(x.to_owned())).map_err(|e| fit_err("pca", &e))?;
+        let pca = PcaModel { mean: pca.mean().to_vec(), components: rows(pca.components()) };
+
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(2));
+        let mut picked = sample(&mut rng, n, config.knn_reference.min(n)).into_vec();
+        picked.sort_unstable();
+        let reference: Vec<Vec<f64>> = picked.iter().map(|&i| x.row(i).to_vec()).collect();
+
+        let mut set = Self {
+            dims: d,
+            gmm,
+            kmeans_centroids: rows(kmeans.centroids()),
+            pca,
+            knn: Knn { k: knn_k, reference },
+            calibration: Vec::new(),
+        };
+        let raw = set.raw_scores(x.view())?;
+        set.calibration = raw
+            .axis_iter(Axis(1))
+            .map(|col| {
+                let mut v = col.to_vec();
+                v.sort_by(f64::total_cmp);
+                quantiles(&v, CALIBRATION_POINTS)
+            })
+            .collect();
+        Ok(set)
+    }
+
+    /// Raw scores of every detector: `rows x DETECTORS`.
+    pub fn raw_scores(&self, x: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+        if x.ncols() != self.dims {
+            return Err(Error::Shape { expected: self.dims, got: x.ncols() });
+        }
+        let reference = matrix(&self.knn.reference, self.dims);
+        let index = KdTree.from_batch(&reference, L2Dist).map_err(|e| Error::Fit {
+            what: "knn".into(),
+            detector: "knn".into(),
+            reason: e.to_string(),
+        })?;
+        let centroids = matrix(&self.kmeans_centroids, self.dims);
+        let components = matrix(&self.pca.components, self.dims);
+        let n = x.nrows();
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
+        let chunk = n.div_ceil(threads).max(1);
+        let mut out = Array2::zeros((n, DETECTORS.len()));
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = out
+                .axis_chunks_iter_mut(Axis(0), chunk)
+                .zip(x.axis_chunks_iter(Axis(0), chunk))
+                .map(|(mut out, x)| {
+                    let index = &index;
+                    let centroids = &centroids;
+                    let components = &components;
+                    scope.spawn(move || -> Result<()> {
+                        let mut buf = vec![0.0; self.dims];
+                        for (i, row) in x.outer_iter().enumerate() {
+                            out[[i, 0]] = self.gmm_nll(row, &mut buf);
+                            out[[i, 1]] = nearest_centroid(row, centroids.view());
+                            out[[i, 2]] = self.pca_error(row, components.view(), &mut buf);
+                            let row = row.as_standard_layout();
+                            let hits = index.k_nearest(row.view(), self.knn.k).map_err(|e| Error::Fit {
+                                what: "knn".into(),
+                                detector: "knn".into(),
+                                reason: e.to_string(),
+                            })?;
+                            let sum: f64 = hits.iter().map(|(p, _)| L2Dist.distance(p.view(), row.view())).sum();
+                            out[[i, 3]] = sum / hits.len().max(1) as f64;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Panicked))).collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(out)
+    }
+
+    /// The anomaly score of each row in [0, 1] (the mean of its two highest
+    /// detector percentiles), and each detector's percentile.
+    pub fn score(&self, x: ArrayView2<'_, f64>) -> Result<(Vec<f64>, Array2<f64>)> {
+        let raw = self.raw_scores(x)?;
+        let mut pct = Array2::zeros(raw.dim());
+        for (j, cal) in self.calibration.iter().enumerate() {
+            for i in 0..raw.nrows() {
+                pct[[i, j]] = percentile(cal, raw[[i, j]]);
+            }
+        }
+        let combined = pct
+            .outer_iter()
+            .map(|row| {
+                let mut v = row.to_vec();
+                v.sort_by(|a, b| b.total_cmp(a));
+                (v[0] + v.get(1).copied().unwrap_or(v[0])) / 2.0
+            })
+            .collect();
+        Ok((combined, pct))
+    }
+
+    /// Negative log-likelihood under the mixture, by log-sum-exp over the
+    /// components, from the weights, means and precisions.
+    fn gmm_nll(&self, x: ArrayView1<'_, f64>, diff: &mut [f64]) -> f64 {
+        let d = self.dims as f64;
+        let half_log_2pi = 0.5 * d * (2.0 * std::f64::consts::PI).ln();
+        let mut terms = Vec::with_capacity(self.gmm.weights.len());
+        for k in 0..self.gmm.weights.len() {
+            for (j, v) in x.iter().enumerate() {
+                diff[j] = v - self.gmm.means[k][j];
+            }
+            let p = &self.gmm.precisions[k];
+            let mut q = 0.0;
+            for (a, da) in diff.iter().enumerate() {
+                let row = &p[a];
+                q += da * row.iter().zip(diff.iter()).map(|(pv, db)| pv * db).sum::<f64>();
+            }
+            terms.push(self.gmm.weights[k].max(1e-300).ln() - half_log_2pi + 0.5 * self.gmm.log_dets[k] - 0.5 * q);
+        }
+        let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        -(max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln())
+    }
+
+    /// Squared distance from `x` to its projection on the principal axes.
+    fn pca_error(&self, x: ArrayView1<'_, f64>, components: ArrayView2<'_, f64>, centred: &mut [f64]) -> f64 {
+        for (j, v) in x.iter().enumerate() {
+            centred[j] = v - self.pca.mean[j];
+        }
+        let total: f64 = centred.iter().map(|v| v * v).sum();
+        let explained: f64 = components
+            .outer_iter()
+            .map(|c| {
+                let t: f64 = c.iter().zip(centred.iter()).map(|(a, b)| a * b).sum();
+                t * t
+            })
+            .sum();
+        (total - explained).max(0.0)
+    }
+}
+
+fn nearest_centroid(x: ArrayView1<'_, f64>, centroids: ArrayView2<'_, f64>) -> f64 {
+    centroids
+        .outer_iter()
+        .map(|c| c.iter().zip(x.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>())
+        .fold(f64::INFINITY, f64::min)
+        .sqrt()
+}
+
+/// `points` evenly spaced quantiles of the sorted `v`.
+fn quantiles(v: &[f64], points: usize) -> Vec<f64> {
+    if v.len() <= points {
+        return v.to_vec();
+    }
+    (0..points).map(|i| v[(i * (v.len() - 1)) / (points - 1)]).collect()
+}
+
+/// Where `s` falls in the calibration quantiles, in [0, 1]. Above the
+/// largest training score it keeps rising towards 1, so the most extreme
+/// rows still rank above merely extreme ones.
+pub(crate) fn percentile(cal: &[f64], s: f64) -> f64 {
+    let n = cal.len();
+    if n == 0 || !s.is_finite() {
+        return if s == f64::INFINITY { 1.0 } else { 0.0 };
+    }
+    let last = n - 1;
+    if s > cal[last] {
+        let spread = (cal[last] - cal[n / 2]).abs().max(1e-9);
+        let gap = 0.5 / n as f64;
+        return 1.0 - gap * (-(s - cal[last]) / spread).exp();
+    }
+    let above = cal.partition_point(|c| *c < s);
+    if above == 0 {
+        return 0.0;
+    }
+    // Interpolate between the quantiles either side.
+    let (lo, hi) = (cal[above - 1], cal[above.min(last)]);
+    let frac = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
+    let at = (above - 1) as f64 + frac;
+    (at / last.max(1) as f64) * (1.0 - 0.5 / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_monotone_and_keep_rising_past_the_training_maximum() {
+        let cal: Vec<f64> = (0..=100).map(f64::from).collect();
+        let mut last = -1.0;
+        for s in [-5.0, 0.0, 10.0, 50.0, 99.5, 100.0, 101.0, 150.0, 1000.0] {
+            let p = percentile(&cal, s);
+            assert!((0.0..=1.0).contains(&p), "{s}: {p}");
+            assert!(p >= last, "{s}: {p} < {last}");
+            last = p;
+        }
+        assert!(percentile(&cal, 150.0) > percentile(&cal, 101.0));
+        assert!((percentile(&cal, 50.0) - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn log_det_matches_a_hand_computed_matrix() {
+        let m = vec![vec![4.0, 2.0], vec![2.0, 3.0]];
+        assert!((log_det_spd(&m).unwrap() - 8.0f64.ln()).abs() < 1e-12);
+        assert!(log_det_spd(&[vec![1.0, 2.0], vec![2.0, 1.0]]).is_none());
+    }
+}

@@ -1,0 +1,687 @@
+//! Claim and provider features, computed from the facts with DataFusion and
+//! normalised within peer groups.
+//!
+//! The SQL gathers, per claim, what the facts say (amount, procedure
+//! signature, E/M level, duplicate rank, coverage, unbundled components,
+//! weekend service, how much more often its provider bills its codes than
+//! the provider's specialty does). Peer normalisation (robust z-scores
+//! within the claim's code signature or specialty) is done here in Rust on
+//! the collected columns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Schema};
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::SessionContext;
+use ndarray::Array2;
+use storage::{TableName, Warehouse};
+
+use crate::config::ScoringConfig;
+use crate::{Error, Result};
+
+/// The tables the features read, with the version read.
+pub const INPUT_TABLES: [&str; 7] = [
+    "fact_claims",
+    "fact_claim_procedures",
+    "fact_claim_diagnoses",
+    "dim_diagnosis",
+    "dim_date",
+    "dim_members",
+    "silver_provider_specialties",
+];
+
+/// Claim-level features, in the order of the model's columns.
+pub const CLAIM_FEATURES: [&str; 11] = [
+    "amount_vs_code_peers",
+    "amount_vs_specialty_peers",
+    "duplicate_signature",
+    "service_after_coverage_end",
+    "unbundled_components",
+    "procedure_count_vs_specialty",
+    "em_level_vs_specialty",
+    "code_overuse_at_provider",
+    "weekend_or_holiday",
+    "weekend_at_weekend_heavy_provider",
+    "after_coverage_at_provider",
+];
+
+/// Provider-level features, in the order of the model's columns.
+pub const PROVIDER_FEATURES: [&str; 12] = [
+    "claims_per_member",
+    "services_per_member_day",
+    "amount_z_mean",
+    "high_level_code_share",
+    "weekend_share",
+    "denial_rate",
+    "shared_members_max",
+    "duplicate_share",
+    "after_coverage_share",
+    "unbundled_share",
+    "code_overuse_max",
+    "procedures_per_claim",
+];
+
+/// The smallest peer group whose own statistics are used; smaller groups
+/// fall back to a wider peer group.
+const MIN_PEERS: usize = 30;
+/// Robust z-scores are clipped to this, so one feature cannot dwarf the
+/// geometry of every detector.
+pub(crate) const Z_CLIP: f64 = 12.0;
+
+/// Claims serviced within `[from_key, to_key]` (yyyymmdd date keys).
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub from_key: i32,
+    pub to_key: i32,
+}
+
+/// The features of a set of claims and of their providers.
+#[derive(Debug)]
+pub struct FeatureSet {
+    pub claims: ClaimTable,
+    pub providers: ProviderTable,
+    /// The version of each input table read.
+    pub versions: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct ClaimTable {
+    pub claim_id: Vec<String>,
+    pub provider_id: Vec<String>,
+    pub amount: Vec<f64>,
+    pub status: Vec<String>,
+    /// `claims x CLAIM_FEATURES`, peer-normalised.
+    pub values: Array2<f64>,
+    /// The amount is above the 99th percentile of the claim's code peers.
+    pub above_code_p99: Vec<bool>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProviderTable {
+    pub provider_id: Vec<String>,
+    pub specialty: Vec<String>,
+    pub claims: Vec<u64>,
+    /// `providers x PROVIDER_FEATURES`, peer-normalised.
+    pub values: Array2<f64>,
+}
+
+/// Raw per-claim columns as the SQL returns them.
+struct RawClaims {
+    claim_id: Vec<String>,
+    provider_id: Vec<String>,
+    member_id: Vec<String>,
+    specialty: Vec<String>,
+    signature: Vec<String>,
+    first_code: Vec<String>,
+    service_date_key: Vec<i32>,
+    amount: Vec<f64>,
+    status: Vec<String>,
+    n_proc: Vec<f64>,
+    em_level: Vec<f64>,
+    dup_rank: Vec<f64>,
+    after_coverage: Vec<f64>,
+    unbundled: Vec<f64>,
+    weekend: Vec<f64>,
+    overuse: Vec<f64>,
+}
+
+/// The claim SQL. `{from}`/`{to}` are date keys.
+const CLAIMS_SQL: &str = r#"
+WITH c AS (
+  SELECT claim_id,
+         coalesce(member_id, concat('#', claim_id)) AS member_id,
+         coalesce(provider_id, '') AS provider_id,
+         member_sk, service_date_key, claim_date_key,
+         CAST(billed_amount AS DOUBLE) AS amount,
+         upper(coalesce(status, '')) AS status
+  FROM fact_claims
+  WHERE service_date_key BETWEEN {from} AND {to}
+),
+spec AS (
+  SELECT provider_id, min(specialty) AS specialty
+  FROM silver_provider_specialties WHERE position = 1 GROUP BY provider_id
+),
+cs AS (
+  SELECT c.*, coalesce(spec.specialty, '') AS specialty
+  FROM c LEFT JOIN spec ON spec.provider_id = c.provider_id
+),
+p AS (
+  SELECT DISTINCT fp.claim_id, fp.procedure_code AS code
+  FROM fact_claim_procedures fp JOIN c ON c.claim_id = fp.claim_id
+),
+sig AS (
+  SELECT p.claim_id,
+         array_to_string(array_agg(p.code ORDER BY p.code), ';') AS signature,
+         min(p.code) AS first_code,
+         count(*) AS n_proc,
+         max(coalesce(e.level, 0)) AS em_level
+  FROM p LEFT JOIN scoring_em_levels e ON e.code = p.code
+  GROUP BY p.claim_id
+),
+day_codes AS (
+  SELECT DISTINCT c.member_id, c.provider_id, c.service_date_key, p.code
+  FROM c JOIN p ON p.claim_id = c.claim_id
+),
+unbundled_days AS (
+  SELECT d.member_id, d.provider_id, d.service_date_key, b.bundle
+  FROM day_codes d JOIN scoring_bundles b ON b.component = d.code
+  GROUP BY d.member_id, d.provider_id, d.service_date_key, b.bundle
+  HAVING count(DISTINCT d.code) >= 2
+),
+unbundled_open AS (
+  SELECT u.* FROM unbundled_days u
+  LEFT ANTI JOIN day_codes d
+    ON d.member_id = u.member_id AND d.provider_id = u.provider_id
+   AND d.service_date_key = u.service_date_key AND d.code = u.bundle
+),
+claim_unbundled AS (
+  SELECT DISTINCT c.claim_id
+  FROM c JOIN p ON p.claim_id = c.claim_id
+  JOIN scoring_bundles b ON b.component = p.code
+  JOIN unbundled_open u
+    ON u.member_id = c.member_id AND u.provider_id = c.provider_id
+   AND u.service_date_key = c.service_date_key AND u.bundle = b.bundle
+),
+codes AS (
+  SELECT claim_id, concat('P:', code) AS code FROM p
+  UNION
+  SELECT fd.claim_id, concat('D:', dd.code) AS code
+  FROM fact_claim_diagnoses fd
+  JOIN c ON c.claim_id = fd.claim_id
+  JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diagnosis_key
+),
+cc AS (
+  SELECT cs.claim_id, cs.provider_id, cs.specialty, codes.code
+  FROM codes JOIN cs ON cs.claim_id = codes.claim_id
+),
+pc AS (SELECT provider_id, code, count(*) AS n FROM cc GROUP BY provider_id, code),
+sc AS (SELECT specialty, code, count(*) AS n FROM cc GROUP BY specialty, code),
+pn AS (SELECT provider_id, count(*) AS n FROM cs GROUP BY provider_id),
+sn AS (SELECT specialty, count(*) AS n FROM cs GROUP BY specialty),
+overuse AS (
+  -- How far above its specialty's rate the provider bills each of the
+  -- claim's codes, as a Poisson z-score; the claim keeps its largest.
+  SELECT cc.claim_id,
+         max((CAST(pc.n AS DOUBLE) - CAST(pn.n AS DOUBLE) * sc.n / sn.n)
+             / sqrt(CAST(pn.n AS DOUBLE) * sc.n / sn.n + 1.0)) AS z
+  FROM cc
+  JOIN pc ON pc.provider_id = cc.provider_id AND pc.code = cc.code
+  JOIN sc ON sc.specialty = cc.specialty AND sc.code = cc.code
+  JOIN pn ON pn.provider_id = cc.provider_id
+  JOIN sn ON sn.specialty = cc.specialty
+  GROUP BY cc.claim_id
+)
+SELECT cs.claim_id, cs.provider_id, cs.member_id, cs.specialty,
+       coalesce(sig.signature, '') AS signature,
+       coalesce(sig.first_code, '') AS first_code,
+       cs.service_date_key,
+       coalesce(cs.amount, 0.0) AS amount,
+       cs.status,
+       CAST(coalesce(sig.n_proc, 0) AS DOUBLE) AS n_proc,
+       CAST(coalesce(sig.em_level, 0) AS DOUBLE) AS em_level,
+       -- Earlier claims with the same member, provider, service date and
+       -- codes (a claim without a provider or a code has no signature).
+       CASE WHEN cs.provider_id = '' OR sig.signature IS NULL THEN 0.0
+            ELSE CAST(row_number() OVER (
+              PARTITION BY cs.member_id, cs.provider_id, cs.service_date_key, sig.signature
+              ORDER BY cs.claim_date_key, cs.claim_id) - 1 AS DOUBLE) END AS dup_rank,
+       -- Serviced after the extract that showed the member's coverage ended.
+       CASE WHEN m.is_active = false AND dt.date > CAST(m.last_updated AS DATE) THEN 1.0 ELSE 0.0 END AS after_coverage,
+       CASE WHEN u.claim_id IS NULL THEN 0.0 ELSE 1.0 END AS unbundled,
+       CASE WHEN coalesce(dt.is_weekend, false) OR coalesce(dt.is_federal_holiday, false) THEN 1.0 ELSE 0.0 END AS weekend,
+       coalesce(o.z, 0.0) AS overuse
+FROM cs
+LEFT JOIN sig ON sig.claim_id = cs.claim_id
+LEFT JOIN dim_members m ON m.member_sk = cs.member_sk
+LEFT JOIN claim_unbundled u ON u.claim_id = cs.claim_id
+LEFT JOIN dim_date dt ON dt.date_key = cs.service_date_key
+LEFT JOIN overuse o ON o.claim_id = cs.claim_id
+ORDER BY cs.claim_id
+"#;
+
+/// Members each provider shares with the provider it shares most with.
+const SHARED_SQL: &str = r#"
+WITH pm AS (
+  SELECT DISTINCT coalesce(provider_id, '') AS provider_id, member_id
+  FROM fact_claims
+  WHERE service_date_key BETWEEN {from} AND {to} AND member_id IS NOT NULL
+),
+pairs AS (
+  SELECT a.provider_id, b.provider_id AS other, count(*) AS shared
+  FROM pm a JOIN pm b ON a.member_id = b.member_id AND a.provider_id <> b.provider_id
+  GROUP BY a.provider_id, b.provider_id
+)
+SELECT provider_id, CAST(max(shared) AS DOUBLE) AS shared FROM pairs GROUP BY provider_id
+"#;
+
+/// Computes the features of the claims serviced in `window`, from the
+/// facts at their latest versions.
+pub async fn compute(warehouse: &Warehouse, config: &ScoringConfig, window: Window) -> Result<FeatureSet> {
+    let ctx = Warehouse::session();
+    let mut versions = Vec::new();
+    for t in INPUT_TABLES {
+        let name = TableName::new(t)?;
+        match warehouse.register(&ctx, &name, None).await? {
+            Some(v) => versions.push((t.to_string(), v)),
+            None => return Err(Error::MissingInput(t.to_string())),
+        }
+    }
+    register_policy(&ctx, config)?;
+    let sql = |s: &str| s.replace("{from}", &window.from_key.to_string()).replace("{to}", &window.to_key.to_string());
+    let raw = raw_claims(&collect(&ctx, &sql(CLAIMS_SQL)).await?)?;
+    let shared: HashMap<String, f64> = {
+        let batches = collect(&ctx, &sql(SHARED_SQL)).await?;
+        let mut out = HashMap::new();
+        for b in &batches {
+            let ids = strings(b, "provider_id")?;
+            let v = floats(b, "shared")?;
+            out.extend(ids.into_iter().zip(v));
+        }
+        out
+    };
+    let claims = claim_features(&raw);
+    let providers = provider_features(&raw, &claims, &shared);
+    Ok(FeatureSet { claims, providers, versions })
+}
+
+/// The bundles and E/M levels of the policy, as tables the SQL joins.
+fn register_policy(ctx: &SessionContext, config: &ScoringConfig) -> Result<()> {
+    let (bundle, component): (Vec<&str>, Vec<&str>) =
+        config.bundles.iter().flat_map(|b| b.components.iter().map(move |c| (b.code.as_str(), c.as_str()))).unzip();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("bundle", DataType::Utf8, false),
+        Field::new("component", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(bundle)), Arc::new(StringArray::from(component))],
+    )
+    .map_err(|e| Error::arrow("scoring_bundles", e))?;
+    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::query("scoring_bundles", e))?;
+    ctx.register_table("scoring_bundles", Arc::new(table)).map_err(|e| Error::query("scoring_bundles", e))?;
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("code", DataType::Utf8, false),
+        Field::new("level", DataType::Int32, false),
+    ]));
+    let codes: Vec<&str> = config.em_levels.keys().map(String::as_str).collect();
+    let levels: Vec<i32> = config.em_levels.values().copied().collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(codes)), Arc::new(deltalake::arrow::array::Int32Array::from(levels))],
+    )
+    .map_err(|e| Error::arrow("scoring_em_levels", e))?;
+    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::query("scoring_em_levels", e))?;
+    ctx.register_table("scoring_em_levels", Arc::new(table)).map_err(|e| Error::query("scoring_em_levels", e))?;
+    Ok(())
+}
+
+async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    let frame = ctx.sql(sql).await.map_err(|e| Error::query("features", e))?;
+    frame.collect().await.map_err(|e| Error::query("features", e))
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
+    batch.column_by_name(name).ok_or_else(|| Error::Column { column: name.to_string(), reason: "is missing".into() })
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<String>> {
+    let col = cast(column(batch, name)?, &DataType::Utf8).map_err(|e| Error::arrow(name, e))?;
+    let col = col.as_string::<i32>();
+    Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }).collect())
+}
+
+fn floats(batch: &RecordBatch, name: &str) -> Result<Vec<f64>> {
+    let col = cast(column(batch, name)?, &DataType::Float64).map_err(|e| Error::arrow(name, e))?;
+    let col = col.as_primitive::<Float64Type>();
+    Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { 0.0 }).collect())
+}
+
+fn ints(batch: &RecordBatch, name: &str) -> Result<Vec<i32>> {
+    let col = cast(column(batch, name)?, &DataType::Int32).map_err(|e| Error::arrow(name, e))?;
+    let col = col.as_primitive::<Int32Type>();
+    Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { -1 }).collect())
+}
+
+fn raw_claims(batches: &[RecordBatch]) -> Result<RawClaims> {
+    let mut r = RawClaims {
+        claim_id: Vec::new(),
+        provider_id: Vec::new(),
+        member_id: Vec::new(),
+        specialty: Vec::new(),
+        signature: Vec::new(),
+        first_code: Vec::new(),
+        service_date_key: Vec::new(),
+        amount: Vec::new(),
+        status: Vec::new(),
+        n_proc: Vec::new(),
+        em_level: Vec::new(),
+        dup_rank: Vec::new(),
+        after_coverage: Vec::new(),
+        unbundled: Vec::new(),
+        weekend: Vec::new(),
+        overuse: Vec::new(),
+    };
+    for b in batches {
+        r.claim_id.extend(strings(b, "claim_id")?);
+        r.provider_id.extend(strings(b, "provider_id")?);
+        r.member_id.extend(strings(b, "member_id")?);
+        r.specialty.extend(strings(b, "specialty")?);
+        r.signature.extend(strings(b, "signature")?);
+        r.first_code.extend(strings(b, "first_code")?);
+        r.service_date_key.extend(ints(b, "service_date_key")?);
+        r.amount.extend(floats(b, "amount")?);
+        r.status.extend(strings(b, "status")?);
+        r.n_proc.extend(floats(b, "n_proc")?);
+        r.em_level.extend(floats(b, "em_level")?);
+        r.dup_rank.extend(floats(b, "dup_rank")?);
+        r.after_coverage.extend(floats(b, "after_coverage")?);
+        r.unbundled.extend(floats(b, "unbundled")?);
+        r.weekend.extend(floats(b, "weekend")?);
+        r.overuse.extend(floats(b, "overuse")?);
+    }
+    Ok(r)
+}
+
+/// Median and robust scale of `values`: 1.4826 x the median absolute
+/// deviation, floored by 1.2533 x the mean absolute deviation (which is
+/// not zero when most values sit at the median) and by `floor`.
+pub(crate) fn robust_center_scale(values: &mut [f64], floor: f64) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 1.0);
+    }
+    let median = median_of(values);
+    let mean_ad = values.iter().map(|v| (v - median).abs()).sum::<f64>() / values.len() as f64;
+    for v in values.iter_mut() {
+        *v = (*v - median).abs();
+    }
+    let mad = median_of(values);
+    let scale = (1.4826 * mad).max(1.2533 * mean_ad).max(floor);
+    (median, scale)
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    let mid = values.len() / 2;
+    let (_, m, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    let m = *m;
+    if values.len().is_multiple_of(2) {
+        let lower = values[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower + m) / 2.0
+    } else {
+        m
+    }
+}
+
+fn clip(z: f64) -> f64 {
+    if z.is_finite() { z.clamp(-Z_CLIP, Z_CLIP) } else { 0.0 }
+}
+
+/// Robust z-scores of `values` within the groups `group` assigns, falling
+/// back to `fallback`'s groups (and then to all values) for groups of
+/// fewer than [`MIN_PEERS`].
+fn peer_z(values: &[f64], group: &[&str], fallback: Option<&[&str]>, floor: f64) -> Vec<f64> {
+    let stats = |keys: &[&str]| -> HashMap<String, (usize, f64, f64)> {
+        let mut by: HashMap<&str, Vec<f64>> = HashMap::new();
+        for (k, v) in keys.iter().zip(values) {
+            by.entry(k).or_default().push(*v);
+        }
+        by.into_iter()
+            .map(|(k, mut vs)| {
+                let n = vs.len();
+                let (m, s) = robust_center_scale(&mut vs, floor);
+                (k.to_string(), (n, m, s))
+            })
+            .collect()
+    };
+    let primary = stats(group);
+    let secondary = fallback.map(stats);
+    let (_, gm, gs) = {
+        let mut all = values.to_vec();
+        let (m, s) = robust_center_scale(&mut all, floor);
+        (values.len(), m, s)
+    };
+    (0..values.len())
+        .map(|i| {
+            let (m, s) = match primary.get(group[i]) {
+                Some(&(n, m, s)) if n >= MIN_PEERS => (m, s),
+                _ => match secondary.as_ref().and_then(|f| fallback.and_then(|keys| f.get(keys[i]))) {
+                    Some(&(n, m, s)) if n >= MIN_PEERS => (m, s),
+                    _ => (gm, gs),
+                },
+            };
+            clip((values[i] - m) / s)
+        })
+        .collect()
+}
+
+/// The 99th percentile of `values` within each group (with the same
+/// fallback as [`peer_z`]); `true` where a value is above it.
+fn above_p99(values: &[f64], group: &[&str]) -> Vec<bool> {
+    let mut by: HashMap<&str, Vec<f64>> = HashMap::new();
+    for (k, v) in group.iter().zip(values) {
+        by.entry(k).or_default().push(*v);
+    }
+    let p99: HashMap<&str, f64> = by
+        .into_iter()
+        .filter(|(_, vs)| vs.len() >= MIN_PEERS)
+        .map(|(k, mut vs)| {
+            vs.sort_by(f64::total_cmp);
+            let at = ((vs.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(vs.len() - 1);
+            (k, vs[at])
+        })
+        .collect();
+    values.iter().zip(group).map(|(v, k)| p99.get(k).is_some_and(|p| v > p)).collect()
+}
+
+fn claim_features(r: &RawClaims) -> ClaimTable {
+    let n = r.claim_id.len();
+    let ln_amount: Vec<f64> = r.amount.iter().map(|a| a.max(1.0).ln()).collect();
+    let signature: Vec<&str> = r.signature.iter().map(String::as_str).collect();
+    let first: Vec<&str> = r.first_code.iter().map(String::as_str).collect();
+    let specialty: Vec<&str> = r.specialty.iter().map(String::as_str).collect();
+    let everyone = vec![""; n];
+
+    let weekend_z = provider_rate_z(r, &r.weekend, &specialty);
+    let coverage_z = provider_rate_z(r, &r.after_coverage, &specialty);
+
+    let columns: [Vec<f64>; 11] = [
+        peer_z(&ln_amount, &signature, Some(&first), 0.05),
+        peer_z(&ln_amount, &specialty, None, 0.05),
+        peer_z(&r.dup_rank, &everyone, None, 0.05),
+        peer_z(&r.after_coverage, &everyone, None, 0.05),
+        peer_z(&r.unbundled, &everyone, None, 0.05),
+        peer_z(&r.n_proc, &specialty, None, 0.25),
+        peer_z(&r.em_level, &specialty, None, 0.25),
+        peer_z(&r.overuse, &specialty, None, 0.5),
+        peer_z(&r.weekend, &everyone, None, 0.25),
+        (0..n).map(|i| clip(r.weekend[i] * weekend_z[i].max(0.0))).collect(),
+        (0..n).map(|i| clip(r.after_coverage[i] * coverage_z[i].max(0.0))).collect(),
+    ];
+    let mut values = Array2::zeros((n, CLAIM_FEATURES.len()));
+    for (j, col) in columns.iter().enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            values[[i, j]] = *v;
+        }
+    }
+    ClaimTable {
+        claim_id: r.claim_id.clone(),
+        provider_id: r.provider_id.clone(),
+        amount: r.amount.clone(),
+        status: r.status.clone(),
+        values,
+        above_code_p99: above_p99(&ln_amount, &signature),
+    }
+}
+
+/// For each claim, how far its provider's rate of `flag` is above its
+/// specialty's, as a binomial z-score (0 for a claim without a provider).
+fn provider_rate_z(r: &RawClaims, flag: &[f64], specialty: &[&str]) -> Vec<f64> {
+    let mut by_provider: HashMap<&str, (f64, f64)> = HashMap::new();
+    let mut by_specialty: HashMap<&str, (f64, f64)> = HashMap::new();
+    for i in 0..flag.len() {
+        let p = by_provider.entry(&r.provider_id[i]).or_default();
+        p.0 += flag[i];
+        p.1 += 1.0;
+        let s = by_specialty.entry(specialty[i]).or_default();
+        s.0 += flag[i];
+        s.1 += 1.0;
+    }
+    (0..flag.len())
+        .map(|i| {
+            if r.provider_id[i].is_empty() {
+                return 0.0;
+            }
+            let (w, t) = by_provider[r.provider_id[i].as_str()];
+            let (sw, st) = by_specialty[specialty[i]];
+            binomial_z(w, t, sw / st)
+        })
+        .collect()
+}
+
+/// How far `hits` of `trials` is above the rate `p`, in binomial standard
+/// deviations (with one pseudo-trial so that tiny providers stay small).
+fn binomial_z(hits: f64, trials: f64, p: f64) -> f64 {
+    let p = p.clamp(1e-4, 1.0 - 1e-4);
+    (hits - trials * p) / (trials * p * (1.0 - p) + 1.0).sqrt()
+}
+
+fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String, f64>) -> ProviderTable {
+    #[derive(Default)]
+    struct Acc {
+        specialty: String,
+        claims: f64,
+        members: std::collections::HashSet<String>,
+        member_days: std::collections::HashSet<(String, i32)>,
+        services: f64,
+        amount_z: f64,
+        em_claims: f64,
+        high_level: f64,
+        weekend: f64,
+        denied: f64,
+        duplicate: f64,
+        after_coverage: f64,
+        unbundled: f64,
+        overuse_max: f64,
+    }
+    let mut by: HashMap<&str, Acc> = HashMap::new();
+    let mut spec_rates: HashMap<&str, [f64; 4]> = HashMap::new();
+    for i in 0..r.claim_id.len() {
+        // Claims without a provider (care-management claims) have no
+        // provider to profile.
+        if r.provider_id[i].is_empty() {
+            continue;
+        }
+        let a = by.entry(&r.provider_id[i]).or_default();
+        a.specialty.clone_from(&r.specialty[i]);
+        a.claims += 1.0;
+        a.members.insert(r.member_id[i].clone());
+        a.member_days.insert((r.member_id[i].clone(), r.service_date_key[i]));
+        a.services += r.n_proc[i];
+        a.amount_z += claims.values[[i, 0]];
+        let em = r.em_level[i] > 0.0;
+        let high = r.em_level[i] >= 4.0;
+        let denied = r.status[i] == "REJECTED" || r.status[i] == "DENIED";
+        a.em_claims += f64::from(u8::from(em));
+        a.high_level += f64::from(u8::from(high));
+        a.weekend += r.weekend[i];
+        a.denied += f64::from(u8::from(denied));
+        a.duplicate += f64::from(u8::from(r.dup_rank[i] > 0.0));
+        a.after_coverage += r.after_coverage[i];
+        a.unbundled += r.unbundled[i];
+        a.overuse_max = a.overuse_max.max(r.overuse[i]);
+        let s = spec_rates.entry(&r.specialty[i]).or_default();
+        s[0] += f64::from(u8::from(em));
+        s[1] += f64::from(u8::from(high));
+        s[2] += 1.0;
+        s[3] += r.weekend[i];
+    }
+    let mut spec_denied: HashMap<&str, (f64, f64)> = HashMap::new();
+    for i in 0..r.claim_id.len() {
+        if r.provider_id[i].is_empty() {
+            continue;
+        }
+        let d = spec_denied.entry(&r.specialty[i]).or_default();
+        d.0 += f64::from(u8::from(r.status[i] == "REJECTED" || r.status[i] == "DENIED"));
+        d.1 += 1.0;
+    }
+    let mut ids: Vec<&str> = by.keys().copied().collect();
+    ids.sort_unstable();
+    let raw: Vec<[f64; 12]> = ids
+        .iter()
+        .map(|id| {
+            let a = &by[id];
+            let s = spec_rates[a.specialty.as_str()];
+            let (sd, st) = spec_denied[a.specialty.as_str()];
+            [
+                a.claims / a.members.len().max(1) as f64,
+                a.services / a.member_days.len().max(1) as f64,
+                a.amount_z / a.claims,
+                binomial_z(a.high_level, a.em_claims, if s[0] > 0.0 { s[1] / s[0] } else { 0.0 }),
+                binomial_z(a.weekend, a.claims, s[3] / s[2]),
+                binomial_z(a.denied, a.claims, sd / st),
+                shared.get(*id).copied().unwrap_or(0.0),
+                a.duplicate / a.claims,
+                a.after_coverage / a.claims,
+                a.unbundled / a.claims,
+                a.overuse_max,
+                a.services / a.claims,
+            ]
+        })
+        .collect();
+    let specialty: Vec<String> = ids.iter().map(|id| by[id].specialty.clone()).collect();
+    let spec_keys: Vec<&str> = specialty.iter().map(String::as_str).collect();
+    let everyone = vec![""; ids.len()];
+    let mut values = Array2::zeros((ids.len(), PROVIDER_FEATURES.len()));
+    for j in 0..PROVIDER_FEATURES.len() {
+        let col: Vec<f64> = raw.iter().map(|row| row[j]).collect();
+        // Rates already measured against the specialty are scaled globally;
+        // the others within the specialty.
+        let z = match j {
+            3 | 4 | 5 | 10 => peer_z(&col, &everyone, None, 0.5),
+            6..=9 => peer_z(&col, &everyone, None, 0.01),
+            _ => peer_z(&col, &spec_keys, None, 0.05),
+        };
+        for (i, v) in z.into_iter().enumerate() {
+            values[[i, j]] = v;
+        }
+    }
+    ProviderTable {
+        provider_id: ids.iter().map(|s| s.to_string()).collect(),
+        specialty,
+        claims: ids.iter().map(|id| by[id].claims as u64).collect(),
+        values,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_has_a_floor_when_most_peers_sit_at_zero() {
+        let mut v = vec![0.0; 990];
+        v.extend(vec![1.0; 10]);
+        let (m, s) = robust_center_scale(&mut v, 0.0);
+        assert_eq!(m, 0.0);
+        // MAD is 0; the mean absolute deviation (0.01) keeps it finite.
+        assert!((s - 1.2533 * 0.01).abs() < 1e-12, "{s}");
+        let mut z = vec![0.0; 10];
+        let (_, s) = robust_center_scale(&mut z, 0.05);
+        assert_eq!(s, 0.05);
+    }
+
+    #[test]
+    fn small_peer_groups_fall_back_to_the_wider_group() {
+        let mut values = vec![1.0; 40];
+        values.extend([5.0, 5.0]);
+        let mut group = vec!["big"; 40];
+        group.extend(["tiny", "tiny"]);
+        let z = peer_z(&values, &group, None, 0.1);
+        // "tiny" has 2 peers: it is measured against everyone, so it stands out.
+        assert!(z[40] > 10.0, "{}", z[40]);
+        assert_eq!(z[0], 0.0);
+    }
+}

@@ -1,0 +1,172 @@
+//! Fraud scoring end to end: a synthetic insurer with injected fraud,
+//! built through the facts, then trained, scored and evaluated the way the
+//! nightly job and an investigator would.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{Duration, NaiveDate};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::Float64Type;
+use ingest::{IngestOptions, SourceCatalog};
+use quality::SilverCatalog;
+use scoring::{ScoringConfig, Training};
+use storage::{RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
+
+fn run(id: i64, kind: RunKind, date: NaiveDate) -> RunContext {
+    RunContext { id: RunId(id), kind, clock: RunClock::for_date(date) }
+}
+
+/// One nightly build of `date` through the facts.
+async fn build(warehouse: &Warehouse, landing: &Path, date: NaiveDate) {
+    let run = run(1, RunKind::Build, date);
+    let options = IngestOptions { landing, up_to: date };
+    ingest::ingest(warehouse, &run, &SourceCatalog::default_catalog().unwrap(), &options).await.unwrap();
+    quality::build_silver(warehouse, &run, &SilverCatalog::default_catalog().unwrap()).await.unwrap();
+    let catalog = dims::DimCatalog::default_catalog().unwrap();
+    dims::build_dims(warehouse, &run, &catalog).await.unwrap();
+    facts::build_facts(warehouse, &run, &catalog, facts::FactOptions::default()).await.unwrap();
+}
+
+async fn rows(warehouse: &Warehouse, table: &str) -> Vec<RecordBatch> {
+    warehouse.scan(&TableName::new(table).unwrap(), None).await.unwrap()
+}
+
+/// `id -> (score, percentile, reasons, model)` of a scores table.
+async fn scores(warehouse: &Warehouse, table: &str, id: &str) -> BTreeMap<String, (f64, f64, Vec<String>, String)> {
+    let mut out = BTreeMap::new();
+    for b in rows(warehouse, table).await {
+        let ids = b.column_by_name(id).unwrap().as_string::<i32>().clone();
+        let score = b.column_by_name("score").unwrap().as_primitive::<Float64Type>().clone();
+        let pct = b.column_by_name("percentile").unwrap().as_primitive::<Float64Type>().clone();
+        let model = b.column_by_name("model_version").unwrap().as_string::<i32>().clone();
+        let reasons: Vec<_> = ["reason_1", "reason_2", "reason_3"]
+            .iter()
+            .map(|r| b.column_by_name(r).unwrap().as_string::<i32>().clone())
+            .collect();
+        for i in 0..b.num_rows() {
+            let rs = reasons.iter().filter(|r| r.is_valid(i)).map(|r| r.value(i).to_string()).collect();
+            out.insert(ids.value(i).to_string(), (score.value(i), pct.value(i), rs, model.value(i).to_string()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_score_and_evaluate_a_synthetic_insurer() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let generated =
+        synth::Config { members: 3_000, days: 6, seed: 5, fraud_rate: 0.05, ..synth::Config::new(&landing) };
+    synth::generate(&generated, &mut |_, _| {}).await.unwrap();
+    let last = generated.start_date + Duration::days(i64::from(generated.days) - 1);
+    let config = ScoringConfig::default_config().unwrap();
+    let a = Warehouse::open(dir.path().join("a").to_str().unwrap()).unwrap();
+    build(&a, &landing, last).await;
+
+    // Scoring before any model is trained says what to do.
+    let err = scoring::score(&a, &run(2, RunKind::Score, last), &config, Training::Never).await.unwrap_err();
+    assert!(err.to_string().contains("gold train"), "{err}");
+
+    // Training stores a model; training again on the same facts and seed
+    // gives the same model and writes nothing.
+    let first = scoring::train(&a, &run(3, RunKind::Train, last), &config).await.unwrap();
+    assert!(first.written);
+    assert_eq!(first.claim_features.len(), scoring::features::CLAIM_FEATURES.len());
+    assert!(first.data_versions.contains_key("fact_claims"));
+    let again = scoring::train(&a, &run(4, RunKind::Train, last), &config).await.unwrap();
+    assert_eq!(again.model_version, first.model_version);
+    assert!(!again.written);
+    assert_eq!(rows(&a, scoring::MODELS).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+
+    // The stored artifact reads back bit for bit.
+    let stored = scoring::current_model(&a, last).await.unwrap().unwrap();
+    assert_eq!(stored.version, first.model_version);
+    let json = stored.artifact.to_json().unwrap();
+    let back = scoring::Artifact::from_json(&stored.version, &json).unwrap();
+    let bits = |a: &scoring::Artifact| -> Vec<u64> {
+        let d = &a.claims;
+        d.gmm
+            .means
+            .iter()
+            .flatten()
+            .chain(d.gmm.precisions.iter().flatten().flatten())
+            .chain(d.calibration.iter().flatten())
+            .map(|f| f.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&back), bits(&stored.artifact));
+    assert_eq!(back, stored.artifact);
+
+    // Scoring writes one row per claim and per provider.
+    let report = scoring::score(&a, &run(5, RunKind::Score, last), &config, Training::Never).await.unwrap();
+    assert_eq!(report.model_version, first.model_version);
+    let claims = scores(&a, scoring::FRAUD_SCORES, "claim_id").await;
+    let fact_claims: usize = rows(&a, "fact_claims").await.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(claims.len(), fact_claims);
+    assert!(
+        claims
+            .values()
+            .all(|(s, p, _, m)| (0.0..=1.0).contains(s) && (0.0..=1.0).contains(p) && *m == first.model_version)
+    );
+    let providers = scores(&a, scoring::PROVIDER_RISK, "provider_id").await;
+    assert_eq!(providers.len(), report.providers_scored);
+
+    // Scoring again with nothing new writes nothing.
+    let rerun = scoring::score(&a, &run(6, RunKind::Score, last), &config, Training::Never).await.unwrap();
+    assert!(rerun.up_to_date && rerun.claims_version.is_none());
+
+    // The injected fraud ranks high, and rule hits say why.
+    let labels = scoring::evaluate::read_labels(&landing.join("_truth/fraud_labels.csv")).unwrap();
+    let eval = scoring::evaluate::evaluate(&a, &labels).await.unwrap();
+    assert!(eval.claims.overall.positives > 50, "{:?}", eval.claims.overall);
+    assert!(eval.claims.overall.roc_auc > 0.8, "claims {:?}", eval.claims.overall);
+    assert!(eval.providers.overall.roc_auc > 0.8, "providers {:?}", eval.providers.overall);
+    let duplicates: Vec<_> = labels.claims.iter().filter(|(_, p)| *p == "duplicate_billing").map(|(c, _)| c).collect();
+    let named = duplicates
+        .iter()
+        .filter(|c| claims.get(**c).is_some_and(|(_, _, r, _)| r.iter().any(|r| r == "duplicate_billing")))
+        .count();
+    assert!(named * 2 >= duplicates.len(), "{named} of {} duplicate claims name duplicate_billing", duplicates.len());
+
+    // A second warehouse built from the same landing trains the same model
+    // and writes the same scores.
+    let b = Warehouse::open(dir.path().join("b").to_str().unwrap()).unwrap();
+    build(&b, &landing, last).await;
+    let report_b = scoring::score(&b, &run(2, RunKind::Build, last), &config, Training::WhenStale).await.unwrap();
+    assert_eq!(report_b.trained.as_ref().map(|t| t.model_version.as_str()), Some(first.model_version.as_str()));
+    let claims_b = scores(&b, scoring::FRAUD_SCORES, "claim_id").await;
+    assert!(claims == claims_b, "scores differ between two identical builds");
+
+    // A model trained later is not current before its date.
+    let earlier = last - Duration::days(2);
+    let later = scoring::train(&b, &run(3, RunKind::Train, last + Duration::days(1)), &config).await.unwrap();
+    assert_ne!(later.model_version, first.model_version);
+    assert_eq!(scoring::current_model(&b, last).await.unwrap().unwrap().version, first.model_version);
+    assert_eq!(
+        scoring::current_model(&b, last + Duration::days(1)).await.unwrap().unwrap().version,
+        later.model_version
+    );
+    assert!(scoring::current_model(&b, earlier).await.unwrap().is_none());
+}
+
+#[test]
+fn bad_labels_name_the_file_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.csv");
+    std::fs::write(&path, "claim_id,provider_id,pattern,intensity\nC1,P1,upcoding,low\nC2,P1,,low\n").unwrap();
+    let err = scoring::evaluate::read_labels(&path).unwrap_err().to_string();
+    assert!(err.contains("labels.csv") && err.contains("row 3") && err.contains("pattern"), "{err}");
+    std::fs::write(&path, "claim,provider_id,pattern\nC1,P1,upcoding\n").unwrap();
+    let err = scoring::evaluate::read_labels(&path).unwrap_err().to_string();
+    assert!(err.contains("row 1") && err.contains("claim_id"), "{err}");
+    let err = scoring::evaluate::read_labels(&dir.path().join("missing.csv")).unwrap_err().to_string();
+    assert!(err.contains("missing.csv"), "{err}");
+}
+
+#[test]
+fn a_bad_scoring_model_is_refused_with_its_origin() {
+    let text = scoring::config::DEFAULT_SCORING.replace("kmeans_clusters = 8", "kmeans_clusters = 0");
+    let err = ScoringConfig::parse(&text, "models/scoring.toml").unwrap_err().to_string();
+    assert!(err.contains("models/scoring.toml") && err.contains("at least 1"), "{err}");
+}
