@@ -238,7 +238,8 @@ pub async fn export_features(
     dir: &Path,
 ) -> Result<(usize, usize)> {
     let window = crate::features::Window { from_key: -1, to_key: crate::date_key(to) };
-    let set = crate::features::compute(warehouse, &model.artifact.config, window).await?;
+    let versions = crate::features::input_versions(warehouse).await?;
+    let set = crate::features::compute(warehouse, &model.artifact.config, window, versions).await?;
     let (_, claim_pct) = model.artifact.claims.score(set.claims.values.view())?;
     let (_, provider_pct) = model.artifact.providers.score(set.providers.values.view())?;
     let (ids, scores, _) = scores_of(warehouse, FRAUD_SCORES, "claim_id").await?;

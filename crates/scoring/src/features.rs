@@ -257,17 +257,29 @@ pairs AS (
 SELECT provider_id, CAST(max(shared) AS DOUBLE) AS shared FROM pairs GROUP BY provider_id
 "#;
 
-/// Computes the features of the claims serviced in `window`, from the
-/// facts at their latest versions.
-pub async fn compute(warehouse: &Warehouse, config: &ScoringConfig, window: Window) -> Result<FeatureSet> {
-    let ctx = Warehouse::session();
+/// The latest version of every input table.
+pub async fn input_versions(warehouse: &Warehouse) -> Result<Vec<(String, i64)>> {
     let mut versions = Vec::new();
     for t in INPUT_TABLES {
-        let name = TableName::new(t)?;
-        match warehouse.register(&ctx, &name, None).await? {
-            Some(v) => versions.push((t.to_string(), v)),
-            None => return Err(Error::MissingInput(t.to_string())),
-        }
+        let table = warehouse.load(&TableName::new(t)?).await?.ok_or_else(|| Error::MissingInput(t.to_string()))?;
+        let v =
+            table.version().and_then(|v| i64::try_from(v).ok()).ok_or_else(|| Error::MissingInput(t.to_string()))?;
+        versions.push((t.to_string(), v));
+    }
+    Ok(versions)
+}
+
+/// Computes the features of the claims serviced in `window`, from the
+/// input tables at `versions` (from [`input_versions`]).
+pub async fn compute(
+    warehouse: &Warehouse,
+    config: &ScoringConfig,
+    window: Window,
+    versions: Vec<(String, i64)>,
+) -> Result<FeatureSet> {
+    let ctx = Warehouse::session();
+    for (t, v) in &versions {
+        warehouse.register(&ctx, &TableName::new(t)?, Some(*v)).await?;
     }
     register_policy(&ctx, config)?;
     let sql = |s: &str| s.replace("{from}", &window.from_key.to_string()).replace("{to}", &window.to_key.to_string());
