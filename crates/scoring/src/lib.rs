@@ -325,7 +325,10 @@ impl Scored {
         let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(&self.ids))];
         if let Some(p) = &self.provider_id {
             fields.push(Field::new("provider_id", DataType::Utf8, true));
-            columns.push(Arc::new(StringArray::from_iter_values(p)));
+            // A claim without a provider (care-management claims) has NULL.
+            columns.push(Arc::new(
+                p.iter().map(|id| Some(id.as_str()).filter(|id| !id.is_empty())).collect::<StringArray>(),
+            ));
         }
         fields.extend([
             Field::new("score", DataType::Float64, false),
