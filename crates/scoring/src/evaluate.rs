@@ -251,21 +251,15 @@ pub async fn export_features(
         row: 0,
         reason: e.to_string(),
     })?;
-    let write_err = |file: &Path, e: &dyn std::fmt::Display| Error::Labels {
-        file: file.display().to_string(),
-        row: 0,
-        reason: e.to_string(),
-    };
+    let detectors: Vec<String> = crate::detect::DETECTORS.iter().map(|d| format!("percentile_{d}")).collect();
+    let numbers = |values: ndarray::ArrayView1<'_, f64>| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+    let score_text = |s: Option<&f64>| s.map_or_else(String::new, |s| s.to_string());
 
-    let file = dir.join("claims.csv");
-    let mut w = csv::Writer::from_path(&file).map_err(|e| write_err(&file, &e))?;
+    let c = &set.claims;
     let mut header = vec!["claim_id", "provider_id", "amount", "status", "label", "pattern", "gold_score"];
     header.extend(crate::features::CLAIM_FEATURES);
-    let detectors: Vec<String> = crate::detect::DETECTORS.iter().map(|d| format!("percentile_{d}")).collect();
     header.extend(detectors.iter().map(String::as_str));
-    w.write_record(&header).map_err(|e| write_err(&file, &e))?;
-    let c = &set.claims;
-    for i in 0..c.claim_id.len() {
+    let rows = (0..c.claim_id.len()).map(|i| {
         let pattern = labels.claims.get(&c.claim_id[i]).cloned().unwrap_or_default();
         let mut row = vec![
             c.claim_id[i].clone(),
@@ -274,22 +268,19 @@ pub async fn export_features(
             c.status[i].clone(),
             u8::from(!pattern.is_empty()).to_string(),
             pattern,
-            claim_scores.get(&c.claim_id[i]).map_or_else(String::new, |s| s.to_string()),
+            score_text(claim_scores.get(&c.claim_id[i])),
         ];
-        row.extend(c.values.row(i).iter().map(|v| v.to_string()));
-        row.extend(claim_pct.row(i).iter().map(|v| v.to_string()));
-        w.write_record(&row).map_err(|e| write_err(&file, &e))?;
-    }
-    w.flush().map_err(|e| write_err(&file, &e))?;
+        row.extend(numbers(c.values.row(i)));
+        row.extend(numbers(claim_pct.row(i)));
+        row
+    });
+    write_csv(&dir.join("claims.csv"), &header, rows)?;
 
-    let file = dir.join("providers.csv");
-    let mut w = csv::Writer::from_path(&file).map_err(|e| write_err(&file, &e))?;
+    let p = &set.providers;
     let mut header = vec!["provider_id", "label", "pattern", "gold_score"];
     header.extend(crate::features::PROVIDER_FEATURES);
     header.extend(detectors.iter().map(String::as_str));
-    w.write_record(&header).map_err(|e| write_err(&file, &e))?;
-    let p = &set.providers;
-    for i in 0..p.provider_id.len() {
+    let rows = (0..p.provider_id.len()).map(|i| {
         let patterns = labels
             .providers
             .get(&p.provider_id[i])
@@ -299,14 +290,25 @@ pub async fn export_features(
             p.provider_id[i].clone(),
             u8::from(!patterns.is_empty()).to_string(),
             patterns,
-            provider_scores.get(&p.provider_id[i]).map_or_else(String::new, |s| s.to_string()),
+            score_text(provider_scores.get(&p.provider_id[i])),
         ];
-        row.extend(p.values.row(i).iter().map(|v| v.to_string()));
-        row.extend(provider_pct.row(i).iter().map(|v| v.to_string()));
-        w.write_record(&row).map_err(|e| write_err(&file, &e))?;
-    }
-    w.flush().map_err(|e| write_err(&file, &e))?;
+        row.extend(numbers(p.values.row(i)));
+        row.extend(numbers(provider_pct.row(i)));
+        row
+    });
+    write_csv(&dir.join("providers.csv"), &header, rows)?;
     Ok((c.claim_id.len(), p.provider_id.len()))
+}
+
+/// Writes `header` and `rows` to `file` as CSV.
+fn write_csv(file: &Path, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<()> {
+    let err = |e: csv::Error| Error::Labels { file: file.display().to_string(), row: 0, reason: e.to_string() };
+    let mut w = csv::Writer::from_path(file).map_err(err)?;
+    w.write_record(header).map_err(err)?;
+    for row in rows {
+        w.write_record(&row).map_err(err)?;
+    }
+    w.flush().map_err(|e| err(e.into()))
 }
 
 #[cfg(test)]

@@ -579,7 +579,8 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         overuse_max: f64,
     }
     let mut by: HashMap<&str, Acc> = HashMap::new();
-    let mut spec_rates: HashMap<&str, [f64; 4]> = HashMap::new();
+    // Per specialty: E/M claims, high-level ones, claims, weekend, denied.
+    let mut spec_rates: HashMap<&str, [f64; 5]> = HashMap::new();
     for i in 0..r.claim_id.len() {
         // Claims without a provider (care-management claims) have no
         // provider to profile.
@@ -609,15 +610,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         s[1] += f64::from(u8::from(high));
         s[2] += 1.0;
         s[3] += r.weekend[i];
-    }
-    let mut spec_denied: HashMap<&str, (f64, f64)> = HashMap::new();
-    for i in 0..r.claim_id.len() {
-        if r.provider_id[i].is_empty() {
-            continue;
-        }
-        let d = spec_denied.entry(&r.specialty[i]).or_default();
-        d.0 += f64::from(u8::from(r.status[i] == "REJECTED" || r.status[i] == "DENIED"));
-        d.1 += 1.0;
+        s[4] += f64::from(u8::from(denied));
     }
     let mut ids: Vec<&str> = by.keys().copied().collect();
     ids.sort_unstable();
@@ -626,14 +619,13 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         .map(|id| {
             let a = &by[id];
             let s = spec_rates[a.specialty.as_str()];
-            let (sd, st) = spec_denied[a.specialty.as_str()];
             [
                 a.claims / a.members.len().max(1) as f64,
                 a.services / a.member_days.len().max(1) as f64,
                 a.amount_z / a.claims,
                 binomial_z(a.high_level, a.em_claims, if s[0] > 0.0 { s[1] / s[0] } else { 0.0 }),
                 binomial_z(a.weekend, a.claims, s[3] / s[2]),
-                binomial_z(a.denied, a.claims, sd / st),
+                binomial_z(a.denied, a.claims, s[4] / s[2]),
                 shared.get(*id).copied().unwrap_or(0.0),
                 a.duplicate / a.claims,
                 a.after_coverage / a.claims,
