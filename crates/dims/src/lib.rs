@@ -216,6 +216,7 @@ pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCa
         let outcome = merge::merge(&target, &dim.spec(), batch)
             .await
             .map_err(|e| Error::Merge { table: dim.table.clone(), source: Box::new(e) })?;
+        storage::failpoint("dims-merged");
         if let Some(v) = outcome.version {
             record_changes(warehouse, run, &dim.table, v, &outcome.changed).await?;
         }

@@ -731,6 +731,7 @@ async fn write_with_watermarks(
     }
     let rows = fact.num_rows() as u64;
     let w = write_facts(warehouse, &commit, table, fact, rebuilt, plan.full).await?;
+    storage::failpoint("facts-written");
     Ok(TableReport {
         table: table.name.to_string(),
         version: w.version,

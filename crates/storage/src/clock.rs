@@ -26,6 +26,12 @@ impl RunClock {
         Self { logical_date: date, now, started_at: Utc::now(), started: Instant::now() }
     }
 
+    /// A run that replays a past one: logical date `date`, its clock reading
+    /// `now` (the past run's `now`) for the whole run.
+    pub fn replaying(date: NaiveDate, now: DateTime<Utc>) -> Self {
+        Self { logical_date: date, now, started_at: Utc::now(), started: Instant::now() }
+    }
+
     /// A run without `--date`: today (UTC), at the moment the clock starts.
     pub fn from_wall_clock() -> Self {
         let now = Utc::now();

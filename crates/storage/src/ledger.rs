@@ -1,5 +1,6 @@
 //! `_gold_runs`: one row per run.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -24,6 +25,9 @@ pub const LEDGER_TABLE: &str = "_gold_runs";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
+    /// Begun and not finished: still running, or abandoned by a process
+    /// that died (the next run to begin records it as failed).
+    Running,
     Succeeded,
     Failed,
 }
@@ -31,6 +35,7 @@ pub enum RunStatus {
 impl RunStatus {
     fn as_str(self) -> &'static str {
         match self {
+            Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
         }
@@ -70,6 +75,9 @@ pub struct RunRecord {
     pub message: Option<String>,
     /// The run's JSON summary (stages, row counts), as text.
     pub summary: Option<String>,
+    /// Every table of the warehouse and its version when the run ended:
+    /// the state a rollback to this run restores.
+    pub state: BTreeMap<String, i64>,
 }
 
 impl RunRecord {
@@ -87,6 +95,7 @@ impl RunRecord {
             code_version: code_version.to_string(),
             message: None,
             summary: None,
+            state: BTreeMap::new(),
         }
     }
 
@@ -135,7 +144,16 @@ fn ledger_schema() -> Arc<Schema> {
         Field::new("code_version", DataType::Utf8, false),
         Field::new("message", DataType::Utf8, true),
         Field::new("summary", DataType::Utf8, true),
+        Field::new(
+            "state",
+            DataType::List(Arc::new(Field::new("element", DataType::Struct(state_fields()), false))),
+            true,
+        ),
     ]))
+}
+
+fn state_fields() -> Fields {
+    Fields::from(vec![Field::new("table", DataType::Utf8, false), Field::new("version", DataType::Int64, false)])
 }
 
 /// The run ledger of one warehouse.
@@ -144,35 +162,174 @@ pub struct Ledger<'w> {
     name: TableName,
 }
 
+/// The application transaction every run's begin commits: two runs that
+/// begin at the same time both write it, and Delta's conflict check lets
+/// only one of them commit.
+const LEASE_APP: &str = "gold.lease";
+
+/// How long a run begun on another host holds the warehouse when gold
+/// cannot see whether its process is alive.
+const FOREIGN_LEASE_HOURS: i64 = 12;
+
+/// Who holds a run: the host and process that began it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct Lease {
+    host: String,
+    pid: u32,
+}
+
+impl Lease {
+    fn mine() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        Self { host, pid: std::process::id() }
+    }
+
+    /// Whether the run holding this lease may still be running: its process
+    /// is alive on this host, or, begun elsewhere, it is recent.
+    fn alive(&self, started_at: DateTime<Utc>) -> bool {
+        let me = Self::mine();
+        let proc_fs = std::path::Path::new("/proc/self").exists();
+        if self.host == me.host && proc_fs {
+            self.pid == me.pid || std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        } else {
+            Utc::now() - started_at < chrono::Duration::hours(FOREIGN_LEASE_HOURS)
+        }
+    }
+}
+
+impl RunRecord {
+    fn lease(&self) -> Option<Lease> {
+        let summary: serde_json::Value = serde_json::from_str(self.summary.as_deref()?).ok()?;
+        serde_json::from_value(summary.get("lease")?.clone()).ok()
+    }
+}
+
 impl<'w> Ledger<'w> {
     pub fn new(warehouse: &'w Warehouse) -> Self {
         Self { warehouse, name: TableName::new(LEDGER_TABLE).expect("valid ledger name") }
     }
 
-    /// Starts a run: gives it the next run id.
+    /// Starts a run: gives it the next run id and records it as running,
+    /// which holds the warehouse for it. Refuses with [`Error::Busy`] while
+    /// another run holds it: a run whose process is alive on this host, or
+    /// one begun on another host less than 12 hours ago. A running run whose
+    /// process has died (killed, crashed) is recorded as failed in the same
+    /// commit; its partial writes are redone by the runs after it, which
+    /// write exactly once. Two runs beginning at the same moment both write
+    /// the `gold.lease` transaction, so Delta lets only one commit.
     pub async fn begin(&self, kind: RunKind, clock: RunClock) -> Result<RunContext> {
-        let last = self.runs().await?.iter().map(|r| r.run_id.0).max().unwrap_or(0);
-        Ok(RunContext { id: RunId(last + 1), kind, clock })
+        let table = self.warehouse.load(&self.name).await?;
+        let runs = match &table {
+            Some(t) => self.read(Some(committed(t)?)).await?,
+            None => Vec::new(),
+        };
+        let id = RunId(runs.iter().map(|r| r.run_id.0).max().unwrap_or(0) + 1);
+        let mut rows = Vec::new();
+        for r in runs.iter().filter(|r| r.status == RunStatus::Running) {
+            match r.lease() {
+                Some(lease) if lease.alive(r.started_at) => {
+                    return Err(Error::Busy(format!(
+                        "run {} ({}, for {}) began at {} in process {} on {} and is still running; \
+                         one run at a time writes a warehouse, so wait for it to finish and try again",
+                        r.run_id,
+                        r.kind,
+                        r.logical_date,
+                        r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        lease.pid,
+                        lease.host
+                    )));
+                }
+                lease => {
+                    let who = lease.map_or("its process".to_string(), |l| format!("process {} on {}", l.pid, l.host));
+                    let mut failed = r.clone();
+                    failed.status = RunStatus::Failed;
+                    failed.ended_at = Utc::now();
+                    failed.message = Some(format!(
+                        "abandoned: {who} ended without finishing the run (killed or crashed); \
+                         run {id} found it and redoes its work"
+                    ));
+                    failed.summary = None;
+                    rows.push(failed);
+                }
+            }
+        }
+        let run = RunContext { id, kind, clock };
+        let mut running = RunRecord::succeeded(&run, "");
+        running.status = RunStatus::Running;
+        running.ended_at = running.started_at;
+        running.summary = Some(serde_json::json!({"lease": Lease::mine()}).to_string());
+        rows.push(running);
+        let batch = to_batch(&rows).map_err(arrow_err)?;
+        let commit = Commit::new(&run, "ledger.begin").with_txn(LEASE_APP, id.0);
+        match self.warehouse.append_to(table, &self.name, vec![batch], &commit).await {
+            Ok(_) => Ok(run),
+            Err(e) if e.is_commit_conflict() => Err(Error::Busy(
+                "another run began on this warehouse at the same moment; one run at a time writes a \
+                 warehouse, so wait for it to finish and try again"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Records a finished run (one commit) and returns the ledger version.
-    pub async fn finish(&self, run: &RunContext, record: RunRecord) -> Result<i64> {
+    /// Records a finished run (one commit) with the version of every table
+    /// of the warehouse, and returns the ledger version.
+    pub async fn finish(&self, run: &RunContext, mut record: RunRecord) -> Result<i64> {
+        record.state = self.warehouse.tables().await?;
+        record.state.remove(LEDGER_TABLE);
         let batch = to_batch(&[record]).map_err(arrow_err)?;
         self.warehouse.append(&self.name, vec![batch], &Commit::new(run, "ledger.record")).await
     }
 
-    /// Every run, oldest first. An empty list if no run was recorded yet.
+    /// Every run, oldest first, as it stands: a run that finished shows how
+    /// it ended, one that did not shows as running. An empty list if no run
+    /// was recorded yet.
     pub async fn runs(&self) -> Result<Vec<RunRecord>> {
-        if self.warehouse.load(&self.name).await?.is_none() {
-            return Ok(Vec::new());
+        match self.warehouse.load(&self.name).await? {
+            Some(t) => self.read(Some(committed(&t)?)).await,
+            None => Ok(Vec::new()),
         }
-        let mut runs = Vec::new();
-        for batch in self.warehouse.scan(&self.name, None).await? {
-            runs.extend(from_batch(&batch)?);
-        }
-        runs.sort_by_key(|r| r.run_id);
-        Ok(runs)
     }
+
+    /// The runs as of ledger version `version`.
+    async fn read(&self, version: Option<i64>) -> Result<Vec<RunRecord>> {
+        let mut rows = Vec::new();
+        for batch in self.warehouse.scan(&self.name, version).await? {
+            rows.extend(from_batch(&batch)?);
+        }
+        // A run has a running row from its begin and a final row from its
+        // end (or from the run that found it abandoned); the final one wins.
+        let mut by_id: BTreeMap<RunId, RunRecord> = BTreeMap::new();
+        for row in rows {
+            match by_id.get(&row.run_id) {
+                Some(seen) if seen.status != RunStatus::Running && row.status == RunStatus::Running => {}
+                _ => {
+                    by_id.insert(row.run_id, row);
+                }
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// The run `id`, which must have succeeded: the state it left is what
+    /// a rollback or a rebuild goes back to.
+    pub async fn succeeded_run(&self, id: RunId) -> Result<RunRecord> {
+        let runs = self.runs().await?;
+        let run = runs.into_iter().find(|r| r.run_id == id).ok_or_else(|| Error::NoSuchRun(id.0))?;
+        if run.status != RunStatus::Succeeded {
+            return Err(Error::RunNotUsable { run: id.0, status: run.status.to_string() });
+        }
+        Ok(run)
+    }
+}
+
+fn committed(table: &deltalake::DeltaTable) -> Result<i64> {
+    table.version().and_then(|v| i64::try_from(v).ok()).ok_or_else(|| Error::Ledger("the ledger has no version".into()))
 }
 
 fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
@@ -202,6 +359,21 @@ fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::erro
     let schema = ledger_schema();
     let DataType::List(item) = schema.field(6).data_type().clone() else { unreachable!("tables is a list") };
     let tables = ListArray::try_new(item, OffsetBuffer::from_lengths(lengths), Arc::new(entries), None)?;
+    let (mut names, mut versions, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
+    for r in records {
+        lengths.push(r.state.len());
+        for (table, version) in &r.state {
+            names.push(table.clone());
+            versions.push(*version);
+        }
+    }
+    let entries = StructArray::try_new(
+        state_fields(),
+        vec![Arc::new(StringArray::from(names)) as ArrayRef, Arc::new(Int64Array::from(versions))],
+        None,
+    )?;
+    let DataType::List(item) = schema.field(11).data_type().clone() else { unreachable!("state is a list") };
+    let state = ListArray::try_new(item, OffsetBuffer::from_lengths(lengths), Arc::new(entries), None)?;
     RecordBatch::try_new(
         schema,
         vec![
@@ -222,6 +394,7 @@ fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::erro
             Arc::new(StringArray::from_iter_values(records.iter().map(|r| r.code_version.as_str()))),
             Arc::new(StringArray::from_iter(records.iter().map(|r| r.message.as_deref()))),
             Arc::new(StringArray::from_iter(records.iter().map(|r| r.summary.as_deref()))),
+            Arc::new(state),
         ],
     )
 }
@@ -263,6 +436,20 @@ fn from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
     );
     let tables = column(batch, "tables")?.as_list_opt::<i32>().ok_or_else(|| bad("tables"))?;
     let ts = |m: i64| DateTime::<Utc>::from_timestamp_micros(m).ok_or_else(|| bad("timestamp"));
+    // Ledgers written before the state column have none.
+    let states = match batch.column_by_name("state") {
+        Some(c) => Some(c.as_list_opt::<i32>().ok_or_else(|| bad("state"))?),
+        None => None,
+    };
+    let state_of = |i: usize| -> Result<BTreeMap<String, i64>> {
+        let Some(states) = states.filter(|s| s.is_valid(i)) else { return Ok(BTreeMap::new()) };
+        let entries = states.value(i);
+        let batch = RecordBatch::from(entries.as_struct_opt().ok_or_else(|| bad("state"))?.clone());
+        let names = strings(&batch, "table")?;
+        let versions =
+            column(&batch, "version")?.as_primitive_opt::<Int64Type>().ok_or_else(|| bad("state.version"))?;
+        Ok((0..names.len()).map(|j| (names.value(j).to_string(), versions.value(j))).collect())
+    };
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let entries = tables.value(i);
@@ -280,7 +467,11 @@ fn from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
             logical_date: Date32Type::to_naive_date_opt(logical.value(i)).ok_or_else(|| bad("logical_date"))?,
             started_at: ts(started.value(i))?,
             ended_at: ts(ended.value(i))?,
-            status: if status.value(i) == "succeeded" { RunStatus::Succeeded } else { RunStatus::Failed },
+            status: match status.value(i) {
+                "succeeded" => RunStatus::Succeeded,
+                "running" => RunStatus::Running,
+                _ => RunStatus::Failed,
+            },
             tables: (0..names.len())
                 .map(|j| TableVersion {
                     table: names.value(j).to_string(),
@@ -292,6 +483,7 @@ fn from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
             code_version: code.value(i).to_string(),
             message: opt(&message, i),
             summary: opt(&summary, i),
+            state: state_of(i)?,
         });
     }
     Ok(out)

@@ -23,12 +23,14 @@
 //! ```
 
 mod clock;
+mod content;
 mod ledger;
 mod warehouse;
 
 pub use clock::{RunClock, RunContext, RunId, RunKind};
+pub use content::{RowSet, row_diff};
 pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
-pub use warehouse::{Commit, TableName, Warehouse, plain_batch, plain_type};
+pub use warehouse::{Commit, HistoryEntry, TableName, Warehouse, plain_batch, plain_type};
 
 /// Errors of the warehouse layer.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,15 @@ pub enum Error {
     /// The ledger holds something gold did not write.
     #[error("run ledger: {0}")]
     Ledger(String),
+    /// Another run holds the warehouse.
+    #[error("the warehouse is busy: {0}")]
+    Busy(String),
+    /// A run id the ledger does not have.
+    #[error("run {0} is not in the run ledger (see gold runs)")]
+    NoSuchRun(i64),
+    /// A run whose state cannot be gone back to.
+    #[error("run {run} {status}, so it left no state to go back to; choose a run that succeeded (see gold runs)")]
+    RunNotUsable { run: i64, status: String },
     /// A local warehouse folder could not be created.
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
@@ -88,7 +99,37 @@ impl Error {
                 | Self::InvalidTableName { .. }
                 | Self::NoSuchTable { .. }
                 | Self::NoSuchVersion { .. }
+                | Self::Busy(_)
+                | Self::NoSuchRun(_)
+                | Self::RunNotUsable { .. }
         )
+    }
+
+    /// Whether a commit lost a race with a concurrent writer.
+    pub fn is_commit_conflict(&self) -> bool {
+        use deltalake::kernel::transaction::TransactionError;
+        match self {
+            Self::Delta { source, .. } => matches!(
+                source.as_ref(),
+                deltalake::DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(_) | TransactionError::VersionAlreadyExists(_)
+                } | deltalake::DeltaTableError::VersionAlreadyExists(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A hook for crash tests: when the environment variable `GOLD_FAILPOINT`
+/// names this point, the process says so on stderr and stops here, for the
+/// test to kill it with SIGKILL at exactly this point. Unset, it does
+/// nothing.
+pub fn failpoint(name: &str) {
+    if std::env::var("GOLD_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: waiting to be killed");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Delta tables under one root.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -12,8 +12,9 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
-use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Action, Transaction};
+use deltalake::logstore::{get_actions, read_commit_entry};
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -121,6 +122,20 @@ impl<'a> Commit<'a> {
         }
         properties
     }
+}
+
+/// One commit of a table, as [`Warehouse::history`] reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryEntry {
+    pub version: i64,
+    /// Commit time, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The Delta operation (WRITE, MERGE, RESTORE, …).
+    pub operation: String,
+    /// The `gold.*` commit metadata: run id and kind, gold operation, date.
+    pub gold: serde_json::Map<String, serde_json::Value>,
+    /// Delta's operation metrics (rows and files added and removed).
+    pub metrics: serde_json::Value,
 }
 
 /// The warehouse root: a local folder or an object-store URI.
@@ -234,8 +249,24 @@ impl Warehouse {
     /// Appends `batches` in one commit, creating the table on first use.
     /// Returns the new version.
     pub async fn append(&self, name: &TableName, batches: Vec<RecordBatch>, commit: &Commit<'_>) -> Result<i64> {
+        self.append_to(None, name, batches, commit).await
+    }
+
+    /// [`Self::append`] on `table` as loaded (its version is the one the
+    /// commit read, so Delta's conflict check covers everything since), or
+    /// on a new handle when `None`.
+    pub(crate) async fn append_to(
+        &self,
+        table: Option<DeltaTable>,
+        name: &TableName,
+        batches: Vec<RecordBatch>,
+        commit: &Commit<'_>,
+    ) -> Result<i64> {
         check_plain_strings(name, &batches)?;
-        let table = self.handle_for_write(name).await?;
+        let table = match table {
+            Some(t) => t,
+            None => self.handle_for_write(name).await?,
+        };
         let mut write = table
             .write(batches)
             .with_save_mode(SaveMode::Append)
@@ -291,11 +322,14 @@ impl Warehouse {
     }
 
     /// The last version recorded for application transaction `app_id`, or
-    /// `None` if the table or the transaction does not exist.
+    /// `None` if the table or the transaction does not exist (or a restore
+    /// reset it).
     pub async fn txn_version(&self, name: &TableName, app_id: &str) -> Result<Option<i64>> {
         let Some(table) = self.load(name).await? else { return Ok(None) };
         let state = table.snapshot().map_err(delta_err(name))?;
-        state.transaction_version(table.log_store().as_ref(), app_id).await.map_err(delta_err(name))
+        let version = state.transaction_version(table.log_store().as_ref(), app_id).await.map_err(delta_err(name))?;
+        // A restore resets a transaction that did not exist yet to -1.
+        Ok(version.filter(|v| *v >= 0))
     }
 
     /// The `gold.*` commit metadata of the newest `limit` commits.
@@ -366,6 +400,159 @@ impl Warehouse {
         let provider = table.table_provider().await.map_err(&query_err)?;
         ctx.register_table(name.as_str(), provider).map_err(query_err)?;
         Ok(Some(at))
+    }
+
+    /// Every table under the root and its latest version, by name. Folders
+    /// without a Delta log are not tables and are left out.
+    pub async fn tables(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        let Ok(root) = self.root.to_file_path() else { return Ok(out) };
+        let io = |source| Error::Io { path: root.display().to_string(), source };
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io)?.path();
+            if path.join("_delta_log").is_dir()
+                && let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && let Ok(name) = TableName::new(name)
+            {
+                names.push(name);
+            }
+        }
+        for name in names {
+            if let Some(table) = self.load(&name).await? {
+                out.insert(name.to_string(), committed_version(&name, &table)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores table `name` to the content of `version` in a new commit
+    /// (Delta RESTORE: nothing is deleted, every version stays readable).
+    /// The application transactions (`txn`) committed after `version` are
+    /// reset to their values at `version`, or to -1 where they did not
+    /// exist then ([`Self::txn_version`] reads a negative value as none), so
+    /// exactly-once writers redo what the restore undid. Returns the new
+    /// version, or `None` when the table already is at `version`.
+    pub async fn restore(&self, name: &TableName, version: i64, commit: &Commit<'_>) -> Result<Option<i64>> {
+        let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
+        let current = committed_version(name, &table)?;
+        if version == current {
+            return Ok(None);
+        }
+        let target = self.load_version(name, version).await?;
+        let apps = self.txn_apps_since(&table, name, version + 1, current).await?;
+        let state = target.snapshot().map_err(delta_err(name))?;
+        let mut txns = Vec::new();
+        for app in apps {
+            let at = state.transaction_version(target.log_store().as_ref(), &app).await.map_err(delta_err(name))?;
+            txns.push(Transaction::new(app, at.unwrap_or(-1)));
+        }
+        let (restored, _) = table
+            .restore()
+            .with_version_to_restore(version as u64)
+            .with_commit_properties(commit.properties().with_application_transactions(txns))
+            .await
+            .map_err(delta_err(name))?;
+        committed_version(name, &restored).map(Some)
+    }
+
+    /// Empties table `name` in a new commit, as if it did not exist yet:
+    /// every row is removed (the files stay, for time travel) and every
+    /// application transaction is reset to -1. Returns the new version, or
+    /// `None` when the table is already empty.
+    pub async fn empty(&self, name: &TableName, commit: &Commit<'_>) -> Result<Option<i64>> {
+        let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
+        let current = committed_version(name, &table)?;
+        let apps = self.txn_apps_since(&table, name, 0, current).await?;
+        let txns: Vec<Transaction> = apps.into_iter().map(|app| Transaction::new(app, -1)).collect();
+        let (emptied, _) = table
+            .delete()
+            .with_commit_properties(commit.properties().with_application_transactions(txns))
+            .await
+            .map_err(delta_err(name))?;
+        let after = committed_version(name, &emptied)?;
+        Ok((after != current).then_some(after))
+    }
+
+    /// The application ids of the `txn` actions committed in versions
+    /// `from..=to` of `table`.
+    async fn txn_apps_since(
+        &self,
+        table: &DeltaTable,
+        name: &TableName,
+        from: i64,
+        to: i64,
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let store = table.log_store().object_store(None);
+        let mut apps = std::collections::BTreeSet::new();
+        for v in from..=to {
+            let v = v as u64;
+            let Some(bytes) = read_commit_entry(store.as_ref(), v).await.map_err(delta_err(name))? else { continue };
+            for action in get_actions(v, &bytes).map_err(delta_err(name))? {
+                if let Action::Txn(txn) = action {
+                    apps.insert(txn.app_id);
+                }
+            }
+        }
+        Ok(apps)
+    }
+
+    /// Puts every table back to `state` (table → version, as a run left
+    /// them), one commit per table that differs: [`Self::restore`] for a
+    /// table in `state`, [`Self::empty`] for one created since. Tables in
+    /// `skip` are left alone. Returns each changed table's new version.
+    pub async fn restore_state(
+        &self,
+        state: &BTreeMap<String, i64>,
+        skip: &[&str],
+        commit: &Commit<'_>,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut changed = Vec::new();
+        for table in self.tables().await?.into_keys() {
+            if skip.contains(&table.as_str()) {
+                continue;
+            }
+            let name = TableName::new(&table)?;
+            let new = match state.get(&table) {
+                Some(version) => self.restore(&name, *version, commit).await?,
+                None => self.empty(&name, commit).await?,
+            };
+            if let Some(version) = new {
+                changed.push((table, version));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The table's commits, newest first, at most `limit`: version,
+    /// timestamp (ms), operation, the `gold.*` commit metadata and the
+    /// operation metrics.
+    pub async fn history(&self, name: &TableName, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
+        use futures::TryStreamExt;
+        let Some(table) = self.load(name).await? else { return Err(Error::NoSuchTable { table: name.to_string() }) };
+        let latest = committed_version(name, &table)?;
+        let infos: Vec<_> = table.history(limit).try_collect().await.map_err(delta_err(name))?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, info)| {
+                let version = info.info.get("version").and_then(serde_json::Value::as_i64).unwrap_or(latest - i as i64);
+                let metrics = info.info.get("operationMetrics").cloned().unwrap_or(serde_json::Value::Null);
+                let gold = info.info.into_iter().filter(|(k, _)| k.starts_with("gold.")).collect();
+                HistoryEntry {
+                    version,
+                    timestamp_ms: info.timestamp,
+                    operation: info.operation.unwrap_or_default(),
+                    gold,
+                    metrics,
+                }
+            })
+            .collect())
     }
 
     /// The scans above: a version, an optional filter, optional columns.

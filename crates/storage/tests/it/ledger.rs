@@ -20,7 +20,12 @@ async fn runs_get_increasing_ids_and_keep_their_table_versions() {
         .with_table("bronze_members", 0, 1000)
         .with_table("silver_members", 3, 990)
         .with_summary(&serde_json::json!({"stages": ["ingest"]}));
-    assert_eq!(ledger.finish(&first, record).await.unwrap(), 0, "the first record creates the ledger at version 0");
+    // A run holds the warehouse until it finishes.
+    let err = ledger.begin(RunKind::Build, RunClock::for_date(date("2025-01-01"))).await.unwrap_err();
+    assert!(matches!(err, storage::Error::Busy(_)), "{err}");
+    assert!(err.to_string().contains("run 1 (build, for 2025-01-01)"), "{err}");
+    assert_eq!(ledger.runs().await.unwrap()[0].status, RunStatus::Running);
+    assert_eq!(ledger.finish(&first, record).await.unwrap(), 1, "begin created the ledger, finish is version 1");
 
     let second = ledger.begin(RunKind::Build, RunClock::for_date(date("2025-01-02"))).await.unwrap();
     assert_eq!(second.id.0, 2);

@@ -99,3 +99,41 @@ fn table_names_and_locations_are_checked() {
     let err = Warehouse::open("s3://bucket/wh").unwrap_err();
     assert!(err.is_user_error() && err.to_string().contains("s3"), "{err}");
 }
+
+#[tokio::test]
+async fn restore_brings_back_the_rows_and_the_exactly_once_markers_of_a_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let name = TableName::new("silver_things").unwrap();
+    let r = run(1);
+    warehouse.append(&name, vec![batch(&[1, 2])], &Commit::new(&r, "a").with_txn("app", 1)).await.unwrap();
+    warehouse
+        .append(&name, vec![batch(&[3])], &Commit::new(&r, "b").with_txn("app", 2).with_txn("late", 7))
+        .await
+        .unwrap();
+    warehouse.append(&name, vec![batch(&[4])], &Commit::new(&r, "c").with_txn("app", 3)).await.unwrap();
+
+    let restored = warehouse.restore(&name, 0, &Commit::new(&run(2), "rollback")).await.unwrap();
+    assert_eq!(restored, Some(3), "a new version");
+    assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 2, "version 0's rows");
+    assert_eq!(warehouse.txn_version(&name, "app").await.unwrap(), Some(1), "the marker of version 0");
+    assert_eq!(warehouse.txn_version(&name, "late").await.unwrap(), None, "a marker version 0 did not have");
+    assert_eq!(rows(&warehouse.scan(&name, Some(2)).await.unwrap()), 4, "nothing deleted: version 2 still reads");
+    assert_eq!(warehouse.restore(&name, 3, &Commit::new(&run(2), "again")).await.unwrap(), None, "already there");
+
+    // Back to version 2, then empty it as if it never existed.
+    warehouse.restore(&name, 2, &Commit::new(&run(3), "rollback")).await.unwrap();
+    assert_eq!(warehouse.txn_version(&name, "app").await.unwrap(), Some(3));
+    assert_eq!(warehouse.txn_version(&name, "late").await.unwrap(), Some(7));
+    warehouse.empty(&name, &Commit::new(&run(4), "rollback")).await.unwrap();
+    assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 0);
+    assert_eq!(warehouse.txn_version(&name, "app").await.unwrap(), None);
+
+    let tables = warehouse.tables().await.unwrap();
+    assert_eq!(tables.keys().collect::<Vec<_>>(), ["silver_things"]);
+    let history = warehouse.history(&name, None).await.unwrap();
+    assert_eq!(history.len(), 6);
+    assert_eq!(history[0].version, 5);
+    assert_eq!(history[0].gold["gold.run_id"], 4);
+    assert!(history.iter().any(|h| h.operation == "RESTORE"));
+}
