@@ -81,6 +81,86 @@ pub(crate) enum Command {
     /// ROC-AUC, average precision and precision@k, overall and per
     /// pattern, for claims and providers.
     Evaluate(EvaluateArgs),
+    /// The warehouse's history: every run and the table versions it left,
+    /// or, for one table, every Delta version with its operation, run and
+    /// row counts.
+    History(HistoryArgs),
+    /// Put the warehouse back as a past run left it (Delta RESTORE of every
+    /// table, one new version each; nothing is deleted), or one table back
+    /// to a version. Recorded as a run of kind rollback, which can itself
+    /// be rolled back.
+    Rollback(RollbackArgs),
+    /// Recompute the warehouse as the build of a past date produced it,
+    /// into another folder, from the bronze batches, dimension history and
+    /// fraud models known then; print each table's content hash and
+    /// whether it matches that build's.
+    Rebuild(RebuildArgs),
+    /// The rows added, removed and changed in a table between two versions.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// A table: list its Delta versions instead of the runs.
+    #[arg(value_name = "TABLE")]
+    pub(crate) table: Option<String>,
+
+    /// Show at most this many entries, newest first.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_run", "table"])))]
+pub(crate) struct RollbackArgs {
+    /// The run whose table versions to go back to (see gold runs).
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["table", "to_version"])]
+    pub(crate) to_run: Option<i64>,
+
+    /// Roll back only this table (with --to-version).
+    #[arg(long, value_name = "TABLE", requires = "to_version")]
+    pub(crate) table: Option<String>,
+
+    /// The version of --table to go back to.
+    #[arg(long, value_name = "N", requires = "table")]
+    pub(crate) to_version: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RebuildArgs {
+    /// Rebuild as the last successful build for this date (or the last one
+    /// before it) left the warehouse.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub(crate) as_of: NaiveDate,
+
+    /// Folder for the rebuilt warehouse; it must be empty or absent. The
+    /// live warehouse is only read [default: ./rebuild-YYYY-MM-DD].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The table to compare.
+    #[arg(long, value_name = "TABLE")]
+    pub(crate) table: String,
+
+    /// The older version.
+    #[arg(long, value_name = "V")]
+    pub(crate) from: i64,
+
+    /// The newer version [default: the latest].
+    #[arg(long, value_name = "V")]
+    pub(crate) to: Option<i64>,
+
+    /// Key column(s), comma-separated: a key both removed and added is a
+    /// changed row [default: the table's first column].
+    #[arg(long, value_delimiter = ',', value_name = "COL[,COL..]")]
+    pub(crate) key: Vec<String>,
+
+    /// Show at most this many rows of each kind.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]

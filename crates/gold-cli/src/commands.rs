@@ -13,7 +13,7 @@ use crate::cli::{BuildArgs, DemoArgs, GenerateArgs, HardDeletes, IngestArgs, Ini
 use crate::config::open_warehouse;
 use crate::output::Printer;
 
-const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The files `gold init` writes, relative to its folder.
 const INIT_FILES: &[(&str, &str)] = &[
@@ -281,7 +281,7 @@ fn silver_text(report: &quality::SilverReport) -> String {
 
 /// Records a run's outcome in the ledger: its tables and summary if it
 /// succeeded, its error if not (and then returns that error).
-async fn finish_run<T>(
+pub(crate) async fn finish_run<T>(
     ledger: &Ledger<'_>,
     run: &RunContext,
     outcome: anyhow::Result<T>,
@@ -290,7 +290,9 @@ async fn finish_run<T>(
 ) -> anyhow::Result<(T, i64)> {
     match outcome {
         Ok(value) => {
-            let summary = summary(&value);
+            let mut summary = summary(&value);
+            // The instant the run's clock read, so a rebuild can replay it.
+            summary["clock_now"] = json!(run.clock.now());
             let mut record = RunRecord::succeeded(run, CODE_VERSION).with_summary(&summary);
             // A run that scored names the model it scored with.
             record.model_version = summary["stages"]
@@ -350,7 +352,7 @@ const BUILT_STAGES: [Stage; 5] = [Stage::Ingest, Stage::Silver, Stage::Dims, Sta
 
 /// What a run of stages produced: text for people, one JSON document per
 /// stage, and the table versions for the ledger.
-type StagesDone = (String, Vec<serde_json::Value>, Vec<(String, i64, i64)>);
+pub(crate) type StagesDone = (String, Vec<serde_json::Value>, Vec<(String, i64, i64)>);
 
 /// The dims stage: every dimension whose silver table has a new version.
 async fn dims_stage(
@@ -492,7 +494,8 @@ fn train_text(t: &scoring::TrainReport) -> String {
 }
 
 /// Runs `stages` (in their order) for `run`.
-async fn run_stages(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_stages(
     warehouse: &Warehouse,
     run: &RunContext,
     catalog: &ingest::SourceCatalog,
@@ -500,6 +503,7 @@ async fn run_stages(
     landing: &Path,
     stages: &[Stage],
     facts_options: facts::FactOptions,
+    training: scoring::Training,
 ) -> anyhow::Result<StagesDone> {
     let mut text = String::new();
     let mut docs = Vec::new();
@@ -510,6 +514,7 @@ async fn run_stages(
         text.push_str(&ingest_text(&report));
         tables.extend(report.table_versions());
         docs.push(stage);
+        storage::failpoint("after-ingest");
     }
     if stages.contains(&Stage::Silver) {
         let (report, stage) = silver_stage(warehouse, run, &models.silver).await?;
@@ -533,7 +538,7 @@ async fn run_stages(
         docs.push(stage);
     }
     if stages.contains(&Stage::Score) {
-        let (body, stage, written) = score_stage(warehouse, run, &models.scoring, scoring::Training::WhenStale).await?;
+        let (body, stage, written) = score_stage(warehouse, run, &models.scoring, training).await?;
         let _ = writeln!(text, "score:");
         text.push_str(&body);
         tables.extend(written);
@@ -566,7 +571,9 @@ pub(crate) async fn build(
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Build, clock).await.context("cannot start a run")?;
     let options = facts::FactOptions { full_refresh: args.full_refresh };
-    let outcome = run_stages(&warehouse, &run, catalog, models, &args.landing, &stages, options).await;
+    let outcome =
+        run_stages(&warehouse, &run, catalog, models, &args.landing, &stages, options, scoring::Training::WhenStale)
+            .await;
     let summary = |(_, docs, _): &StagesDone| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": docs});
     let ((body, docs, tables), _) = finish_run(&ledger, &run, outcome, |(_, _, t)| t.clone(), summary).await?;
     let text = format!("run {} (build, {})\n{body}", run.id, run.clock.logical_date());
@@ -593,8 +600,17 @@ pub(crate) async fn demo(
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Demo, clock).await.context("cannot start a run")?;
     let generate = json!({"stage": "generate", "seconds": seconds, "rows_out": summary.rows, "landing": landing.display().to_string()});
-    let outcome =
-        run_stages(&warehouse, &run, catalog, models, &landing, &BUILT_STAGES, facts::FactOptions::default()).await;
+    let outcome = run_stages(
+        &warehouse,
+        &run,
+        catalog,
+        models,
+        &landing,
+        &BUILT_STAGES,
+        facts::FactOptions::default(),
+        scoring::Training::WhenStale,
+    )
+    .await;
     let run_summary = |(_, docs, _): &StagesDone| {
         let mut stages = vec![generate.clone()];
         stages.extend(docs.iter().cloned());

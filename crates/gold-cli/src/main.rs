@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod config;
+mod ops;
 mod output;
 
 use std::io::Write;
@@ -87,19 +88,36 @@ fn main() -> ExitCode {
     };
     let mut printer = Printer::new(format);
     let result = runtime.block_on(run(cli, &mut printer));
-    match result.and_then(|()| printer.flush()) {
+    let (result, printer) = match result {
+        Ok(()) => (printer.flush(), None),
+        Err(err) => (Err(err), Some(printer)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit_code(&err);
             eprintln!("error: {err:#}");
-            if format == OutputFormat::Json {
-                let doc = serde_json::json!({"status": "error", "exit_code": code, "error": format!("{err:#}")});
-                let _ = writeln!(std::io::stdout(), "{doc}");
+            match printer {
+                Some(printer) => printer.flush_error(code, &format!("{err:#}")),
+                None if format == OutputFormat::Json => {
+                    let doc = serde_json::json!({"status": "error", "exit_code": code, "error": format!("{err:#}")});
+                    let _ = writeln!(std::io::stdout(), "{doc}");
+                }
+                None => {}
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// The models the stages after ingest read, from the config's models folder.
+fn models(config: &config::Config, dir: Option<&std::path::Path>) -> anyhow::Result<commands::Models> {
+    Ok(commands::Models {
+        silver: config::silver_catalog(config, dir)?,
+        dims: config::dim_catalog(config, dir)?,
+        scoring: config::scoring_config(config, dir)?,
+    })
 }
 
 async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
@@ -111,20 +129,12 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         Command::Runs => commands::runs(&warehouse, printer).await,
         Command::Demo(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
-            let models = commands::Models {
-                silver: config::silver_catalog(&config, config_dir.as_deref())?,
-                dims: config::dim_catalog(&config, config_dir.as_deref())?,
-                scoring: config::scoring_config(&config, config_dir.as_deref())?,
-            };
+            let models = models(&config, config_dir.as_deref())?;
             commands::demo(args, &warehouse, &catalog, &models, cli.quiet > 0, printer).await
         }
         Command::Build(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
-            let models = commands::Models {
-                silver: config::silver_catalog(&config, config_dir.as_deref())?,
-                dims: config::dim_catalog(&config, config_dir.as_deref())?,
-                scoring: config::scoring_config(&config, config_dir.as_deref())?,
-            };
+            let models = models(&config, config_dir.as_deref())?;
             commands::build(args, &warehouse, &catalog, &models, printer).await
         }
         Command::Ingest(args) => {
@@ -141,5 +151,13 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             commands::score(args, &warehouse, &scoring, printer).await
         }
         Command::Evaluate(args) => commands::evaluate(args, &warehouse, printer).await,
+        Command::History(args) => ops::history(args, &warehouse, printer).await,
+        Command::Rollback(args) => ops::rollback(args, &warehouse, printer).await,
+        Command::Diff(args) => ops::diff(args, &warehouse, printer).await,
+        Command::Rebuild(args) => {
+            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
+            let models = models(&config, config_dir.as_deref())?;
+            ops::rebuild(args, &warehouse, &catalog, &models, printer).await
+        }
     }
 }

@@ -23,6 +23,29 @@ impl Printer {
         self.text = text;
     }
 
+    /// On failure: the result set before the error, if any (a rebuild
+    /// that found differences still shows its table), then the error; in
+    /// JSON, one document with both.
+    pub(crate) fn flush_error(self, code: u8, error: &str) {
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            OutputFormat::Json => {
+                let mut doc = self.json.unwrap_or_else(|| serde_json::json!({}));
+                if !doc.is_object() {
+                    doc = serde_json::json!({"result": doc});
+                }
+                doc["status"] = "error".into();
+                doc["exit_code"] = code.into();
+                doc["error"] = error.into();
+                let _ = writeln!(out, "{doc}");
+            }
+            OutputFormat::Text => {
+                let _ = out.write_all(self.text.as_bytes());
+            }
+        }
+        let _ = out.flush();
+    }
+
     pub(crate) fn flush(self) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         match self.format {

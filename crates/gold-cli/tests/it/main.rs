@@ -1,6 +1,7 @@
 //! End-to-end tests of the `gold` binary: they run it as a user would and
 //! check its stdout, stderr, exit code and the files it leaves.
 
+mod audit;
 mod commands;
 mod ingest;
 mod interop;
