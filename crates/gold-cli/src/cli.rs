@@ -97,6 +97,33 @@ pub(crate) enum Command {
     Rebuild(RebuildArgs),
     /// The rows added, removed and changed in a table between two versions.
     Diff(DiffArgs),
+    /// Table upkeep: compact small files (Z-ordering the dimensions on
+    /// their business key), and delete files no run of the retention window
+    /// reads.
+    Maintain(MaintainArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["optimize", "vacuum"])))]
+pub(crate) struct MaintainArgs {
+    /// Compact small files (Delta OPTIMIZE); dimensions are Z-ordered on
+    /// their business key. The rows do not change.
+    #[arg(long)]
+    pub(crate) optimize: bool,
+
+    /// Delete the files that no table version still needs: none that the
+    /// last successful run, or any run that ended inside the retention
+    /// window, reads, and none that left its table inside the window.
+    #[arg(long)]
+    pub(crate) vacuum: bool,
+
+    /// The retention window of --vacuum, in hours.
+    #[arg(long, default_value_t = 168, value_name = "H", requires = "vacuum")]
+    pub(crate) retain_hours: u32,
+
+    /// Only these tables (comma-separated) [default: every table].
+    #[arg(long, value_delimiter = ',', value_name = "TABLE[,TABLE..]")]
+    pub(crate) table: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -319,13 +319,14 @@ pub(crate) async fn ingest(
     args: IngestArgs,
     location: &str,
     catalog: &ingest::SourceCatalog,
+    retries: u32,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
     let clock = args.date.map_or_else(RunClock::from_wall_clock, RunClock::for_date);
     let warehouse = open_warehouse(location)?;
     let ledger = Ledger::new(&warehouse);
     let run = ledger.begin(RunKind::Build, clock).await.context("cannot start a run")?;
-    let outcome = ingest_stage(&warehouse, &run, catalog, &args.landing).await;
+    let outcome = with_retries(retries, "ingest", || ingest_stage(&warehouse, &run, catalog, &args.landing)).await;
     let summary = |(_, stage): &(ingest::IngestReport, serde_json::Value)| json!({"run_id": run.id, "kind": "build", "logical_date": run.clock.logical_date(), "stages": [stage]});
     let ((report, stage), _) = finish_run(&ledger, &run, outcome, |(r, _)| r.table_versions(), summary).await?;
     let mut text = format!(
@@ -340,11 +341,53 @@ pub(crate) async fn ingest(
     Ok(())
 }
 
-/// The models the stages after ingest read.
+/// The models the stages after ingest read, and how often a stage is
+/// retried after a transient error (gold.toml's `[build] retries`).
 pub(crate) struct Models {
     pub(crate) silver: quality::SilverCatalog,
     pub(crate) dims: dims::DimCatalog,
     pub(crate) scoring: scoring::ScoringConfig,
+    pub(crate) retries: u32,
+}
+
+/// Whether an error may go away on its own: somewhere in its chain, a
+/// connection that was refused, reset, aborted or timed out, or a source
+/// database that did not answer.
+fn is_transient(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::*;
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | TimedOut | Interrupted
+            )
+        }) || e.downcast_ref::<ingest::Error>().is_some_and(ingest::Error::is_transient)
+    })
+}
+
+/// Runs `stage` until it succeeds, fails for good, or has been retried
+/// `retries` times after transient errors, waiting 1, 2, 4, … (at most 30)
+/// seconds in between. Every stage writes exactly once, so a retry redoes
+/// only what did not commit.
+async fn with_retries<T, F>(retries: u32, name: &str, mut stage: impl FnMut() -> F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match stage().await {
+            Err(err) if tries < retries && is_transient(&err) => {
+                tries += 1;
+                let wait = std::time::Duration::from_secs((1u64 << (tries - 1).min(5)).min(30));
+                tracing::warn!(
+                    "stage {name}: {err:#}; a transient error, retry {tries} of {retries} in {} s",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// The stages `build` runs today, in order.
@@ -509,7 +552,8 @@ pub(crate) async fn run_stages(
     let mut docs = Vec::new();
     let mut tables = Vec::new();
     if stages.contains(&Stage::Ingest) {
-        let (report, stage) = ingest_stage(warehouse, run, catalog, landing).await?;
+        let (report, stage) =
+            with_retries(models.retries, "ingest", || ingest_stage(warehouse, run, catalog, landing)).await?;
         let _ = writeln!(text, "ingest: {} day folder(s) from {}", report.days.len(), landing.display());
         text.push_str(&ingest_text(&report));
         tables.extend(report.table_versions());
@@ -517,28 +561,32 @@ pub(crate) async fn run_stages(
         storage::failpoint("after-ingest");
     }
     if stages.contains(&Stage::Silver) {
-        let (report, stage) = silver_stage(warehouse, run, &models.silver).await?;
+        let (report, stage) =
+            with_retries(models.retries, "silver", || silver_stage(warehouse, run, &models.silver)).await?;
         let _ = writeln!(text, "silver:");
         text.push_str(&silver_text(&report));
         tables.extend(report.table_versions());
         docs.push(stage);
     }
     if stages.contains(&Stage::Dims) {
-        let (body, stage, written) = dims_stage(warehouse, run, &models.dims).await?;
+        let (body, stage, written) =
+            with_retries(models.retries, "dims", || dims_stage(warehouse, run, &models.dims)).await?;
         let _ = writeln!(text, "dims:");
         text.push_str(&body);
         tables.extend(written);
         docs.push(stage);
     }
     if stages.contains(&Stage::Facts) {
-        let (body, stage, written) = facts_stage(warehouse, run, &models.dims, facts_options).await?;
+        let (body, stage, written) =
+            with_retries(models.retries, "facts", || facts_stage(warehouse, run, &models.dims, facts_options)).await?;
         let _ = writeln!(text, "facts:");
         text.push_str(&body);
         tables.extend(written);
         docs.push(stage);
     }
     if stages.contains(&Stage::Score) {
-        let (body, stage, written) = score_stage(warehouse, run, &models.scoring, training).await?;
+        let (body, stage, written) =
+            with_retries(models.retries, "score", || score_stage(warehouse, run, &models.scoring, training)).await?;
         let _ = writeln!(text, "score:");
         text.push_str(&body);
         tables.extend(written);

@@ -17,6 +17,28 @@ pub(crate) struct Config {
     pub(crate) warehouse: WarehouseConfig,
     #[serde(default)]
     pub(crate) models: ModelsConfig,
+    #[serde(default)]
+    pub(crate) build: BuildConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildConfig {
+    /// How often a stage that failed on a transient error (a database or
+    /// object store that did not answer) is tried again, waiting 1, 2, 4, …
+    /// seconds (at most 30) in between.
+    #[serde(default = "default_retries")]
+    pub(crate) retries: u32,
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self { retries: default_retries() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

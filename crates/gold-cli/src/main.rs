@@ -117,6 +117,7 @@ fn models(config: &config::Config, dir: Option<&std::path::Path>) -> anyhow::Res
         silver: config::silver_catalog(config, dir)?,
         dims: config::dim_catalog(config, dir)?,
         scoring: config::scoring_config(config, dir)?,
+        retries: config.build.retries,
     })
 }
 
@@ -139,7 +140,7 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         }
         Command::Ingest(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
-            commands::ingest(args, &warehouse, &catalog, printer).await
+            commands::ingest(args, &warehouse, &catalog, config.build.retries, printer).await
         }
         Command::Snapshot(args) => commands::snapshot(args, printer).await,
         Command::Train(args) => {
@@ -154,6 +155,10 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         Command::History(args) => ops::history(args, &warehouse, printer).await,
         Command::Rollback(args) => ops::rollback(args, &warehouse, printer).await,
         Command::Diff(args) => ops::diff(args, &warehouse, printer).await,
+        Command::Maintain(args) => {
+            let dims = config::dim_catalog(&config, config_dir.as_deref())?;
+            ops::maintain(args, &warehouse, &dims, printer).await
+        }
         Command::Rebuild(args) => {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
             let models = models(&config, config_dir.as_deref())?;

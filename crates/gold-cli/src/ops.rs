@@ -12,7 +12,7 @@ use storage::{
 };
 
 use crate::UserError;
-use crate::cli::{DiffArgs, HistoryArgs, RebuildArgs, RollbackArgs, Stage};
+use crate::cli::{DiffArgs, HistoryArgs, MaintainArgs, RebuildArgs, RollbackArgs, Stage};
 use crate::commands::{CODE_VERSION, Models, finish_run, run_stages};
 use crate::config::open_warehouse;
 use crate::output::Printer;
@@ -481,5 +481,93 @@ pub(crate) async fn rebuild(
     if !all_match {
         return Err(UserError(format!("the rebuild of {} differs from run {}", args.as_of, target.run_id)).into());
     }
+    Ok(())
+}
+
+pub(crate) async fn maintain(
+    args: MaintainArgs,
+    location: &str,
+    dims: &dims::DimCatalog,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let warehouse = open_warehouse(location)?;
+    let ledger = Ledger::new(&warehouse);
+    let all = warehouse.tables().await?;
+    for t in &args.table {
+        if !all.contains_key(t) {
+            return Err(UserError(format!("no table {t} in {} (see gold history)", warehouse.root())).into());
+        }
+    }
+    let tables: Vec<String> = all.into_keys().filter(|t| args.table.is_empty() || args.table.contains(t)).collect();
+    let runs = ledger.runs().await.context("cannot read the run ledger")?;
+    let run = ledger.begin(RunKind::Maintain, RunClock::from_wall_clock()).await.context("cannot start a run")?;
+    let outcome = async {
+        let mut docs = Vec::new();
+        let mut written = Vec::new();
+        let retain = chrono::Duration::hours(i64::from(args.retain_hours));
+        let since = chrono::Utc::now() - retain;
+        // The versions vacuum keeps: every run inside the window, and the
+        // last successful run whatever its age.
+        let last_good = runs.iter().filter(|r| r.status == RunStatus::Succeeded).max_by_key(|r| r.run_id);
+        let keep_runs: Vec<&RunRecord> =
+            runs.iter().filter(|r| r.status == RunStatus::Succeeded && r.ended_at >= since).chain(last_good).collect();
+        for table in &tables {
+            let name = TableName::new(table)?;
+            let mut doc = json!({"table": table});
+            if args.optimize {
+                let zorder = dims.dims().iter().find(|d| &d.table == table).map(|d| d.key.clone());
+                let commit = Commit::new(&run, "maintain optimize");
+                let (version, removed, added) = warehouse
+                    .optimize(&name, zorder.as_deref(), &commit)
+                    .await
+                    .with_context(|| format!("optimizing {table}"))?;
+                if let Some(v) = version {
+                    written.push((table.clone(), v, 0));
+                }
+                doc["optimize"] =
+                    json!({"version": version, "files_removed": removed, "files_added": added, "zorder": zorder});
+            }
+            if args.vacuum {
+                let keep: Vec<i64> = keep_runs.iter().filter_map(|r| r.state.get(table).copied()).collect();
+                let deleted =
+                    warehouse.vacuum(&name, retain, &keep).await.with_context(|| format!("vacuuming {table}"))?;
+                doc["vacuum"] = json!({"files_deleted": deleted.len(), "versions_kept": keep});
+            }
+            docs.push(doc);
+        }
+        Ok::<_, anyhow::Error>((docs, written))
+    }
+    .await;
+    let summary = |(docs, _): &(Vec<serde_json::Value>, Vec<(String, i64, i64)>)| json!({"run_id": run.id, "kind": "maintain", "logical_date": run.clock.logical_date(), "tables": docs});
+    let ((docs, _), _) = finish_run(&ledger, &run, outcome, |(_, w)| w.clone(), summary).await?;
+    let mut text = format!("run {} (maintain)\n", run.id);
+    let (mut compacted, mut deleted) = (0, 0);
+    for d in &docs {
+        let mut parts = Vec::new();
+        if let Some(o) = d.get("optimize") {
+            let removed = o["files_removed"].as_u64().unwrap_or(0);
+            compacted += removed;
+            if removed > 0 {
+                parts.push(format!(
+                    "{} files compacted into {}{}",
+                    removed,
+                    o["files_added"],
+                    if o["zorder"].is_array() { " (Z-ordered)" } else { "" }
+                ));
+            }
+        }
+        if let Some(v) = d.get("vacuum") {
+            let n = v["files_deleted"].as_u64().unwrap_or(0);
+            deleted += n;
+            if n > 0 {
+                parts.push(format!("{n} files deleted"));
+            }
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(text, "  {:<32} {}", d["table"].as_str().unwrap_or(""), parts.join(", "));
+        }
+    }
+    let _ = writeln!(text, "{} tables: {compacted} files compacted, {deleted} files deleted", docs.len());
+    printer.result(json!({"status": "ok", "run_id": run.id, "tables": docs}), text);
     Ok(())
 }

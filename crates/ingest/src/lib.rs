@@ -62,6 +62,15 @@ pub enum Error {
     /// A landing path cannot be read.
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// A source's database did not answer (a transient failure: the build
+    /// retries it).
+    #[error("source {source_name} ({location}): {source}")]
+    Unavailable {
+        source_name: String,
+        location: String,
+        #[source]
+        source: sqldb::Error,
+    },
     /// The warehouse failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
@@ -73,12 +82,19 @@ pub enum Error {
 impl Error {
     /// Whether the user can fix this (bad model, bad or changed file,
     /// unreachable source), as opposed to a storage fault or a bug.
+    /// Whether trying again later may succeed: a source's database did not
+    /// answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
     pub fn is_user_error(&self) -> bool {
         match self {
             Self::Model { .. }
             | Self::BadFile { .. }
             | Self::ChangedFiles { .. }
             | Self::Source { .. }
+            | Self::Unavailable { .. }
             | Self::Io { .. } => true,
             Self::Storage(e) => e.is_user_error(),
             Self::Internal(_) => false,

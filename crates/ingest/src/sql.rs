@@ -32,7 +32,13 @@ pub(crate) async fn read_table(
 ) -> Result<SqlRead> {
     let shown = sqldb::redact_url(url);
     let fail = |reason: String| Error::Source { source_name: source.name.clone(), location: shown.clone(), reason };
-    let sqldb::Database { pool, dialect, .. } = sqldb::connect(url).await.map_err(|e| fail(e.to_string()))?;
+    let sqldb::Database { pool, dialect, .. } = sqldb::connect(url).await.map_err(|e| {
+        if e.is_transient() {
+            Error::Unavailable { source_name: source.name.clone(), location: shown.clone(), source: e }
+        } else {
+            fail(e.to_string())
+        }
+    })?;
 
     let text_type = if dialect == Dialect::MySql { "CHAR" } else { "TEXT" };
     let columns: Vec<String> =

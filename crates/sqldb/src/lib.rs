@@ -60,6 +60,15 @@ pub enum Error {
     Connect(#[source] sqlx::Error),
 }
 
+impl Error {
+    /// Whether trying again later may succeed: the server did not answer,
+    /// refused or dropped the connection, or the pool timed out. A refused
+    /// login or an unknown database is not transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Connect(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+    }
+}
+
 /// `url` with any password replaced, safe to print.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -90,6 +90,8 @@ pub enum RunKind {
     Train,
     /// `gold score`.
     Score,
+    /// `gold maintain`.
+    Maintain,
 }
 
 impl RunKind {
@@ -102,6 +104,7 @@ impl RunKind {
             Self::Rebuild => "rebuild",
             Self::Train => "train",
             Self::Score => "score",
+            Self::Maintain => "maintain",
         }
     }
 }

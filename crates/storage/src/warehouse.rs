@@ -555,6 +555,54 @@ impl Warehouse {
             .collect())
     }
 
+    /// Compacts the table's small files (Delta OPTIMIZE; `zorder` columns
+    /// Z-order the rewritten files). The rows do not change (the commit
+    /// says `dataChange: false`), and the old files stay for time travel
+    /// until a vacuum. Returns the new version (`None` when there was
+    /// nothing to compact) and the files removed and added.
+    pub async fn optimize(
+        &self,
+        name: &TableName,
+        zorder: Option<&[String]>,
+        commit: &Commit<'_>,
+    ) -> Result<(Option<i64>, u64, u64)> {
+        use deltalake::operations::optimize::OptimizeType;
+        let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
+        let before = committed_version(name, &table)?;
+        let kind = match zorder {
+            Some(columns) => OptimizeType::ZOrder(columns.to_vec()),
+            None => OptimizeType::Compact,
+        };
+        // Our session reads strings and binaries as plain types, so the
+        // rewritten files keep the table's types (no view types).
+        let session: Arc<dyn deltalake::datafusion::catalog::Session> = Arc::new(Self::session().state());
+        let (after, metrics) = table
+            .optimize()
+            .with_type(kind)
+            .with_session_state(session)
+            .with_commit_properties(commit.properties())
+            .await
+            .map_err(delta_err(name))?;
+        let after = committed_version(name, &after)?;
+        Ok(((after != before).then_some(after), metrics.num_files_removed, metrics.num_files_added))
+    }
+
+    /// Deletes the files of the table that no version in `keep` reads and
+    /// that left the table more than `retain` ago (Delta VACUUM). Returns
+    /// the paths deleted.
+    pub async fn vacuum(&self, name: &TableName, retain: chrono::Duration, keep: &[i64]) -> Result<Vec<String>> {
+        let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
+        let keep: Vec<u64> = keep.iter().filter_map(|v| u64::try_from(*v).ok()).collect();
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(retain)
+            .with_enforce_retention_duration(false)
+            .with_keep_versions(&keep)
+            .await
+            .map_err(delta_err(name))?;
+        Ok(metrics.files_deleted)
+    }
+
     /// The scans above: a version, an optional filter, optional columns.
     async fn query(
         &self,

@@ -242,3 +242,165 @@ fn a_second_build_refuses_while_one_runs_and_killed_builds_recover() {
         assert_eq!(recovered["gold_fraud_scores"].0, clean["gold_fraud_scores"].0, "{point}: one score per claim");
     }
 }
+
+/// Data files of a table folder.
+fn parquet_files(table_dir: &Path) -> usize {
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { walk(&p) } else { usize::from(p.extension().is_some_and(|x| x == "parquet")) })
+            .sum()
+    }
+    walk(table_dir)
+}
+
+#[test]
+fn maintain_compacts_without_changing_rows_and_vacuum_keeps_what_runs_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d);
+    let mut runs = Vec::new();
+    for day in &DAYS[..3] {
+        runs.push(build(d, "wh", day)["run_id"].as_i64().unwrap());
+    }
+    let before = contents(&d.join("wh"), None, &[]);
+    let day1 = state_of(d, "wh", runs[0]);
+    let day1_content = contents(&d.join("wh"), Some(&day1), &[]);
+
+    let (code, doc) = gold_json(d, &["--warehouse", "wh", "maintain", "--optimize"]);
+    assert_eq!(code, Some(0), "{doc}");
+    let tables = doc["tables"].as_array().unwrap();
+    let members = tables.iter().find(|t| t["table"] == "dim_members").unwrap();
+    assert_eq!(members["optimize"]["zorder"][0], "member_id", "dimensions are Z-ordered on their key: {members}");
+    let dq = tables.iter().find(|t| t["table"] == "dq_results").unwrap();
+    assert!(
+        dq["optimize"]["files_removed"].as_u64().unwrap() > dq["optimize"]["files_added"].as_u64().unwrap(),
+        "each run's small file of data-quality results is compacted: {dq}"
+    );
+    assert_eq!(contents(&d.join("wh"), None, &[]), before, "compaction changes no row");
+    let (_, runs_doc) = gold_json(d, &["--warehouse", "wh", "runs"]);
+    assert_eq!(runs_doc["runs"].as_array().unwrap().last().unwrap()["kind"], "maintain");
+
+    // Every run ended inside a one-hour window: vacuum keeps every file a
+    // run's tables read, so day 1 still reads as it was.
+    let files_before = parquet_files(&d.join("wh/dq_results"));
+    let (code, doc) = gold_json(d, &["--warehouse", "wh", "maintain", "--vacuum", "--retain-hours", "1"]);
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(parquet_files(&d.join("wh/dq_results")), files_before);
+    assert_eq!(contents(&d.join("wh"), Some(&day1), &[]), day1_content);
+
+    // A build after compaction works as before.
+    build(d, "wh", DAYS[3]);
+    let latest = contents(&d.join("wh"), None, &[]);
+
+    // With no window, only the last run's files stay: the compacted-away
+    // small files go, and the current tables read the same.
+    let (code, doc) = gold_json(d, &["--warehouse", "wh", "maintain", "--vacuum", "--retain-hours", "0"]);
+    assert_eq!(code, Some(0), "{doc}");
+    let deleted: u64 =
+        doc["tables"].as_array().unwrap().iter().map(|t| t["vacuum"]["files_deleted"].as_u64().unwrap()).sum();
+    assert!(deleted > 0, "{doc}");
+    assert!(parquet_files(&d.join("wh/dq_results")) < files_before);
+    assert_eq!(contents(&d.join("wh"), None, &[]), latest);
+
+    // Flags are checked before anything runs.
+    let o = gold(d, &["--warehouse", "wh", "maintain"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = gold(d, &["--warehouse", "wh", "maintain", "--optimize", "--table", "no_such_table"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no_such_table"), "{}", stderr(&o));
+}
+
+/// Forwards connections on `port` to `target`, starting only after `delay`:
+/// a database that is down for a while.
+fn late_proxy(port: u16, target: String, delay: std::time::Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+            let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c2, mut s2) = (client, server);
+            std::thread::spawn(move || std::io::copy(&mut c1, &mut s1));
+            std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+        }
+    });
+}
+
+#[test]
+fn a_stage_is_retried_while_its_database_is_down_and_fails_named_when_it_stays_down() {
+    let Ok(pg) = std::env::var("GOLD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: GOLD_TEST_POSTGRES_URL is not set (tests/run.sh sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let table = format!("members_retry_{}", std::process::id());
+    gold_ok(
+        d,
+        &[
+            "generate",
+            "--out",
+            "landing",
+            "--members",
+            "30",
+            "--days",
+            "1",
+            "--members-db",
+            &pg,
+            "--members-table",
+            &table,
+        ],
+    );
+    std::fs::create_dir(d.join("models")).unwrap();
+    let sources = ingest::DEFAULT_SOURCES
+        .replace("active = false", "active = true")
+        .replace("table = \"members\"", &format!("table = \"{table}\""));
+    std::fs::write(d.join("models/sources.toml"), sources).unwrap();
+
+    // The database answers only after 10.5 s: the first try gives up after
+    // the pool's 10 s of connecting, and the retry a second later gets
+    // through.
+    let pg_url = url::Url::parse(&pg).unwrap();
+    let target = format!("{}:{}", pg_url.host_str().unwrap(), pg_url.port().unwrap_or(5432));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut proxied = pg_url.clone();
+    proxied.set_port(Some(port)).unwrap();
+    late_proxy(port, target, std::time::Duration::from_millis(10_500));
+    let build = |url: &str, warehouse: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gold"))
+            .args([
+                "--warehouse",
+                warehouse,
+                "build",
+                "--landing",
+                "landing",
+                "--date",
+                "2024-12-29",
+                "--only",
+                "ingest",
+            ])
+            .current_dir(d)
+            .env_remove("GOLD_WAREHOUSE")
+            .env("GOLD_MEMBERS_DB_URL", url)
+            .output()
+            .unwrap()
+    };
+    let o = build(proxied.as_str(), "wh");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("stage ingest") && err.contains("retry 1 of 3"), "{err}");
+    assert!(d.join("wh/bronze_members_db/_delta_log").is_dir());
+
+    // Down for good: one retry (gold.toml), then the stage fails by name.
+    std::fs::write(d.join("gold.toml"), "[build]\nretries = 1\n").unwrap();
+    let o = build("postgres://postgres@127.0.0.1:1/test", "wh2");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("retry 1 of 1") && !err.contains("retry 2"), "{err}");
+    assert!(err.contains("error: stage ingest") && err.contains("members_db"), "{err}");
+    let (_, doc) = gold_json(d, &["--warehouse", "wh2", "runs"]);
+    assert_eq!(doc["runs"][0]["status"], "failed");
+}

@@ -58,6 +58,8 @@ fn wrong_database_credentials_are_a_clear_error_without_the_password() {
     std::fs::create_dir(dir.path().join("models")).unwrap();
     let sources = ingest::DEFAULT_SOURCES.replace("active = false", "active = true");
     std::fs::write(dir.path().join("models/sources.toml"), sources).unwrap();
+    // An unreachable server is a transient error; no retries here.
+    std::fs::write(dir.path().join("gold.toml"), "[build]\nretries = 0\n").unwrap();
     let run = |url: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_gold"))
             .args(["ingest", "--landing", "landing", "--date", "2024-12-29", "--warehouse", "wh"])

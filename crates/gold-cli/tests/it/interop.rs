@@ -41,7 +41,9 @@ fn polars_deltalake_reads_the_ledger_gold_wrote_including_version_0() {
     let table = dir.path().join("wh/_gold_runs");
 
     let latest = read_with_polars(&python, &table, None);
-    assert_eq!(latest["rows"], 2, "{latest}");
+    // Each run has the row its begin wrote (status running, which holds the
+    // warehouse) and the row its end wrote.
+    assert_eq!(latest["rows"], 4, "{latest}");
     let columns: Vec<&str> = latest["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     assert_eq!(
         columns,
@@ -56,16 +58,18 @@ fn polars_deltalake_reads_the_ledger_gold_wrote_including_version_0() {
             "model_version",
             "code_version",
             "message",
-            "summary"
+            "summary",
+            "state"
         ]
     );
     let dtypes: Vec<&str> = latest["dtypes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     assert!(dtypes.iter().all(|t| !t.contains("View")), "{dtypes:?}");
-    let mut ids: Vec<String> =
-        latest["data"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap().to_string()).collect();
+    let finished: Vec<&serde_json::Value> =
+        latest["data"].as_array().unwrap().iter().filter(|r| r["status"] != "running").collect();
+    let mut ids: Vec<String> = finished.iter().map(|r| r["run_id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     assert_eq!(ids, ["1", "2"]);
-    for row in latest["data"].as_array().unwrap() {
+    for row in finished {
         let id: i64 = row["run_id"].as_str().unwrap().parse().unwrap();
         let ours = gold_view["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id).unwrap();
         assert_eq!(row["kind"], ours["kind"]);
@@ -75,6 +79,7 @@ fn polars_deltalake_reads_the_ledger_gold_wrote_including_version_0() {
     }
 
     let first = read_with_polars(&python, &table, Some(0));
-    assert_eq!(first["rows"], 1, "version 0 holds the first run only: {first}");
+    assert_eq!(first["rows"], 1, "version 0 holds the first run's begin only: {first}");
     assert_eq!(first["data"][0]["run_id"], "1");
+    assert_eq!(first["data"][0]["status"], "running");
 }
