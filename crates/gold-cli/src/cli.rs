@@ -97,6 +97,10 @@ pub(crate) enum Command {
     Rebuild(RebuildArgs),
     /// The rows added, removed and changed in a table between two versions.
     Diff(DiffArgs),
+    /// Run one read-only SQL query (DataFusion) over the warehouse, at the
+    /// table versions of the last successful run unless told otherwise.
+    /// Roles that may not see PII (the default, analyst) see it masked.
+    Sql(SqlArgs),
     /// Table upkeep: compact small files (Z-ordering the dimensions on
     /// their business key), and delete files no run of the retention window
     /// reads.
@@ -124,6 +128,43 @@ pub(crate) struct MaintainArgs {
     /// Only these tables (comma-separated) [default: every table].
     #[arg(long, value_delimiter = ',', value_name = "TABLE[,TABLE..]")]
     pub(crate) table: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("as_of").args(["as_of_run", "as_of_version", "as_of_timestamp"])))]
+pub(crate) struct SqlArgs {
+    /// The query: SELECT, WITH, VALUES or EXPLAIN; every warehouse table is
+    /// there by its name. DDL and DML are refused.
+    #[arg(value_name = "QUERY")]
+    pub(crate) query: String,
+
+    /// Read the tables as this run left them.
+    #[arg(long, value_name = "RUN")]
+    pub(crate) as_of_run: Option<i64>,
+
+    /// Read the one table the query names at this Delta version.
+    #[arg(long, value_name = "N")]
+    pub(crate) as_of_version: Option<i64>,
+
+    /// Read the tables as the last successful run that ended by then left
+    /// them (RFC 3339, e.g. 2025-01-03T12:00:00Z, or a date).
+    #[arg(long, value_name = "TS")]
+    pub(crate) as_of_timestamp: Option<String>,
+
+    /// The role whose view of PII applies (roles are in gold.toml).
+    #[arg(long, default_value = "analyst", value_name = "ROLE")]
+    pub(crate) role: String,
+
+    /// How rows are printed (with --output-format json, a JSON document).
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: SqlFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SqlFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Args)]

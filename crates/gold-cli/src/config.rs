@@ -19,6 +19,26 @@ pub(crate) struct Config {
     pub(crate) models: ModelsConfig,
     #[serde(default)]
     pub(crate) build: BuildConfig,
+    /// Who sees PII in `gold sql` (and later reports and exports).
+    #[serde(default = "default_roles")]
+    pub(crate) roles: std::collections::BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoleConfig {
+    /// Sees PII-tagged columns as they are. Otherwise names, emails and
+    /// other PII are hidden, dates of birth reduced to the year, and
+    /// member and patient ids pseudonymised with keyed BLAKE3 (the key is
+    /// the GOLD_PII_KEY environment variable).
+    #[serde(default)]
+    pub(crate) sees_pii: bool,
+}
+
+pub(crate) fn default_roles() -> std::collections::BTreeMap<String, RoleConfig> {
+    [("analyst".to_string(), RoleConfig { sees_pii: false }), ("auditor".to_string(), RoleConfig { sees_pii: true })]
+        .into_iter()
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod ops;
 mod output;
+mod sql;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<dims::Error>().is_some_and(dims::Error::is_user_error)
             || e.downcast_ref::<facts::Error>().is_some_and(facts::Error::is_user_error)
             || e.downcast_ref::<scoring::Error>().is_some_and(scoring::Error::is_user_error)
+            || e.downcast_ref::<query::Error>().is_some_and(query::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -155,6 +157,13 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         Command::History(args) => ops::history(args, &warehouse, printer).await,
         Command::Rollback(args) => ops::rollback(args, &warehouse, printer).await,
         Command::Diff(args) => ops::diff(args, &warehouse, printer).await,
+        Command::Sql(args) => {
+            let masking = sql::masking(
+                &config::source_catalog(&config, config_dir.as_deref())?,
+                &config::silver_catalog(&config, config_dir.as_deref())?,
+            );
+            sql::sql(args, &warehouse, &config, masking, printer).await
+        }
         Command::Maintain(args) => {
             let dims = config::dim_catalog(&config, config_dir.as_deref())?;
             ops::maintain(args, &warehouse, &dims, printer).await

@@ -6,6 +6,7 @@ mod commands;
 mod ingest;
 mod interop;
 mod snapshot;
+mod sql;
 
 use std::path::Path;
 use std::process::{Command, Output};
