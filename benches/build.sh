@@ -14,15 +14,18 @@ LANDING="$(cd "${1:?usage: benches/build.sh LANDING}" && pwd)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gold/target}
 cargo build --release -p gold-cli -j 2 -q >&2
 BIN="$CARGO_TARGET_DIR/release/gold"
-SCRATCH="$(mktemp -d)"
-trap 'rm -rf "$SCRATCH"' EXIT
+# The scratch warehouse: $SCRATCH if set (kept), else a temporary folder.
+if [ -z "${SCRATCH:-}" ]; then
+  SCRATCH="$(mktemp -d)"
+  trap 'rm -rf "$SCRATCH"' EXIT
+fi
 DAYS=($(ls "$LANDING" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort))
 [ "${#DAYS[@]}" -ge 2 ] || { echo "the landing needs two days at least" >&2; exit 1; }
 for day in "${DAYS[0]}" "${DAYS[1]}"; do
   lines=""
   for stage in ingest silver dims facts score; do
-    line=$(python3 benches/measure.py "$day $stage" -- "$BIN" -q --output-format json --warehouse "$SCRATCH/wh" \
-      build --landing "$LANDING" --date "$day" --only "$stage" 2>/dev/null \
+    line=$(set +o pipefail; python3 benches/measure.py "$day $stage" -- "$BIN" -q --output-format json --warehouse "$SCRATCH/wh" \
+      build --landing "$LANDING" --date "$day" --only "$stage" 2>"$SCRATCH/stderr.log" \
       | python3 -c '
 import json, sys
 m = json.loads(sys.stdin.read())
@@ -38,6 +41,11 @@ if "score" in st:
              trained_s=round((s.get("trained") or {}).get("seconds", 0), 1))
 print(json.dumps(m))')
     echo "$line"
+    if ! grep -q '"exit_code": 0' <<<"$line"; then
+      echo "stage $stage of $day failed:" >&2
+      tail -n 5 "$SCRATCH/stderr.log" >&2
+      exit 1
+    fi
     lines+="$line"$'\n'
   done
   printf '%s' "$lines" | python3 -c '
