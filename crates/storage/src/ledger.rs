@@ -44,7 +44,8 @@ impl RunStatus {
 
 impl std::fmt::Display for RunStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that `{:<9}` in a table lines up.
+        f.pad(self.as_str())
     }
 }
 

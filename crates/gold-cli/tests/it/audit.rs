@@ -112,6 +112,19 @@ fn nightly_builds_rebuild_as_of_a_day_and_roll_back_and_forth() {
             assert_eq!(*rows, 0, "{table} did not exist at day 2");
         }
     }
+    // And `gold sql`, which reads the last successful run's versions (the
+    // rollback's), counts day 2's claims.
+    let sql_count = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_gold"))
+            .args(["--warehouse", "wh", "sql", "SELECT count(*) AS n FROM fact_claims", "--format", "csv"])
+            .current_dir(d)
+            .env_remove("GOLD_WAREHOUSE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    assert_eq!(sql_count(), live2["fact_claims"].0, "gold sql shows day 2's claims");
     // Nothing was deleted: day 5's versions still read.
     assert_eq!(contents(&d.join("wh"), Some(&day5), &[]), live5);
     let (_, runs_doc) = gold_json(d, &["--warehouse", "wh", "runs"]);
@@ -123,6 +136,7 @@ fn nightly_builds_rebuild_as_of_a_day_and_roll_back_and_forth() {
     let (code, doc) = gold_json(d, &["--warehouse", "wh", "rollback", "--to-run", &runs[4].to_string()]);
     assert_eq!(code, Some(0), "rollback of the rollback: {doc}");
     assert_eq!(contents(&d.join("wh"), None, &[]), live5);
+    assert_eq!(sql_count(), live5["fact_claims"].0, "gold sql shows day 5's claims again");
     assert!(rollback_run < doc["run_id"].as_i64().unwrap());
 
     // Back to day 2 and build day 3 again: the same silver, dimensions and
