@@ -261,9 +261,12 @@ fn copied(table: &str) -> bool {
     table.starts_with("bronze_") || table == scoring::MODELS
 }
 
-/// Tables a rebuild neither copies nor compares: gold's own bookkeeping.
+/// Tables a rebuild does not compare: gold's own bookkeeping (`_` names:
+/// the ledger, the ingest checkpoint, `_dim_changes`), which records Delta
+/// version numbers that differ between a warehouse and its rebuild (a
+/// `gold maintain` in the live history adds versions, for one).
 fn bookkeeping(table: &str) -> bool {
-    table == LEDGER_TABLE || table == "_gold_ingest_files"
+    table.starts_with('_')
 }
 
 /// The content hash of `table` at `version` (the latest if `None`), and
@@ -385,7 +388,12 @@ pub(crate) async fn rebuild(
     let mut states: HashMap<RunId, BTreeMap<String, i64>> = HashMap::new();
     let mut replayed = Vec::new();
     for r in runs.iter().filter(|r| r.run_id <= target.run_id && r.status == RunStatus::Succeeded) {
-        let Some(kind) = kind_of(r) else { continue };
+        let Some(kind) = kind_of(r) else {
+            // A run that changed no content (maintain): its state is the
+            // rebuilt warehouse as it stands, for a later rollback to it.
+            states.insert(r.run_id, out.tables().await?);
+            continue;
+        };
         let run = RunContext { id: r.run_id, kind, clock: clock_of(r) };
         let step = match kind {
             RunKind::Rollback => {
@@ -397,7 +405,12 @@ pub(crate) async fn rebuild(
                         r.run_id
                     ))
                 })?;
-                let state = states.get(&RunId(to)).cloned().unwrap_or_default();
+                let state = states.get(&RunId(to)).cloned().ok_or_else(|| {
+                    UserError(format!(
+                        "run {} rolled back to run {to}, which the rebuild did not replay; rebuild a date after it",
+                        r.run_id
+                    ))
+                })?;
                 let commit = Commit::new(&run, "rollback");
                 out.restore_state(&state, &[LEDGER_TABLE], &commit).await?;
                 "rollback".to_string()
@@ -523,6 +536,14 @@ pub(crate) async fn maintain(
                     .with_context(|| format!("optimizing {table}"))?;
                 if let Some(v) = version {
                     written.push((table.clone(), v, 0));
+                    // A dimension's new version changed no interval: say so in
+                    // `_dim_changes`, or the next facts stage would distrust it
+                    // and rebuild every fact.
+                    if zorder.is_some() {
+                        dims::record_changes(&warehouse, &run, table, v as u64, &[])
+                            .await
+                            .with_context(|| format!("recording {table}'s unchanged intervals"))?;
+                    }
                 }
                 doc["optimize"] =
                     json!({"version": version, "files_removed": removed, "files_added": added, "zorder": zorder});
