@@ -169,8 +169,8 @@ pub(crate) async fn runs(location: &str, printer: &mut Printer) -> anyhow::Resul
         .map(|r| {
             let mut doc = serde_json::to_value(r).unwrap_or_default();
             // The summary is stored as text; show it as the JSON it is.
-            if let Some(summary) = r.summary.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-            {
+            let summary = r.summary_json();
+            if !summary.is_null() {
                 doc["summary"] = summary;
             }
             doc

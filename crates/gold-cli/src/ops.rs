@@ -314,8 +314,7 @@ async fn copy_inputs(live: &Warehouse, out: &Warehouse, r: &RunRecord, run: &Run
 
 /// The stages a past run ran, from its summary, without ingest.
 fn replayed_stages(r: &RunRecord) -> Vec<Stage> {
-    let summary: serde_json::Value =
-        r.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+    let summary = r.summary_json();
     let names: Vec<&str> =
         summary["stages"].as_array().into_iter().flatten().filter_map(|s| s["stage"].as_str()).collect();
     [("silver", Stage::Silver), ("dims", Stage::Dims), ("facts", Stage::Facts), ("score", Stage::Score)]
@@ -328,8 +327,7 @@ fn replayed_stages(r: &RunRecord) -> Vec<Stage> {
 /// What the run's clock read: recorded in its summary; midnight of its
 /// date for runs recorded before that.
 fn clock_of(r: &RunRecord) -> RunClock {
-    let summary: serde_json::Value =
-        r.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+    let summary = r.summary_json();
     let now = summary["clock_now"]
         .as_str()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
@@ -397,8 +395,7 @@ pub(crate) async fn rebuild(
         let run = RunContext { id: r.run_id, kind, clock: clock_of(r) };
         let step = match kind {
             RunKind::Rollback => {
-                let summary: serde_json::Value =
-                    r.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+                let summary = r.summary_json();
                 let to = summary["rollback"]["to_run"].as_i64().ok_or_else(|| {
                     UserError(format!(
                         "run {} rolled back a single table; a rebuild cannot replay that, so rebuild a date after it",

@@ -15,7 +15,7 @@ use deltalake::arrow::datatypes::{
 };
 use serde::Serialize;
 
-use crate::warehouse::{Commit, TableName, Warehouse};
+use crate::warehouse::{Commit, TableName, Warehouse, committed_version};
 use crate::{Error, Result, RunClock, RunContext, RunId, RunKind};
 
 /// The ledger table's name.
@@ -204,9 +204,13 @@ impl Lease {
 }
 
 impl RunRecord {
+    /// The run's summary as JSON (`Null` when there is none).
+    pub fn summary_json(&self) -> serde_json::Value {
+        self.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+    }
+
     fn lease(&self) -> Option<Lease> {
-        let summary: serde_json::Value = serde_json::from_str(self.summary.as_deref()?).ok()?;
-        serde_json::from_value(summary.get("lease")?.clone()).ok()
+        serde_json::from_value(self.summary_json().get("lease")?.clone()).ok()
     }
 }
 
@@ -226,7 +230,7 @@ impl<'w> Ledger<'w> {
     pub async fn begin(&self, kind: RunKind, clock: RunClock) -> Result<RunContext> {
         let table = self.warehouse.load(&self.name).await?;
         let runs = match &table {
-            Some(t) => self.read(Some(committed(t)?)).await?,
+            Some(t) => self.read(committed_version(&self.name, t)?).await?,
             None => Vec::new(),
         };
         let id = RunId(runs.iter().map(|r| r.run_id.0).max().unwrap_or(0) + 1);
@@ -292,15 +296,15 @@ impl<'w> Ledger<'w> {
     /// was recorded yet.
     pub async fn runs(&self) -> Result<Vec<RunRecord>> {
         match self.warehouse.load(&self.name).await? {
-            Some(t) => self.read(Some(committed(&t)?)).await,
+            Some(t) => self.read(committed_version(&self.name, &t)?).await,
             None => Ok(Vec::new()),
         }
     }
 
     /// The runs as of ledger version `version`.
-    async fn read(&self, version: Option<i64>) -> Result<Vec<RunRecord>> {
+    async fn read(&self, version: i64) -> Result<Vec<RunRecord>> {
         let mut rows = Vec::new();
-        for batch in self.warehouse.scan(&self.name, version).await? {
+        for batch in self.warehouse.scan(&self.name, Some(version)).await? {
             rows.extend(from_batch(&batch)?);
         }
         // A run has a running row from its begin and a final row from its
@@ -327,10 +331,6 @@ impl<'w> Ledger<'w> {
         }
         Ok(run)
     }
-}
-
-fn committed(table: &deltalake::DeltaTable) -> Result<i64> {
-    table.version().and_then(|v| i64::try_from(v).ok()).ok_or_else(|| Error::Ledger("the ledger has no version".into()))
 }
 
 fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {

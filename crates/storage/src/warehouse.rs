@@ -637,7 +637,7 @@ impl Warehouse {
 }
 
 /// The version a write just committed.
-fn committed_version(name: &TableName, table: &DeltaTable) -> Result<i64> {
+pub(crate) fn committed_version(name: &TableName, table: &DeltaTable) -> Result<i64> {
     table
         .version()
         .and_then(|v| i64::try_from(v).ok())
