@@ -242,20 +242,52 @@ LEFT JOIN overuse o ON o.claim_id = cs.claim_id
 ORDER BY cs.claim_id
 "#;
 
-/// Members each provider shares with the provider it shares most with.
-const SHARED_SQL: &str = r#"
-WITH pm AS (
-  SELECT DISTINCT coalesce(provider_id, '') AS provider_id, member_id
-  FROM fact_claims
-  WHERE service_date_key BETWEEN {from} AND {to} AND member_id IS NOT NULL
-),
-pairs AS (
-  SELECT a.provider_id, b.provider_id AS other, count(*) AS shared
-  FROM pm a JOIN pm b ON a.member_id = b.member_id AND a.provider_id <> b.provider_id
-  GROUP BY a.provider_id, b.provider_id
-)
-SELECT provider_id, CAST(max(shared) AS DOUBLE) AS shared FROM pairs GROUP BY provider_id
+/// The members each provider billed for in the window (claims without a
+/// provider, the care-management feed's, are no provider).
+const PROVIDER_MEMBERS_SQL: &str = r#"
+SELECT DISTINCT provider_id, member_id
+FROM fact_claims
+WHERE service_date_key BETWEEN {from} AND {to}
+  AND member_id IS NOT NULL AND provider_id IS NOT NULL AND provider_id <> ''
 "#;
+
+/// For each provider, how many members it shares with the provider it
+/// shares most with. Counted over integer ids, pair by pair within each
+/// member (a member seen by k providers adds k(k-1)/2 pairs), rather than
+/// by a self-join of (provider, member) rows, whose string-keyed pair
+/// aggregate does not fit in memory at a million members.
+fn shared_members(batches: &[RecordBatch]) -> Result<HashMap<String, f64>> {
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut by_member: HashMap<String, Vec<u32>> = HashMap::new();
+    for b in batches {
+        for (provider, member) in strings(b, "provider_id")?.into_iter().zip(strings(b, "member_id")?) {
+            let next = names.len() as u32;
+            let id = *index.entry(provider).or_insert_with_key(|p| {
+                names.push(p.clone());
+                next
+            });
+            by_member.entry(member).or_default().push(id);
+        }
+    }
+    let mut pairs: HashMap<u64, u32> = HashMap::new();
+    for providers in by_member.values_mut() {
+        providers.sort_unstable();
+        providers.dedup();
+        for (i, &a) in providers.iter().enumerate() {
+            for &b in &providers[i + 1..] {
+                *pairs.entry((u64::from(a) << 32) | u64::from(b)).or_default() += 1;
+            }
+        }
+    }
+    let mut most = vec![0u32; names.len()];
+    for (pair, n) in pairs {
+        let (a, b) = ((pair >> 32) as usize, (pair & 0xffff_ffff) as usize);
+        most[a] = most[a].max(n);
+        most[b] = most[b].max(n);
+    }
+    Ok(names.into_iter().zip(most).filter(|(_, n)| *n > 0).map(|(p, n)| (p, f64::from(n))).collect())
+}
 
 /// The latest version of every input table.
 pub async fn input_versions(warehouse: &Warehouse) -> Result<Vec<(String, i64)>> {
@@ -284,16 +316,7 @@ pub async fn compute(
     register_policy(&ctx, config)?;
     let sql = |s: &str| s.replace("{from}", &window.from_key.to_string()).replace("{to}", &window.to_key.to_string());
     let raw = raw_claims(&collect(&ctx, &sql(CLAIMS_SQL)).await?)?;
-    let shared: HashMap<String, f64> = {
-        let batches = collect(&ctx, &sql(SHARED_SQL)).await?;
-        let mut out = HashMap::new();
-        for b in &batches {
-            let ids = strings(b, "provider_id")?;
-            let v = floats(b, "shared")?;
-            out.extend(ids.into_iter().zip(v));
-        }
-        out
-    };
+    let shared = shared_members(&collect(&ctx, &sql(PROVIDER_MEMBERS_SQL)).await?)?;
     let claims = claim_features(&raw);
     let providers = provider_features(&raw, &claims, &shared);
     Ok(FeatureSet { claims, providers, versions })
@@ -687,5 +710,24 @@ mod tests {
         // "tiny" has 2 peers: it is measured against everyone, so it stands out.
         assert!(z[40] > 10.0, "{}", z[40]);
         assert_eq!(z[0], 0.0);
+    }
+
+    #[test]
+    fn shared_members_counts_the_largest_overlap_with_one_other_provider() {
+        // m1: A B C; m2: A B; m3: A C; m4: D alone; m1 billed twice by A.
+        let rows = [("A", "m1"), ("B", "m1"), ("C", "m1"), ("A", "m2"), ("B", "m2"), ("A", "m3"), ("C", "m3")];
+        let rows = rows.iter().chain(&[("D", "m4"), ("A", "m1")]);
+        let (p, m): (Vec<&str>, Vec<&str>) = rows.copied().unzip();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("provider_id", DataType::Utf8, false),
+            Field::new("member_id", DataType::Utf8, false),
+        ]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(p)), Arc::new(StringArray::from(m))]).unwrap();
+        let shared = shared_members(&[batch]).unwrap();
+        // A shares m1, m2 with B and m1, m3 with C; B and C share m1 only.
+        let expected: HashMap<String, f64> =
+            [("A", 2.0), ("B", 2.0), ("C", 2.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        assert_eq!(shared, expected, "D shares nothing and is absent");
     }
 }
