@@ -9,7 +9,8 @@
 # 2. PostgreSQL and MariaDB on 127.0.0.1, started if they are down, and
 #    GOLD_TEST_POSTGRES_URL / GOLD_TEST_MYSQL_URL pointing at them
 #    (already-set variables are kept);
-# 3. cargo test over the workspace, two jobs at a time.
+# 3. Debian's chromium for the report test, installed when missing;
+# 4. cargo test over the workspace, two jobs at a time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,6 +45,19 @@ my_up || log "MariaDB is not reachable on 127.0.0.1:3306"
 export GOLD_TEST_POSTGRES_URL="${GOLD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export GOLD_TEST_MYSQL_URL="${GOLD_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
 
-# 3. The tests.
+# 3. Headless Chromium for the report test: Debian's package, installed
+#    when missing (as root, as on CI).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  log "installing Debian's chromium for the report test"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >&2 \
+    || log "could not install chromium"
+fi
+if command -v chromium >/dev/null; then
+  export GOLD_TEST_CHROMIUM="${GOLD_TEST_CHROMIUM:-$(command -v chromium)}"
+else
+  log "chromium is not installed: the report test skips its browser check"
+fi
+
+# 4. The tests.
 log "cargo test (target: ${CARGO_TARGET_DIR:-target})"
 cargo test --workspace -j 2 "$@"

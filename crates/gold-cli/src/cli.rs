@@ -101,6 +101,12 @@ pub(crate) enum Command {
     /// table versions of the last successful run unless told otherwise.
     /// Roles that may not see PII (the default, analyst) see it masked.
     Sql(SqlArgs),
+    /// Write one self-contained HTML report (inline SVG charts, no script,
+    /// no network reference) of the data-quality scorecard, claim volume
+    /// and denials, prompt-pay compliance, loss ratio by plan, the
+    /// fraud-score distribution and the top 20 risky providers, as a run
+    /// left the warehouse (by default the last successful one).
+    Report(ReportArgs),
     /// Table upkeep: compact small files (Z-ordering the dimensions on
     /// their business key), and delete files no run of the retention window
     /// reads.
@@ -128,6 +134,27 @@ pub(crate) struct MaintainArgs {
     /// Only these tables (comma-separated) [default: every table].
     #[arg(long, value_delimiter = ',', value_name = "TABLE[,TABLE..]")]
     pub(crate) table: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("as_of").args(["as_of_run", "as_of_timestamp"])))]
+pub(crate) struct ReportArgs {
+    /// The HTML file to write.
+    #[arg(long, value_name = "FILE.html")]
+    pub(crate) out: PathBuf,
+
+    /// Show the tables as this run left them.
+    #[arg(long, value_name = "RUN")]
+    pub(crate) as_of_run: Option<i64>,
+
+    /// Show the tables as the last successful run that ended by then left
+    /// them (RFC 3339, or a date).
+    #[arg(long, value_name = "TS")]
+    pub(crate) as_of_timestamp: Option<String>,
+
+    /// The role whose view of PII applies (roles are in gold.toml).
+    #[arg(long, default_value = "analyst", value_name = "ROLE")]
+    pub(crate) role: String,
 }
 
 #[derive(Debug, Args)]
@@ -338,7 +365,8 @@ pub(crate) enum Stage {
     /// model current at the run's date (trained first when none is, or
     /// when it is older than scoring.toml's retrain_after_days).
     Score,
-    /// Regulatory aggregates (not built yet).
+    /// Regulatory aggregates: every models/gold/*.sql whose query or input
+    /// tables changed, materialised as its gold_ table.
     Aggregates,
 }
 

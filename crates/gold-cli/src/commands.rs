@@ -111,6 +111,8 @@ pub(crate) fn init(args: InitArgs, printer: &mut Printer) -> anyhow::Result<()> 
     targets.push((args.dir.join("models/scoring.toml"), scoring::config::DEFAULT_SCORING));
     targets
         .extend(quality::DEFAULT_MODELS.iter().map(|(file, body)| (args.dir.join("models/silver").join(file), *body)));
+    targets
+        .extend(aggregates::DEFAULT_MODELS.iter().map(|(file, body)| (args.dir.join("models/gold").join(file), *body)));
     if !args.force
         && let Some((existing, _)) = targets.iter().find(|(p, _)| p.exists())
     {
@@ -347,6 +349,7 @@ pub(crate) struct Models {
     pub(crate) silver: quality::SilverCatalog,
     pub(crate) dims: dims::DimCatalog,
     pub(crate) scoring: scoring::ScoringConfig,
+    pub(crate) aggregates: aggregates::AggregateCatalog,
     pub(crate) retries: u32,
 }
 
@@ -391,7 +394,8 @@ where
 }
 
 /// The stages `build` runs today, in order.
-const BUILT_STAGES: [Stage; 5] = [Stage::Ingest, Stage::Silver, Stage::Dims, Stage::Facts, Stage::Score];
+const BUILT_STAGES: [Stage; 6] =
+    [Stage::Ingest, Stage::Silver, Stage::Dims, Stage::Facts, Stage::Score, Stage::Aggregates];
 
 /// What a run of stages produced: text for people, one JSON document per
 /// stage, and the table versions for the ledger.
@@ -523,6 +527,36 @@ async fn score_stage(
     Ok((text, doc, tables))
 }
 
+/// The aggregates stage: every SQL model whose query or input tables
+/// changed, materialised as its gold_ table.
+async fn aggregates_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    models: &Models,
+) -> anyhow::Result<(String, serde_json::Value, Vec<(String, i64, i64)>)> {
+    let started = std::time::Instant::now();
+    let params = aggregates::Params::default().with("referral_threshold", models.scoring.scores.referral_threshold);
+    let reports =
+        aggregates::build_aggregates(warehouse, run, &models.aggregates, &params).await.context("stage aggregates")?;
+    let mut text = String::new();
+    let _ = writeln!(text, "  {:<32} {:>9}  table", "aggregate", "rows");
+    let mut tables = Vec::new();
+    for r in &reports {
+        let at = match r.version {
+            Some(v) => format!("{}@v{v}", r.table),
+            None if r.up_to_date => "(up to date)".to_string(),
+            None => format!("(not built: {} not built yet)", r.missing_inputs.join(", ")),
+        };
+        let rows = if r.version.is_some() { thousands(r.rows) } else { String::new() };
+        let _ = writeln!(text, "  {:<32} {:>9}  {at}", r.table, rows);
+        if let Some(v) = r.version {
+            tables.push((r.table.clone(), v, r.rows as i64));
+        }
+    }
+    let doc = json!({"stage": "aggregates", "seconds": started.elapsed().as_secs_f64(), "aggregates": reports});
+    Ok((text, doc, tables))
+}
+
 fn train_text(t: &scoring::TrainReport) -> String {
     format!(
         "  trained model {} on {} claims and {} providers serviced {}..{}{} ({:.1} s)",
@@ -592,6 +626,14 @@ pub(crate) async fn run_stages(
         tables.extend(written);
         docs.push(stage);
     }
+    if stages.contains(&Stage::Aggregates) {
+        let (body, stage, written) =
+            with_retries(models.retries, "aggregates", || aggregates_stage(warehouse, run, models)).await?;
+        let _ = writeln!(text, "aggregates:");
+        text.push_str(&body);
+        tables.extend(written);
+        docs.push(stage);
+    }
     Ok((text, docs, tables))
 }
 
@@ -605,15 +647,6 @@ pub(crate) async fn build(
     let mut stages = if args.only.is_empty() { BUILT_STAGES.to_vec() } else { args.only.clone() };
     stages.sort();
     stages.dedup();
-    if let Some(missing) = stages.iter().find(|s| !BUILT_STAGES.contains(s)) {
-        return Err(UserError(
-            format!(
-                "stage {missing:?} is not built yet; the stages built so far are ingest, silver, dims, facts and score"
-            )
-            .to_lowercase(),
-        )
-        .into());
-    }
     let clock = args.date.map_or_else(RunClock::from_wall_clock, RunClock::for_date);
     let warehouse = open_warehouse(location)?;
     let ledger = Ledger::new(&warehouse);
@@ -671,12 +704,22 @@ pub(crate) async fn demo(
     let _ = writeln!(text, "built run {} ({}):", run.id, run.clock.logical_date());
     text.push_str(&body);
     let _ = writeln!(text, "recorded demo run {} in {} (ledger version {ledger_version})", run.id, warehouse.root());
-    let _ = writeln!(text, "stages run: generate, ingest, silver, dims, facts, score (aggregates are not built yet)");
+    let _ = writeln!(text, "stages run: generate, ingest, silver, dims, facts, score, aggregates");
+
+    // The report of the run, as the default role (analyst) sees it.
+    let report_path = args.out.join("report.html");
+    let (state, origin) = crate::sql::run_state(&warehouse, Some(run.id.0), None).await?;
+    let masking = crate::sql::masking(catalog, &models.silver);
+    let threshold = models.scoring.scores.referral_threshold;
+    let report =
+        crate::sql::write_report(&warehouse, &report_path, state, origin.clone(), Some(&masking), threshold).await?;
+    text.push_str(&crate::sql::report_text(&report_path, &origin, &report));
+    let _ = writeln!(text, "report: {}", report_path.display());
     let _ = writeln!(text, "next: gold runs --warehouse {location}");
     let mut stages = vec![generate];
     stages.extend(docs);
     printer.result(
-        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": stages, "tables": tables, "generate": summary}),
+        json!({"status": "ok", "run_id": run.id, "warehouse": warehouse.root().as_str(), "ledger_version": ledger_version, "stages": stages, "tables": tables, "generate": summary, "report": report_path.display().to_string()}),
         text,
     );
     Ok(())

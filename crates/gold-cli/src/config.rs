@@ -119,6 +119,18 @@ pub(crate) fn scoring_config(config: &Config, config_dir: Option<&Path>) -> anyh
     }
 }
 
+/// The aggregates: every `gold/*.sql` in the configured models folder,
+/// else in `./models/gold/` when it exists, else the ones built into gold.
+pub(crate) fn aggregate_catalog(
+    config: &Config,
+    config_dir: Option<&Path>,
+) -> anyhow::Result<aggregates::AggregateCatalog> {
+    match models_path(config, config_dir, "gold") {
+        Some(dir) => Ok(aggregates::AggregateCatalog::load_dir(&dir)?),
+        None => Ok(aggregates::AggregateCatalog::default_catalog()?),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WarehouseConfig {

@@ -43,6 +43,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<facts::Error>().is_some_and(facts::Error::is_user_error)
             || e.downcast_ref::<scoring::Error>().is_some_and(scoring::Error::is_user_error)
             || e.downcast_ref::<query::Error>().is_some_and(query::Error::is_user_error)
+            || e.downcast_ref::<aggregates::Error>().is_some_and(aggregates::Error::is_user_error)
+            || e.downcast_ref::<report::Error>().is_some_and(report::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -63,7 +65,7 @@ fn init_logging(cli: &Cli) {
     // delta-rs warns once per file that it keeps no statistics for binary
     // columns (key hashes); that is by design, not news for the user.
     let default = format!(
-        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours},scoring={ours}"
+        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours},scoring={ours},aggregates={ours},report={ours}"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -119,6 +121,7 @@ fn models(config: &config::Config, dir: Option<&std::path::Path>) -> anyhow::Res
         silver: config::silver_catalog(config, dir)?,
         dims: config::dim_catalog(config, dir)?,
         scoring: config::scoring_config(config, dir)?,
+        aggregates: config::aggregate_catalog(config, dir)?,
         retries: config.build.retries,
     })
 }
@@ -163,6 +166,14 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
                 &config::silver_catalog(&config, config_dir.as_deref())?,
             );
             sql::sql(args, &warehouse, &config, masking, printer).await
+        }
+        Command::Report(args) => {
+            let masking = sql::masking(
+                &config::source_catalog(&config, config_dir.as_deref())?,
+                &config::silver_catalog(&config, config_dir.as_deref())?,
+            );
+            let threshold = config::scoring_config(&config, config_dir.as_deref())?.scores.referral_threshold;
+            sql::report(args, &warehouse, &config, masking, threshold, printer).await
         }
         Command::Maintain(args) => {
             let dims = config::dim_catalog(&config, config_dir.as_deref())?;

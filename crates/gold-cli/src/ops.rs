@@ -317,11 +317,17 @@ fn replayed_stages(r: &RunRecord) -> Vec<Stage> {
     let summary = r.summary_json();
     let names: Vec<&str> =
         summary["stages"].as_array().into_iter().flatten().filter_map(|s| s["stage"].as_str()).collect();
-    [("silver", Stage::Silver), ("dims", Stage::Dims), ("facts", Stage::Facts), ("score", Stage::Score)]
-        .into_iter()
-        .filter(|(n, _)| names.contains(n))
-        .map(|(_, s)| s)
-        .collect()
+    [
+        ("silver", Stage::Silver),
+        ("dims", Stage::Dims),
+        ("facts", Stage::Facts),
+        ("score", Stage::Score),
+        ("aggregates", Stage::Aggregates),
+    ]
+    .into_iter()
+    .filter(|(n, _)| names.contains(n))
+    .map(|(_, s)| s)
+    .collect()
 }
 
 /// What the run's clock read: recorded in its summary; midnight of its

@@ -378,9 +378,20 @@ impl Warehouse {
     /// A DataFusion session for queries over warehouse tables: strings come
     /// back as plain `Utf8`, never `Utf8View`.
     pub fn session() -> SessionContext {
+        SessionContext::new_with_config(Self::session_config())
+    }
+
+    /// [`Self::session`] on one partition: every aggregate adds its rows up
+    /// in file order, so a floating-point sum or mean is the same, bit for
+    /// bit, on every run over the same table versions.
+    pub fn serial_session() -> SessionContext {
+        SessionContext::new_with_config(Self::session_config().with_target_partitions(1))
+    }
+
+    fn session_config() -> SessionConfig {
         let mut config = SessionConfig::new();
         config.options_mut().execution.parquet.schema_force_view_types = false;
-        SessionContext::new_with_config(config)
+        config
     }
 
     /// Registers table `name` at `version` (latest if `None`) in `ctx` under

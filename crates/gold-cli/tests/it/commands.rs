@@ -129,6 +129,7 @@ fn config_file_sets_the_warehouse_and_typos_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     gold_ok(dir.path(), &["init", "proj"]);
     assert!(dir.path().join("proj/gold.toml").is_file() && dir.path().join("proj/models/sources.toml").is_file());
+    assert!(dir.path().join("proj/models/gold/gold_prompt_pay.sql").is_file(), "init writes the SQL aggregates");
     let o = gold(dir.path(), &["init", "proj"]);
     assert_eq!(o.status.code(), Some(1), "init refuses to overwrite: {}", stderr(&o));
     gold_ok(dir.path(), &["init", "proj", "--force"]);
@@ -205,7 +206,7 @@ fn build_runs_every_stage_and_a_rerun_writes_nothing() {
     let (code, doc) = build(&[]);
     assert_eq!(code, Some(0), "{doc}");
     let stages: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["ingest", "silver", "dims", "facts", "score"]);
+    assert_eq!(stages, ["ingest", "silver", "dims", "facts", "score", "aggregates"]);
     let silver = &doc["stages"][1];
     let sum = |k: &str| silver[k].as_u64().unwrap();
     assert!(sum("bronze_rows") > 0);
@@ -232,6 +233,14 @@ fn build_runs_every_stage_and_a_rerun_writes_nothing() {
         "gold_fraud_models",
         "gold_fraud_scores",
         "gold_provider_risk",
+        "gold_provider_monthly_summary",
+        "gold_claim_outcomes",
+        "gold_prompt_pay",
+        "gold_member_months",
+        "gold_loss_ratio",
+        "gold_fwa_referrals",
+        "gold_utilization",
+        "gold_dq_scorecard",
     ] {
         assert!(tables.contains(&t), "{t} written: {tables:?}");
     }
@@ -247,9 +256,18 @@ fn build_runs_every_stage_and_a_rerun_writes_nothing() {
     let rebuilt: Vec<&str> = full["tables"].as_array().unwrap().iter().filter_map(|t| t[0].as_str()).collect();
     assert!(rebuilt.contains(&"fact_claims") && !rebuilt.contains(&"dim_members"), "{full}");
 
-    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,aggregates", "--warehouse", "wh"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("stage aggregates is not built yet"), "{}", stderr(&o));
+    // The refreshed facts are new input versions: the aggregates that read
+    // them are recomputed, the DQ scorecard (dq_results only) is not, and
+    // a second run writes nothing.
+    let (code, agg) = build(&["--only", "aggregates"]);
+    assert_eq!(code, Some(0), "{agg}");
+    let written: Vec<&str> = agg["tables"].as_array().unwrap().iter().filter_map(|t| t[0].as_str()).collect();
+    assert!(written.contains(&"gold_claim_outcomes") && !written.contains(&"gold_dq_scorecard"), "{agg}");
+    let (code, agg) = build(&["--only", "aggregates"]);
+    assert_eq!(code, Some(0), "{agg}");
+    assert_eq!(agg["tables"].as_array().unwrap().len(), 0, "{agg}");
+    let o = gold(dir.path(), &["build", "--landing", "landing", "--only", "silver,nope", "--warehouse", "wh"]);
+    assert_eq!(o.status.code(), Some(1), "an unknown stage is a user error");
 
     // The full refresh wrote new fact versions, so scoring rescores (with
     // the same model); scoring again writes nothing. The ledger names the

@@ -1,10 +1,12 @@
 //! End-to-end tests of the `gold` binary: they run it as a user would and
 //! check its stdout, stderr, exit code and the files it leaves.
 
+mod aggregates;
 mod audit;
 mod commands;
 mod ingest;
 mod interop;
+mod report;
 mod snapshot;
 mod sql;
 

@@ -35,7 +35,7 @@ fn count(dir: &Path, args: &[&str]) -> i64 {
 
 /// The names, emails and dates of birth of every member the landing ever
 /// sent, lower-cased.
-fn member_pii(landing: &Path) -> Vec<String> {
+pub(crate) fn member_pii(landing: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for day in std::fs::read_dir(landing).unwrap() {
         let file = day.unwrap().path().join("members.csv");
