@@ -125,10 +125,20 @@ pub(crate) fn aggregate_catalog(
     config: &Config,
     config_dir: Option<&Path>,
 ) -> anyhow::Result<aggregates::AggregateCatalog> {
-    match models_path(config, config_dir, "gold") {
-        Some(dir) => Ok(aggregates::AggregateCatalog::load_dir(&dir)?),
-        None => Ok(aggregates::AggregateCatalog::default_catalog()?),
+    let catalog = match models_path(config, config_dir, "gold") {
+        Some(dir) => aggregates::AggregateCatalog::load_dir(&dir)?,
+        None => aggregates::AggregateCatalog::default_catalog()?,
+    };
+    // The score stage's tables are its own: a model must not overwrite them.
+    let taken = [scoring::FRAUD_SCORES, scoring::PROVIDER_RISK, scoring::MODELS];
+    if let Some(m) = catalog.models().iter().find(|m| taken.contains(&m.table.as_str())) {
+        return Err(UserError(format!(
+            "aggregate model {}: {} is written by the score stage; name the aggregate otherwise",
+            m.origin, m.table
+        ))
+        .into());
     }
+    Ok(catalog)
 }
 
 #[derive(Debug, Default, Deserialize)]

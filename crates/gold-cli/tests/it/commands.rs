@@ -133,10 +133,32 @@ fn config_file_sets_the_warehouse_and_typos_are_refused() {
     let o = gold(dir.path(), &["init", "proj"]);
     assert_eq!(o.status.code(), Some(1), "init refuses to overwrite: {}", stderr(&o));
     gold_ok(dir.path(), &["init", "proj", "--force"]);
+    // A model may not take a table another stage writes.
+    std::fs::write(dir.path().join("proj/models/gold/gold_fraud_scores.sql"), "-- clobbers\nSELECT 1 AS x").unwrap();
+    let o = gold(dir.path(), &["--config", "proj/gold.toml", "build", "--landing", "nowhere"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("gold_fraud_scores is written by the score stage"), "{}", stderr(&o));
+    std::fs::remove_file(dir.path().join("proj/models/gold/gold_fraud_scores.sql")).unwrap();
+    // A user adds an aggregate by adding a file.
+    std::fs::write(
+        dir.path().join("proj/models/gold/gold_claims_by_channel.sql"),
+        "-- gold_claims_by_channel: claims per submission channel.\n\
+         SELECT coalesce(submission_channel, 'none') AS channel, count(*) AS claims FROM fact_claims GROUP BY 1",
+    )
+    .unwrap();
 
     // gold.toml says root = "warehouse", relative to the file's folder.
     gold_ok(dir.path(), &["--config", "proj/gold.toml", "demo", "--out", "d", "--members", "100"]);
     assert!(dir.path().join("proj/warehouse/_gold_runs/_delta_log").is_dir(), "the demo used the configured warehouse");
+    let (code, doc) = crate::gold_json(
+        dir.path(),
+        &["--config", "proj/gold.toml", "sql", "SELECT sum(claims) AS n FROM gold_claims_by_channel"],
+    );
+    assert_eq!(code, Some(0), "{doc}");
+    let (_, facts) =
+        crate::gold_json(dir.path(), &["--config", "proj/gold.toml", "sql", "SELECT count(*) AS n FROM fact_claims"]);
+    assert!(doc["rows"][0]["n"].as_i64().unwrap() > 0, "{doc}");
+    assert_eq!(doc["rows"][0]["n"], facts["rows"][0]["n"], "the new aggregate counts every claim");
 
     std::fs::write(dir.path().join("bad.toml"), "[warehouse]\nrot = \"x\"\n").unwrap();
     let o = gold(dir.path(), &["--config", "bad.toml", "runs"]);
@@ -202,6 +224,16 @@ fn build_runs_every_stage_and_a_rerun_writes_nothing() {
     assert_eq!(code, Some(0), "{doc}");
     let stages: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["ingest"]);
+
+    // Aggregates whose tables are not built yet are skipped, naming them.
+    let (code, doc) = build(&["--only", "aggregates"]);
+    assert_eq!(code, Some(0), "{doc}");
+    let aggs = doc["stages"][0]["aggregates"].as_array().unwrap();
+    assert_eq!(aggs.len(), 8, "{doc}");
+    assert!(aggs.iter().all(|a| a["version"].is_null() && !a["missing_inputs"].as_array().unwrap().is_empty()));
+    let fwa = aggs.iter().find(|a| a["table"] == "gold_fwa_referrals").unwrap();
+    assert_eq!(fwa["missing_inputs"], serde_json::json!(["fact_claims", "gold_fraud_scores"]), "{doc}");
+    assert_eq!(doc["tables"].as_array().unwrap().len(), 0, "{doc}");
 
     let (code, doc) = build(&[]);
     assert_eq!(code, Some(0), "{doc}");
