@@ -33,6 +33,7 @@ use deltalake::arrow::datatypes::{Field, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::execution::context::SQLOptions;
+use deltalake::datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::json;
 use storage::{Commit, RunContext, TableName, Warehouse};
@@ -312,11 +313,13 @@ pub async fn build_aggregates(
             inputs: BTreeMap::new(),
             seconds: 0.0,
         };
+        // Each input is registered at its latest version, which is the
+        // version the fingerprint records: one log read per table.
+        let ctx = Warehouse::serial_session();
         for t in &model.inputs {
-            let name = TableName::new(t)?;
-            match warehouse.load(&name).await?.and_then(|table| table.version()) {
+            match warehouse.register(&ctx, &TableName::new(t)?, None).await? {
                 Some(v) => {
-                    report.inputs.insert(t.clone(), v as i64);
+                    report.inputs.insert(t.clone(), v);
                 }
                 None => report.missing_inputs.push(t.clone()),
             }
@@ -335,7 +338,7 @@ pub async fn build_aggregates(
             reports.push(report);
             continue;
         }
-        let batches = run_query(warehouse, &model.table, &sql, &report.inputs).await?;
+        let batches = run_query(&ctx, &model.table, &sql).await?;
         report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let commit = Commit::new(run, OPERATION)
             .with_metadata("aggregate", json!(model.table))
@@ -347,20 +350,11 @@ pub async fn build_aggregates(
     Ok(reports)
 }
 
-/// The rows of `sql` over `inputs` at their versions, as plain types; one
-/// empty batch with the result's schema when there are no rows.
-async fn run_query(
-    warehouse: &Warehouse,
-    table: &str,
-    sql: &str,
-    inputs: &BTreeMap<String, i64>,
-) -> Result<Vec<RecordBatch>> {
+/// The rows of `sql` over the tables registered in `ctx`, as plain types;
+/// one empty batch with the result's schema when there are no rows.
+async fn run_query(ctx: &SessionContext, table: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     let query_err = |source| Error::Query { table: table.to_string(), source: Box::new(source) };
     let arrow_err = |source| Error::Arrow { table: table.to_string(), source: Box::new(source) };
-    let ctx = Warehouse::serial_session();
-    for (t, v) in inputs {
-        warehouse.register(&ctx, &TableName::new(t)?, Some(*v)).await?;
-    }
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let frame = ctx.sql_with_options(sql, options).await.map_err(query_err)?;
     let schema = Schema::new(
