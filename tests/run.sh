@@ -4,24 +4,29 @@
 #
 #   bash tests/run.sh            # extra arguments go to `cargo test`
 #
-# 1. a Python venv with the independent Delta reader (polars-deltalake),
-#    at $GOLD_VENV (default ~/.cache/gold/venv), created once;
+# 1. a Python venv with the independent Delta readers (polars-deltalake,
+#    DuckDB, chdb, Sail) and the emulators' clients, at $GOLD_VENV (default
+#    ~/.cache/gold/venv), refilled when tests/interop/requirements.txt changes;
 # 2. PostgreSQL and MariaDB on 127.0.0.1, started if they are down, and
 #    GOLD_TEST_POSTGRES_URL / GOLD_TEST_MYSQL_URL pointing at them
 #    (already-set variables are kept);
 # 3. Debian's chromium for the report test, installed when missing;
-# 4. cargo test over the workspace, two jobs at a time.
+# 4. moto (S3) and Azurite (Azure Blob) on loopback (tests/interop/emulators.sh);
+# 5. cargo test over the workspace, two jobs at a time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
 
-# 1. The independent reader.
+# 1. The independent readers, and the emulators' Python clients: the venv
+#    is (re)filled whenever tests/interop/requirements.txt changes.
 VENV="${GOLD_VENV:-$HOME/.cache/gold/venv}"
-if ! "$VENV/bin/python" -c 'import polars_deltalake' 2>/dev/null; then
-  log "creating $VENV with tests/interop/requirements.txt"
-  python3 -m venv "$VENV"
+WANT="$(sha256sum tests/interop/requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$WANT" ]; then
+  log "installing tests/interop/requirements.txt into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+  echo "$WANT" >"$VENV/.requirements"
 fi
 export GOLD_TEST_PYTHON="$VENV/bin/python"
 
@@ -58,6 +63,11 @@ else
   log "chromium is not installed: the report test skips its browser check"
 fi
 
-# 4. The tests.
+# 4. The object-store emulators (moto for S3, Azurite for Azure Blob), on
+#    loopback, with the exports the object-store tests read.
+EMULATORS="$(GOLD_VENV="$VENV" bash tests/interop/emulators.sh)" || { log "the emulators did not start"; exit 1; }
+eval "$EMULATORS"
+
+# 5. The tests.
 log "cargo test (target: ${CARGO_TARGET_DIR:-target})"
 cargo test --workspace -j 2 "$@"

@@ -228,10 +228,12 @@ pub(crate) struct RebuildArgs {
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub(crate) as_of: NaiveDate,
 
-    /// Folder for the rebuilt warehouse; it must be empty or absent. The
-    /// live warehouse is only read [default: ./rebuild-YYYY-MM-DD].
-    #[arg(long, value_name = "DIR")]
-    pub(crate) out: Option<PathBuf>,
+    /// Where the rebuilt warehouse goes: a folder, or a URI on the live
+    /// warehouse's object store (s3://…, az://…); it must be empty or
+    /// absent. The live warehouse is only read [default:
+    /// ./rebuild-YYYY-MM-DD].
+    #[arg(long, value_name = "URI")]
+    pub(crate) out: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use storage::{Ledger, RunClock, RunContext, RunKind, RunRecord, Warehouse};
 
 use crate::UserError;
 use crate::cli::{BuildArgs, DemoArgs, GenerateArgs, HardDeletes, IngestArgs, InitArgs, SnapshotArgs, Stage};
-use crate::config::open_warehouse;
+use crate::config::{WarehouseLocation, open_warehouse};
 use crate::output::Printer;
 
 pub(crate) const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -131,7 +131,7 @@ pub(crate) fn init(args: InitArgs, printer: &mut Printer) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub(crate) async fn runs(location: &str, printer: &mut Printer) -> anyhow::Result<()> {
+pub(crate) async fn runs(location: &WarehouseLocation, printer: &mut Printer) -> anyhow::Result<()> {
     let warehouse = open_warehouse(location)?;
     let runs = Ledger::new(&warehouse).runs().await.context("cannot read the run ledger")?;
     let mut text = String::new();
@@ -319,7 +319,7 @@ pub(crate) async fn finish_run<T>(
 
 pub(crate) async fn ingest(
     args: IngestArgs,
-    location: &str,
+    location: &WarehouseLocation,
     catalog: &ingest::SourceCatalog,
     retries: u32,
     printer: &mut Printer,
@@ -639,7 +639,7 @@ pub(crate) async fn run_stages(
 
 pub(crate) async fn build(
     args: BuildArgs,
-    location: &str,
+    location: &WarehouseLocation,
     catalog: &ingest::SourceCatalog,
     models: &Models,
     printer: &mut Printer,
@@ -664,7 +664,7 @@ pub(crate) async fn build(
 
 pub(crate) async fn demo(
     args: DemoArgs,
-    location: &str,
+    location: &WarehouseLocation,
     catalog: &ingest::SourceCatalog,
     models: &Models,
     quiet: bool,
@@ -739,7 +739,13 @@ fn table_url(location: &str) -> anyhow::Result<url::Url> {
     }
 }
 
-pub(crate) async fn snapshot(args: SnapshotArgs, printer: &mut Printer) -> anyhow::Result<()> {
+/// `gold snapshot`: the target is a folder or an object-store URI, written
+/// with the config's storage options.
+pub(crate) async fn snapshot(
+    args: SnapshotArgs,
+    storage: &std::collections::HashMap<String, String>,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
     let tracked = match (args.track, args.track_all_except) {
         (Some(cols), _) => merge::Tracked::Columns(cols),
         (None, Some(except)) => merge::Tracked::AllExcept(except),
@@ -766,7 +772,7 @@ pub(crate) async fn snapshot(args: SnapshotArgs, printer: &mut Printer) -> anyho
     let at = clock.now();
     let target = merge::Target {
         url: table_url(&args.target)?,
-        storage_options: Default::default(),
+        storage_options: storage.clone(),
         app_id: "gold.snapshot".to_string(),
         commit_info: vec![
             ("gold.operation".to_string(), json!("snapshot")),
@@ -824,7 +830,7 @@ pub(crate) async fn snapshot(args: SnapshotArgs, printer: &mut Printer) -> anyho
 
 pub(crate) async fn train(
     args: crate::cli::DateArgs,
-    location: &str,
+    location: &WarehouseLocation,
     config: &scoring::ScoringConfig,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
@@ -844,7 +850,7 @@ pub(crate) async fn train(
 
 pub(crate) async fn score(
     args: crate::cli::DateArgs,
-    location: &str,
+    location: &WarehouseLocation,
     config: &scoring::ScoringConfig,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
@@ -862,7 +868,7 @@ pub(crate) async fn score(
 
 pub(crate) async fn evaluate(
     args: crate::cli::EvaluateArgs,
-    location: &str,
+    location: &WarehouseLocation,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
     let warehouse = open_warehouse(location)?;

@@ -1,6 +1,7 @@
 //! `gold.toml`, and how the global flags, the config and the environment
 //! combine.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -147,6 +148,44 @@ pub(crate) struct WarehouseConfig {
     /// Warehouse root, relative to the config file's folder when it is a
     /// relative path.
     pub(crate) root: Option<String>,
+    /// Options of the object store the warehouse is on (endpoint, region,
+    /// emulator…), as the deltalake crate names them. No secrets: those
+    /// come from the environment.
+    #[serde(default)]
+    pub(crate) storage: BTreeMap<String, String>,
+}
+
+/// Where the warehouse is, and the options of its object store.
+#[derive(Clone, Debug)]
+pub(crate) struct WarehouseLocation {
+    pub(crate) uri: String,
+    pub(crate) storage: HashMap<String, String>,
+}
+
+impl std::fmt::Display for WarehouseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.uri)
+    }
+}
+
+/// Words that mark a storage option as a credential, which belongs in the
+/// environment (e.g. `AWS_SECRET_ACCESS_KEY`), not in gold.toml.
+const SECRET_WORDS: [&str; 6] = ["secret", "key", "token", "password", "sas", "credential"];
+
+/// Refuses credentials among the `[warehouse.storage]` options, naming the
+/// environment variable to use instead.
+pub(crate) fn check_storage_options(options: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for key in options.keys() {
+        let lower = key.to_ascii_lowercase();
+        if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+            return Err(UserError(format!(
+                "[warehouse.storage] {key}: credentials never go in gold.toml; set the environment variable {} instead",
+                key.to_ascii_uppercase()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The config that applies: `--config FILE`, else `./gold.toml` when it
@@ -166,22 +205,30 @@ pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<(Config, Option<Pa
 }
 
 /// The warehouse location: the flag, else the config, else
-/// `$GOLD_WAREHOUSE`, else `./warehouse`.
-pub(crate) fn warehouse_location(flag: Option<&str>, config: &Config, config_dir: Option<&Path>) -> String {
-    if let Some(flag) = flag {
-        return flag.to_string();
-    }
-    if let Some(root) = &config.warehouse.root {
+/// `$GOLD_WAREHOUSE`, else `./warehouse`; with the config's storage options.
+pub(crate) fn warehouse_location(
+    flag: Option<&str>,
+    config: &Config,
+    config_dir: Option<&Path>,
+) -> anyhow::Result<WarehouseLocation> {
+    check_storage_options(&config.warehouse.storage)?;
+    let uri = if let Some(flag) = flag {
+        flag.to_string()
+    } else if let Some(root) = &config.warehouse.root {
         let is_uri = root.contains("://");
-        return match config_dir {
+        match config_dir {
             Some(dir) if !is_uri && Path::new(root).is_relative() => dir.join(root).display().to_string(),
             _ => root.clone(),
-        };
-    }
-    std::env::var("GOLD_WAREHOUSE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "./warehouse".to_string())
+        }
+    } else {
+        std::env::var("GOLD_WAREHOUSE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "./warehouse".to_string())
+    };
+    let storage = config.warehouse.storage.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(WarehouseLocation { uri, storage })
 }
 
 /// Opens the warehouse, naming the location in any error.
-pub(crate) fn open_warehouse(location: &str) -> anyhow::Result<storage::Warehouse> {
-    storage::Warehouse::open(location).with_context(|| format!("cannot open warehouse {location}"))
+pub(crate) fn open_warehouse(location: &WarehouseLocation) -> anyhow::Result<storage::Warehouse> {
+    storage::Warehouse::open_with(&location.uri, location.storage.clone())
+        .with_context(|| format!("cannot open warehouse {location}"))
 }

@@ -128,7 +128,7 @@ fn models(config: &config::Config, dir: Option<&std::path::Path>) -> anyhow::Res
 
 async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
     let (config, config_dir) = config::load(cli.config.as_deref())?;
-    let warehouse = config::warehouse_location(cli.warehouse.as_deref(), &config, config_dir.as_deref());
+    let warehouse = config::warehouse_location(cli.warehouse.as_deref(), &config, config_dir.as_deref())?;
     match cli.command {
         Command::Generate(args) => commands::generate(args, cli.quiet > 0, printer).await,
         Command::Init(args) => commands::init(args, printer),
@@ -147,7 +147,7 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             let catalog = config::source_catalog(&config, config_dir.as_deref())?;
             commands::ingest(args, &warehouse, &catalog, config.build.retries, printer).await
         }
-        Command::Snapshot(args) => commands::snapshot(args, printer).await,
+        Command::Snapshot(args) => commands::snapshot(args, &warehouse.storage, printer).await,
         Command::Train(args) => {
             let scoring = config::scoring_config(&config, config_dir.as_deref())?;
             commands::train(args, &warehouse, &scoring, printer).await

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde_json::json;
@@ -14,7 +14,7 @@ use storage::{
 use crate::UserError;
 use crate::cli::{DiffArgs, HistoryArgs, MaintainArgs, RebuildArgs, RollbackArgs, Stage};
 use crate::commands::{CODE_VERSION, Models, finish_run, run_stages};
-use crate::config::open_warehouse;
+use crate::config::{WarehouseLocation, open_warehouse};
 use crate::output::Printer;
 
 /// Rows a commit added, from Delta's operation metrics (the names differ
@@ -28,7 +28,11 @@ fn ms_to_text(ms: Option<i64>) -> String {
         .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-pub(crate) async fn history(args: HistoryArgs, location: &str, printer: &mut Printer) -> anyhow::Result<()> {
+pub(crate) async fn history(
+    args: HistoryArgs,
+    location: &WarehouseLocation,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
     let warehouse = open_warehouse(location)?;
     let mut text = String::new();
     if let Some(table) = &args.table {
@@ -113,7 +117,11 @@ pub(crate) async fn history(args: HistoryArgs, location: &str, printer: &mut Pri
     Ok(())
 }
 
-pub(crate) async fn rollback(args: RollbackArgs, location: &str, printer: &mut Printer) -> anyhow::Result<()> {
+pub(crate) async fn rollback(
+    args: RollbackArgs,
+    location: &WarehouseLocation,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
     let warehouse = open_warehouse(location)?;
     let ledger = Ledger::new(&warehouse);
     // Check the target before taking the warehouse, so a typo leaves no run.
@@ -174,7 +182,7 @@ pub(crate) async fn rollback(args: RollbackArgs, location: &str, printer: &mut P
     Ok(())
 }
 
-pub(crate) async fn diff(args: DiffArgs, location: &str, printer: &mut Printer) -> anyhow::Result<()> {
+pub(crate) async fn diff(args: DiffArgs, location: &WarehouseLocation, printer: &mut Printer) -> anyhow::Result<()> {
     let warehouse = open_warehouse(location)?;
     let name = TableName::new(&args.table).map_err(|e| UserError(e.to_string()))?;
     let latest = warehouse
@@ -355,7 +363,7 @@ fn kind_of(r: &RunRecord) -> Option<RunKind> {
 
 pub(crate) async fn rebuild(
     args: RebuildArgs,
-    location: &str,
+    location: &WarehouseLocation,
     catalog: &ingest::SourceCatalog,
     models: &Models,
     printer: &mut Printer,
@@ -376,15 +384,16 @@ pub(crate) async fn rebuild(
         ))
         .into());
     }
-    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("rebuild-{}", args.as_of)));
-    if std::fs::read_dir(&out_dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(
-            UserError(format!("{}: not empty; rebuild writes into an empty or new folder", out_dir.display())).into()
-        );
-    }
-    let out = Warehouse::open(&out_dir.display().to_string())?;
+    let out_uri = args.out.clone().unwrap_or_else(|| format!("rebuild-{}", args.as_of));
+    // The target is on the live warehouse's object store, or a local folder.
+    let out = Warehouse::open_with(&out_uri, live.storage_options().clone())?;
     if out.root() == live.root() {
         return Err(UserError("--out is the live warehouse; rebuild never writes there".into()).into());
+    }
+    let local_files =
+        out.root().to_file_path().is_ok_and(|dir| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()));
+    if local_files || !out.tables().await?.is_empty() {
+        return Err(UserError(format!("{out_uri}: not empty; rebuild writes into an empty or new location")).into());
     }
     let out_ledger = Ledger::new(&out);
     // Replay every successful run up to the target, in order, with its own
@@ -502,7 +511,7 @@ pub(crate) async fn rebuild(
 
 pub(crate) async fn maintain(
     args: MaintainArgs,
-    location: &str,
+    location: &WarehouseLocation,
     dims: &dims::DimCatalog,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use storage::{Ledger, RunId, RunStatus};
 
 use crate::UserError;
 use crate::cli::{ReportArgs, SqlArgs, SqlFormat};
-use crate::config::{Config, default_roles};
+use crate::config::{Config, WarehouseLocation, default_roles};
 use crate::output::Printer;
 
 /// Columns every role without PII access sees hidden, beside the models'
@@ -102,7 +102,7 @@ pub(crate) async fn run_state(
 
 pub(crate) async fn sql(
     args: SqlArgs,
-    location: &str,
+    location: &WarehouseLocation,
     config: &Config,
     masking: query::Masking,
     printer: &mut Printer,
@@ -161,7 +161,7 @@ pub(crate) fn report_text(out: &std::path::Path, origin: &str, report: &report::
 
 pub(crate) async fn report(
     args: ReportArgs,
-    location: &str,
+    location: &WarehouseLocation,
     config: &Config,
     masking: query::Masking,
     referral_threshold: f64,

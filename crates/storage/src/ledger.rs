@@ -228,7 +228,23 @@ impl<'w> Ledger<'w> {
     /// write exactly once. Two runs beginning at the same moment both write
     /// the `gold.lease` transaction, so Delta lets only one commit.
     pub async fn begin(&self, kind: RunKind, clock: RunClock) -> Result<RunContext> {
-        let table = self.warehouse.load(&self.name).await?;
+        let mut table = self.warehouse.load(&self.name).await?;
+        if table.is_none() {
+            // A new warehouse: create the empty ledger first. Delta checks a
+            // commit against concurrent ones only when it was read from a
+            // version, so two runs creating the ledger with their lease rows
+            // could both commit. Two creators may both land here; each
+            // commit holds no row, so either outcome is the same empty
+            // ledger, and the lease commit below is then checked.
+            let creating = RunContext { id: RunId(0), kind, clock: clock.clone() };
+            let empty = to_batch(&[]).map_err(arrow_err)?;
+            match self.warehouse.append(&self.name, vec![empty], &Commit::new(&creating, "ledger.create")).await {
+                Ok(_) => {}
+                Err(e) if e.is_commit_conflict() => {}
+                Err(e) => return Err(e),
+            }
+            table = self.warehouse.load(&self.name).await?;
+        }
         let runs = match &table {
             Some(t) => self.read(committed_version(&self.name, t)?).await?,
             None => Vec::new(),

@@ -30,7 +30,7 @@ mod warehouse;
 pub use clock::{RunClock, RunContext, RunId, RunKind};
 pub use content::{RowSet, row_diff};
 pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
-pub use warehouse::{Commit, HistoryEntry, TableName, Warehouse, plain_batch, plain_type};
+pub use warehouse::{Commit, HistoryEntry, OBJECT_STORE_SCHEMES, TableName, Warehouse, plain_batch, plain_type};
 
 /// Errors of the warehouse layer.
 #[derive(Debug, thiserror::Error)]

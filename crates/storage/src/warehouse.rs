@@ -17,7 +17,7 @@ use deltalake::kernel::{Action, Transaction};
 use deltalake::logstore::{get_actions, read_commit_entry};
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
 use url::Url;
 
 use crate::{Error, Result, RunContext};
@@ -138,6 +138,10 @@ pub struct HistoryEntry {
     pub metrics: serde_json::Value,
 }
 
+/// The URI schemes of the object stores this build reads and writes (the
+/// deltalake crate's `s3` and `azure` backends).
+pub const OBJECT_STORE_SCHEMES: [&str; 7] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "adl"];
+
 /// The warehouse root: a local folder or an object-store URI.
 #[derive(Clone, Debug)]
 pub struct Warehouse {
@@ -153,26 +157,56 @@ impl Warehouse {
     /// Opens the warehouse at `location`: a local path or a URI such as
     /// `file:///…`. A local folder is created by the first write.
     pub fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, HashMap::new())
+    }
+
+    /// Opens the warehouse at `location`: a local path, a `file://` URI, or
+    /// an object-store URI (`s3://bucket/prefix`, `az://container/prefix`,
+    /// `abfss://container@account.dfs.core.windows.net/prefix`), with the
+    /// object store's `storage_options` (endpoint, region, emulator…).
+    /// Credentials are not options: delta-rs reads them from the
+    /// environment (`AWS_*`, `AZURE_STORAGE_*`).
+    pub fn open_with(location: &str, storage_options: HashMap<String, String>) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidLocation { location: location.to_string(), reason };
         if location.trim().is_empty() {
             return Err(invalid("empty location".into()));
         }
         let root = match Url::parse(location) {
-            Ok(url) if url.scheme().len() > 1 => {
-                if url.scheme() == "file" {
+            Ok(url) if url.scheme().len() > 1 => match url.scheme() {
+                "file" => {
                     let path = url.to_file_path().map_err(|()| invalid("not a local file URL".into()))?;
                     Self::local_root(&path, location)?
-                } else {
+                }
+                scheme if OBJECT_STORE_SCHEMES.contains(&scheme) => Self::object_root(url, location)?,
+                scheme => {
                     return Err(invalid(format!(
-                        "the {}:// scheme is not supported by this build; use a local path",
-                        url.scheme()
+                        "the {scheme}:// scheme is not supported; use a local path, s3://, az:// or abfss://"
                     )));
                 }
-            }
+            },
             // A relative or absolute path (a Windows drive letter parses as a one-letter scheme).
             _ => Self::local_root(Path::new(location), location)?,
         };
-        Ok(Self { root, storage_options: HashMap::new() })
+        Ok(Self { root, storage_options })
+    }
+
+    /// An object-store root: a bucket or container, and a prefix ending in `/`.
+    fn object_root(mut url: Url, location: &str) -> Result<Url> {
+        let invalid = |reason: String| Error::InvalidLocation { location: location.to_string(), reason };
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(format!("a {}:// location names its bucket or container", url.scheme())));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("a warehouse location has no query or fragment".into()));
+        }
+        let path = format!("{}/", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Ok(url)
+    }
+
+    /// Whether the warehouse is a local folder.
+    pub fn is_local(&self) -> bool {
+        self.root.scheme() == "file"
     }
 
     /// A local root as a directory URL. The folder is created by the first
@@ -417,29 +451,52 @@ impl Warehouse {
     /// without a Delta log are not tables and are left out.
     pub async fn tables(&self) -> Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
-        let Ok(root) = self.root.to_file_path() else { return Ok(out) };
-        let io = |source| Error::Io { path: root.display().to_string(), source };
-        let entries = match std::fs::read_dir(&root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io(e)),
-        };
-        let mut names = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(io)?.path();
-            if path.join("_delta_log").is_dir()
-                && let Some(name) = path.file_name().and_then(|n| n.to_str())
-                && let Ok(name) = TableName::new(name)
-            {
-                names.push(name);
-            }
-        }
-        for name in names {
+        for name in self.folders().await? {
             if let Some(table) = self.load(&name).await? {
                 out.insert(name.to_string(), committed_version(&name, &table)?);
             }
         }
         Ok(out)
+    }
+
+    /// The folders right under the root whose names are table names: read
+    /// from the local folder, or listed from the object store.
+    async fn folders(&self) -> Result<Vec<TableName>> {
+        let mut names = Vec::new();
+        if let Ok(root) = self.root.to_file_path() {
+            let io = |source| Error::Io { path: root.display().to_string(), source };
+            let entries = match std::fs::read_dir(&root) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                Err(e) => return Err(io(e)),
+            };
+            for entry in entries {
+                let path = entry.map_err(io)?.path();
+                if path.join("_delta_log").is_dir()
+                    && let Some(name) = path.file_name().and_then(|n| n.to_str())
+                    && let Ok(name) = TableName::new(name)
+                {
+                    names.push(name);
+                }
+            }
+            return Ok(names);
+        }
+        let listing_err =
+            |source: DeltaTableError| Error::Delta { table: "(warehouse root)".into(), source: Box::new(source) };
+        let store = deltalake::logstore::store_for(&self.root, self.storage_options.clone()).map_err(listing_err)?;
+        let listing = store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| listing_err(DeltaTableError::ObjectStore { source: e }))?;
+        for prefix in listing.common_prefixes {
+            if let Some(name) = prefix.filename()
+                && let Ok(name) = TableName::new(name)
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     /// Restores table `name` to the content of `version` in a new commit

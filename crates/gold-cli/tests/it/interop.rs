@@ -1,6 +1,8 @@
-//! An independent reader: polars-deltalake (delta-kernel-rs, no delta-rs
-//! code) reads what gold wrote, at the latest version and at version 0.
-//! `tests/run.sh` installs it and sets GOLD_TEST_PYTHON.
+//! Other engines read what gold wrote: polars-deltalake, DuckDB's delta
+//! extension, chdb (with delta-kernel-rs and with ClickHouse's own reader)
+//! and Sail (Spark Connect), at the latest version and at older ones, and a
+//! gold SQL model runs unchanged on Sail's Spark SQL. `tests/run.sh`
+//! installs them (tests/interop/requirements.txt) and sets GOLD_TEST_PYTHON.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +33,7 @@ pub(crate) fn read_with_polars(python: &str, table: &Path, version: Option<u64>)
 }
 
 #[test]
-fn polars_deltalake_reads_the_ledger_gold_wrote_including_version_0() {
+fn polars_deltalake_reads_the_ledger_gold_wrote_including_its_first_versions() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     for _ in 0..2 {
@@ -78,8 +80,99 @@ fn polars_deltalake_reads_the_ledger_gold_wrote_including_version_0() {
         assert_eq!(row["code_version"], ours["code_version"]);
     }
 
-    let first = read_with_polars(&python, &table, Some(0));
-    assert_eq!(first["rows"], 1, "version 0 holds the first run's begin only: {first}");
+    let created = read_with_polars(&python, &table, Some(0));
+    assert_eq!(created["rows"], 0, "version 0 is the empty ledger the first run created: {created}");
+    let first = read_with_polars(&python, &table, Some(1));
+    assert_eq!(first["rows"], 1, "version 1 holds the first run's begin only: {first}");
     assert_eq!(first["data"][0]["run_id"], "1");
     assert_eq!(first["data"][0]["status"], "running");
+}
+
+/// What `tests/interop/matrix.py READER TABLE [VERSION]` read, or `None`
+/// when the reader cannot read a version (exit 3).
+fn matrix(python: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/matrix.py");
+    let out = Command::new(python).arg(&script).args(args).output().expect("run python");
+    if out.status.code() == Some(3) {
+        return None;
+    }
+    assert!(out.status.success(), "matrix.py {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).expect("matrix.py JSON"))
+}
+
+fn gold_rows(dir: &Path, extra: &[&str], sql: &str) -> Vec<serde_json::Value> {
+    let mut args = vec!["--warehouse", "wh", "sql", sql, "--role", "auditor"];
+    args.extend_from_slice(extra);
+    let (code, doc) = gold_json(dir, &args);
+    assert_eq!(code, Some(0), "{doc}");
+    doc["rows"].as_array().unwrap().clone()
+}
+
+/// The readers of the interop matrix: delta-kernel-rs through polars,
+/// DuckDB and chdb, ClickHouse's own Delta reader, and Sail's.
+const READERS: [&str; 5] = ["polars", "duckdb", "chdb", "chdb-native", "sail"];
+
+#[test]
+fn every_reader_in_the_matrix_reads_a_dimension_a_fact_and_an_aggregate_as_gold_does() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    gold_ok(d, &["generate", "--out", "landing", "--members", "150", "--days", "2"]);
+    for day in ["2024-12-30", "2024-12-31"] {
+        gold_ok(d, &["--warehouse", "wh", "build", "--landing", "landing", "--date", day]);
+    }
+    let keys =
+        [("dim_members", "member_sk"), ("fact_claims", "claim_id"), ("gold_provider_monthly_summary", "provider_id")];
+    for (table, key) in keys {
+        let uri = d.join("wh").join(table).display().to_string();
+        let ours = gold_rows(d, &[], &format!("SELECT CAST({key} AS VARCHAR) AS k FROM {table} ORDER BY k"));
+        assert!(!ours.is_empty(), "{table} is empty");
+        let mut reference: Option<serde_json::Value> = None;
+        for reader in READERS {
+            let doc = matrix(&python, &[reader, &uri]).expect("every reader reads the latest version");
+            assert_eq!(doc["rows"].as_u64(), Some(ours.len() as u64), "{reader} on {table}: {}", doc["engine"]);
+            // Sample values: every key gold has, as often as gold has it.
+            let mut theirs: Vec<&str> =
+                doc["data"].as_array().unwrap().iter().map(|r| r[key].as_str().unwrap()).collect();
+            theirs.sort_unstable();
+            let ours: Vec<&str> = ours.iter().map(|r| r["k"].as_str().unwrap()).collect();
+            assert_eq!(theirs, ours, "{reader} on {table}");
+            // Every value of every row, rendered alike, agrees across readers.
+            match &reference {
+                None => reference = Some(doc),
+                Some(r) => assert_eq!(doc["data"], r["data"], "{reader} and polars disagree on {table}"),
+            }
+        }
+    }
+
+    // Time travel: version 0 of the dimension is day 1's, as gold's own
+    // reader sees it at run 1.
+    let uri = d.join("wh/dim_members").display().to_string();
+    let day1 = gold_rows(d, &["--as-of-run", "1"], "SELECT count(*) AS n FROM dim_members")[0]["n"].as_u64().unwrap();
+    let day2 = gold_rows(d, &[], "SELECT count(*) AS n FROM dim_members")[0]["n"].as_u64().unwrap();
+    assert!(day1 < day2, "day 2 closed and opened versions: {day1} vs {day2}");
+    let mut travelled = Vec::new();
+    for reader in READERS {
+        if let Some(doc) = matrix(&python, &[reader, &uri, "0"]) {
+            assert_eq!(doc["rows"].as_u64(), Some(day1), "{reader} at version 0");
+            travelled.push(reader);
+        }
+    }
+    assert_eq!(travelled, ["polars", "duckdb", "chdb", "sail"], "chdb-native alone has no time travel");
+}
+
+#[test]
+fn a_gold_sql_model_gives_the_same_result_on_sails_spark_sql_as_on_datafusion() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    gold_ok(d, &["demo", "--out", "demo", "--members", "150", "--warehouse", "wh"]);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gold/gold_provider_monthly_summary.sql");
+    let view = format!("fact_claims={}", d.join("wh/fact_claims").display());
+    let spark = matrix(&python, &["sail-sql", model.to_str().unwrap(), &view]).unwrap();
+    let table = d.join("wh/gold_provider_monthly_summary").display().to_string();
+    let datafusion = matrix(&python, &["polars", &table]).unwrap();
+    assert!(datafusion["rows"].as_u64().unwrap() > 0);
+    assert_eq!(spark["columns"], datafusion["columns"]);
+    assert_eq!(spark["data"], datafusion["data"], "Spark SQL on Sail and DataFusion disagree");
 }

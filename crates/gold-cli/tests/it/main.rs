@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod ingest;
 mod interop;
+mod object_store;
 mod report;
 mod snapshot;
 mod sql;

@@ -25,7 +25,11 @@ async fn runs_get_increasing_ids_and_keep_their_table_versions() {
     assert!(matches!(err, storage::Error::Busy(_)), "{err}");
     assert!(err.to_string().contains("run 1 (build, for 2025-01-01)"), "{err}");
     assert_eq!(ledger.runs().await.unwrap()[0].status, RunStatus::Running);
-    assert_eq!(ledger.finish(&first, record).await.unwrap(), 1, "begin created the ledger, finish is version 1");
+    assert_eq!(
+        ledger.finish(&first, record).await.unwrap(),
+        2,
+        "begin created the empty ledger (version 0) and wrote its lease (1); finish is version 2"
+    );
 
     let second = ledger.begin(RunKind::Build, RunClock::for_date(date("2025-01-02"))).await.unwrap();
     assert_eq!(second.id.0, 2);
@@ -54,4 +58,10 @@ async fn a_dated_run_clock_reads_midnight_of_its_date() {
     assert_eq!(clock.now().to_rfc3339(), "2025-01-01T00:00:00+00:00");
     assert_eq!(clock.logical_date(), date("2025-01-01"));
     assert_eq!(clock.now(), RunClock::for_date(date("2025-01-01")).now(), "the same date gives the same clock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runs_beginning_at_once_on_a_local_warehouse_hold_it_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::object_store::lease_race(dir.path().to_str().unwrap(), &Default::default()).await;
 }

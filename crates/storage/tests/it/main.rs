@@ -1,5 +1,6 @@
 //! Integration tests of the warehouse layer on real Delta tables in
-//! temporary folders.
+//! temporary folders, and on object-store emulators.
 
 mod ledger;
+mod object_store;
 mod warehouse;

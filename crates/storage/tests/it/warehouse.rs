@@ -7,7 +7,7 @@ use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, StringViewAr
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use storage::{Commit, RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
 
-fn run(id: i64) -> RunContext {
+pub(crate) fn run(id: i64) -> RunContext {
     RunContext {
         id: RunId(id),
         kind: RunKind::Build,
@@ -15,7 +15,7 @@ fn run(id: i64) -> RunContext {
     }
 }
 
-fn batch(ids: &[i64]) -> RecordBatch {
+pub(crate) fn batch(ids: &[i64]) -> RecordBatch {
     let schema =
         Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
     let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
@@ -23,7 +23,7 @@ fn batch(ids: &[i64]) -> RecordBatch {
         .unwrap()
 }
 
-fn rows(batches: &[RecordBatch]) -> usize {
+pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
@@ -96,8 +96,16 @@ fn table_names_and_locations_are_checked() {
     std::fs::write(&file, "x").unwrap();
     let err = Warehouse::open(file.to_str().unwrap()).unwrap_err();
     assert!(err.to_string().contains("a_file"), "{err}");
-    let err = Warehouse::open("s3://bucket/wh").unwrap_err();
-    assert!(err.is_user_error() && err.to_string().contains("s3"), "{err}");
+    let err = Warehouse::open("gs://bucket/wh").unwrap_err();
+    assert!(err.is_user_error() && err.to_string().contains("gs://"), "{err}");
+    let err = Warehouse::open("s3:///wh").unwrap_err();
+    assert!(err.is_user_error() && err.to_string().contains("bucket"), "{err}");
+    // Object-store roots are directories: a missing trailing slash is added.
+    let warehouse = Warehouse::open("s3://bucket/wh").unwrap();
+    assert_eq!(warehouse.root().as_str(), "s3://bucket/wh/");
+    assert!(!warehouse.is_local());
+    let warehouse = Warehouse::open("az://container").unwrap();
+    assert_eq!(warehouse.root().as_str(), "az://container/");
 }
 
 #[tokio::test]
