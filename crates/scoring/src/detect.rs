@@ -10,9 +10,9 @@
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_clustering::{GaussianMixtureModel, GmmCovarType, GmmInitMethod, KMeans, KMeansInit};
+use linfa_linalg::eigh::Eigh;
 use linfa_nn::distance::{Distance, L2Dist};
 use linfa_nn::{KdTree, NearestNeighbour};
-use linfa_reduction::Pca;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand::seq::index::sample;
@@ -94,6 +94,24 @@ fn log_det_spd(m: &[Vec<f64>]) -> Option<f64> {
     Some(log_det)
 }
 
+/// Principal components of `x`: the `k` eigenvectors of its covariance
+/// matrix with the largest eigenvalues (ties in column order), from
+/// linfa-linalg's dense symmetric eigen-solver. linfa-reduction's `Pca`
+/// uses a randomised LOBPCG, which breaks down (NaN, then a panic) when
+/// features are constant or collinear, as a single day's providers at a
+/// million members are; the covariance is only features x features.
+fn fit_pca(x: &Array2<f64>, k: usize) -> std::result::Result<PcaModel, linfa_linalg::LinalgError> {
+    let (n, d) = x.dim();
+    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(d));
+    let centred = x - &mean;
+    let covariance = centred.t().dot(&centred) / (n.max(2) - 1) as f64;
+    let (values, vectors) = covariance.eigh()?;
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    let components = order.iter().take(k).map(|&j| vectors.column(j).to_vec()).collect();
+    Ok(PcaModel { mean: mean.to_vec(), components })
+}
+
 /// Detector sizes that fit `n` rows of `d` features.
 fn sizes(config: &Detectors, n: usize, d: usize) -> (usize, usize, usize, usize) {
     let cap = |want: usize, per: usize| want.min((n / per).max(1));
@@ -112,6 +130,13 @@ impl DetectorSet {
         let (n, d) = x.dim();
         if n < 10 {
             return Err(Error::TooFewRows { what: what.to_string(), rows: n, needed: 10 });
+        }
+        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Fit {
+                what: what.to_string(),
+                detector: "features".into(),
+                reason: format!("a feature value is {v}; every feature must be finite"),
+            });
         }
         let (gmm_k, km_k, pca_k, knn_k) = sizes(config, n, d);
         let data = DatasetBase::from(x.view());
@@ -147,9 +172,7 @@ impl DetectorSet {
             .fit(&data)
             .map_err(|e| fit_err("kmeans", &e))?;
 
-        let pca =
-            Pca::params(pca_k).whiten(false).fit(&DatasetBase::from(x.to_owned())).map_err(|e| fit_err("pca", &e))?;
-        let pca = PcaModel { mean: pca.mean().to_vec(), components: rows(pca.components()) };
+        let pca = fit_pca(x, pca_k).map_err(|e| fit_err("pca", &e))?;
 
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(2));
         let mut picked = sample(&mut rng, n, config.knn_reference.min(n)).into_vec();

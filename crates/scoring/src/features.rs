@@ -3,10 +3,11 @@
 //!
 //! The SQL gathers, per claim, what the facts say (amount, procedure
 //! signature, E/M level, duplicate rank, coverage, unbundled components,
-//! weekend service, how much more often its provider bills its codes than
-//! the provider's specialty does). Peer normalisation (robust z-scores
-//! within the claim's code signature or specialty) is done here in Rust on
-//! the collected columns.
+//! weekend service). How much more often a claim's provider bills its codes
+//! than the provider's specialty does, and how many members providers
+//! share, are counted in Rust over integer ids. Peer normalisation (robust
+//! z-scores within the claim's code signature or specialty) is done here in
+//! Rust on the collected columns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Schema};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use ndarray::Array2;
 use storage::{TableName, Warehouse};
 
@@ -128,29 +130,36 @@ struct RawClaims {
     overuse: Vec<f64>,
 }
 
-/// The claim SQL. `{from}`/`{to}` are date keys.
+/// The claims serviced in the window (`{from}`/`{to}` are date keys).
+const WINDOW_CLAIMS_SQL: &str = r#"
+SELECT claim_id,
+       coalesce(member_id, concat('#', claim_id)) AS member_id,
+       coalesce(provider_id, '') AS provider_id,
+       member_sk, service_date_key, claim_date_key,
+       CAST(billed_amount AS DOUBLE) AS amount,
+       upper(coalesce(status, '')) AS status
+FROM fact_claims
+WHERE service_date_key BETWEEN {from} AND {to}
+"#;
+
+/// The distinct procedure codes of the window's claims (`c`, registered
+/// from [`WINDOW_CLAIMS_SQL`]).
+const WINDOW_PROCEDURES_SQL: &str = r#"
+SELECT DISTINCT fp.claim_id, fp.procedure_code AS code
+FROM fact_claim_procedures fp JOIN c ON c.claim_id = fp.claim_id
+"#;
+
+/// The claim SQL, over the window's claims `c` and their procedures `p`,
+/// both collected first: each is read by several joins, and a collected
+/// table has exact statistics to plan them by.
 const CLAIMS_SQL: &str = r#"
-WITH c AS (
-  SELECT claim_id,
-         coalesce(member_id, concat('#', claim_id)) AS member_id,
-         coalesce(provider_id, '') AS provider_id,
-         member_sk, service_date_key, claim_date_key,
-         CAST(billed_amount AS DOUBLE) AS amount,
-         upper(coalesce(status, '')) AS status
-  FROM fact_claims
-  WHERE service_date_key BETWEEN {from} AND {to}
-),
-spec AS (
+WITH spec AS (
   SELECT provider_id, min(specialty) AS specialty
   FROM silver_provider_specialties WHERE position = 1 GROUP BY provider_id
 ),
 cs AS (
   SELECT c.*, coalesce(spec.specialty, '') AS specialty
   FROM c LEFT JOIN spec ON spec.provider_id = c.provider_id
-),
-p AS (
-  SELECT DISTINCT fp.claim_id, fp.procedure_code AS code
-  FROM fact_claim_procedures fp JOIN c ON c.claim_id = fp.claim_id
 ),
 sig AS (
   SELECT p.claim_id,
@@ -184,35 +193,6 @@ claim_unbundled AS (
   JOIN unbundled_open u
     ON u.member_id = c.member_id AND u.provider_id = c.provider_id
    AND u.service_date_key = c.service_date_key AND u.bundle = b.bundle
-),
-codes AS (
-  SELECT claim_id, concat('P:', code) AS code FROM p
-  UNION
-  SELECT fd.claim_id, concat('D:', dd.code) AS code
-  FROM fact_claim_diagnoses fd
-  JOIN c ON c.claim_id = fd.claim_id
-  JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diagnosis_key
-),
-cc AS (
-  SELECT cs.claim_id, cs.provider_id, cs.specialty, codes.code
-  FROM codes JOIN cs ON cs.claim_id = codes.claim_id
-),
-pc AS (SELECT provider_id, code, count(*) AS n FROM cc GROUP BY provider_id, code),
-sc AS (SELECT specialty, code, count(*) AS n FROM cc GROUP BY specialty, code),
-pn AS (SELECT provider_id, count(*) AS n FROM cs GROUP BY provider_id),
-sn AS (SELECT specialty, count(*) AS n FROM cs GROUP BY specialty),
-overuse AS (
-  -- How far above its specialty's rate the provider bills each of the
-  -- claim's codes, as a Poisson z-score; the claim keeps its largest.
-  SELECT cc.claim_id,
-         max((CAST(pc.n AS DOUBLE) - CAST(pn.n AS DOUBLE) * sc.n / sn.n)
-             / sqrt(CAST(pn.n AS DOUBLE) * sc.n / sn.n + 1.0)) AS z
-  FROM cc
-  JOIN pc ON pc.provider_id = cc.provider_id AND pc.code = cc.code
-  JOIN sc ON sc.specialty = cc.specialty AND sc.code = cc.code
-  JOIN pn ON pn.provider_id = cc.provider_id
-  JOIN sn ON sn.specialty = cc.specialty
-  GROUP BY cc.claim_id
 )
 SELECT cs.claim_id, cs.provider_id, cs.member_id, cs.specialty,
        coalesce(sig.signature, '') AS signature,
@@ -231,16 +211,103 @@ SELECT cs.claim_id, cs.provider_id, cs.member_id, cs.specialty,
        -- Serviced after the extract that showed the member's coverage ended.
        CASE WHEN m.is_active = false AND dt.date > CAST(m.last_updated AS DATE) THEN 1.0 ELSE 0.0 END AS after_coverage,
        CASE WHEN u.claim_id IS NULL THEN 0.0 ELSE 1.0 END AS unbundled,
-       CASE WHEN coalesce(dt.is_weekend, false) OR coalesce(dt.is_federal_holiday, false) THEN 1.0 ELSE 0.0 END AS weekend,
-       coalesce(o.z, 0.0) AS overuse
+       CASE WHEN coalesce(dt.is_weekend, false) OR coalesce(dt.is_federal_holiday, false) THEN 1.0 ELSE 0.0 END AS weekend
 FROM cs
 LEFT JOIN sig ON sig.claim_id = cs.claim_id
 LEFT JOIN dim_members m ON m.member_sk = cs.member_sk
 LEFT JOIN claim_unbundled u ON u.claim_id = cs.claim_id
 LEFT JOIN dim_date dt ON dt.date_key = cs.service_date_key
-LEFT JOIN overuse o ON o.claim_id = cs.claim_id
 ORDER BY cs.claim_id
 "#;
+
+/// Every (claim, code) pair of the facts: procedure codes as `P:code`,
+/// diagnosis codes as `D:code` (a pair may repeat; [`code_overuse`] keeps
+/// claims of the window only, each pair once).
+const CLAIM_CODES_SQL: &str = r#"
+SELECT claim_id, concat('P:', procedure_code) AS code FROM fact_claim_procedures
+UNION ALL
+SELECT fd.claim_id, concat('D:', dd.code) AS code
+FROM fact_claim_diagnoses fd JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diagnosis_key
+"#;
+
+/// For each claim of `r`, how far above its specialty's rate the claim's
+/// provider bills the claim's codes, as a Poisson z-score; the claim keeps
+/// its largest (0 for a claim without codes). The (claim, code) pairs are
+/// streamed and counted over integer ids, not joined in SQL with
+/// string-keyed per-provider and per-specialty counts, which did not fit in
+/// memory at a million members.
+async fn code_overuse(ctx: &SessionContext, r: &RawClaims) -> Result<Vec<f64>> {
+    let claim_index: HashMap<&str, u32> = r.claim_id.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let mut code_ids: HashMap<String, u32> = HashMap::new();
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    let frame = ctx.sql(CLAIM_CODES_SQL).await.map_err(|e| Error::query("features", e))?;
+    let mut stream = frame.execute_stream().await.map_err(|e| Error::query("features", e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| Error::query("features", e))?;
+        let claims = cast(column(&batch, "claim_id")?, &DataType::Utf8).map_err(|e| Error::arrow("claim_id", e))?;
+        let codes = cast(column(&batch, "code")?, &DataType::Utf8).map_err(|e| Error::arrow("code", e))?;
+        let (claims, codes) = (claims.as_string::<i32>(), codes.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            let Some(&claim) = claims.is_valid(i).then(|| claim_index.get(claims.value(i))).flatten() else {
+                continue;
+            };
+            let code = if codes.is_valid(i) { codes.value(i) } else { "" };
+            let id = match code_ids.get(code) {
+                Some(&id) => id,
+                None => {
+                    let id = code_ids.len() as u32;
+                    code_ids.insert(code.to_string(), id);
+                    id
+                }
+            };
+            pairs.push((claim, id));
+        }
+    }
+    Ok(overuse_z(pairs, &r.provider_id, &r.specialty))
+}
+
+/// [`code_overuse`] from the (claim index, code id) pairs of the claims
+/// whose providers and specialties are given.
+fn overuse_z(mut pairs: Vec<(u32, u32)>, provider_ids: &[String], specialties: &[String]) -> Vec<f64> {
+    let n = provider_ids.len();
+    pairs.sort_unstable();
+    pairs.dedup();
+
+    let (provider, providers) = dense_ids(provider_ids);
+    let (specialty, specialties) = dense_ids(specialties);
+    let (mut pn, mut sn) = (vec![0u32; providers], vec![0u32; specialties]);
+    for i in 0..n {
+        pn[provider[i] as usize] += 1;
+        sn[specialty[i] as usize] += 1;
+    }
+    let key = |group: u32, code: u32| (u64::from(group) << 32) | u64::from(code);
+    let (mut pc, mut sc): (HashMap<u64, u32>, HashMap<u64, u32>) = (HashMap::new(), HashMap::new());
+    for &(claim, code) in &pairs {
+        *pc.entry(key(provider[claim as usize], code)).or_default() += 1;
+        *sc.entry(key(specialty[claim as usize], code)).or_default() += 1;
+    }
+    let mut z = vec![f64::NEG_INFINITY; n];
+    for &(claim, code) in &pairs {
+        let (p, s) = (provider[claim as usize], specialty[claim as usize]);
+        let expected = f64::from(pn[p as usize]) * f64::from(sc[&key(s, code)]) / f64::from(sn[s as usize]);
+        let zi = (f64::from(pc[&key(p, code)]) - expected) / (expected + 1.0).sqrt();
+        z[claim as usize] = z[claim as usize].max(zi);
+    }
+    z.into_iter().map(|v| if v == f64::NEG_INFINITY { 0.0 } else { v }).collect()
+}
+
+/// Dense ids for `keys` (equal keys, equal ids) and how many distinct keys.
+fn dense_ids(keys: &[String]) -> (Vec<u32>, usize) {
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let ids = keys
+        .iter()
+        .map(|k| {
+            let next = index.len() as u32;
+            *index.entry(k.as_str()).or_insert(next)
+        })
+        .collect();
+    (ids, index.len())
+}
 
 /// The members each provider billed for in the window (claims without a
 /// provider, the care-management feed's, are no provider).
@@ -315,10 +382,22 @@ pub async fn compute(
     }
     register_policy(&ctx, config)?;
     let sql = |s: &str| s.replace("{from}", &window.from_key.to_string()).replace("{to}", &window.to_key.to_string());
-    let raw = raw_claims(&collect(&ctx, &sql(CLAIMS_SQL)).await?)?;
+    let started = std::time::Instant::now();
+    register_collected(&ctx, "c", &sql(WINDOW_CLAIMS_SQL)).await?;
+    register_collected(&ctx, "p", WINDOW_PROCEDURES_SQL).await?;
+    let mut raw = raw_claims(&collect(&ctx, CLAIMS_SQL).await?)?;
+    tracing::info!(claims = raw.claim_id.len(), seconds = started.elapsed().as_secs_f64(), "claim columns read");
+    raw.overuse = code_overuse(&ctx, &raw).await?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "code over-use counted");
     let shared = shared_members(&collect(&ctx, &sql(PROVIDER_MEMBERS_SQL)).await?)?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "shared members counted");
     let claims = claim_features(&raw);
     let providers = provider_features(&raw, &claims, &shared);
+    tracing::info!(
+        providers = providers.provider_id.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "features normalised"
+    );
     Ok(FeatureSet { claims, providers, versions })
 }
 
@@ -351,6 +430,17 @@ fn register_policy(ctx: &SessionContext, config: &ScoringConfig) -> Result<()> {
     .map_err(|e| Error::arrow("scoring_em_levels", e))?;
     let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::query("scoring_em_levels", e))?;
     ctx.register_table("scoring_em_levels", Arc::new(table)).map_err(|e| Error::query("scoring_em_levels", e))?;
+    Ok(())
+}
+
+/// Runs `sql` and registers its result in memory as table `name`.
+async fn register_collected(ctx: &SessionContext, name: &str, sql: &str) -> Result<()> {
+    let frame = ctx.sql(sql).await.map_err(|e| Error::query(name, e))?;
+    let planned = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(|e| Error::query(name, e))?;
+    let schema = batches.first().map_or(planned, RecordBatch::schema);
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::query(name, e))?;
+    ctx.register_table(name, Arc::new(table)).map_err(|e| Error::query(name, e))?;
     Ok(())
 }
 
@@ -416,7 +506,6 @@ fn raw_claims(batches: &[RecordBatch]) -> Result<RawClaims> {
         r.after_coverage.extend(floats(b, "after_coverage")?);
         r.unbundled.extend(floats(b, "unbundled")?);
         r.weekend.extend(floats(b, "weekend")?);
-        r.overuse.extend(floats(b, "overuse")?);
     }
     Ok(r)
 }
@@ -588,8 +677,8 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
     struct Acc {
         specialty: String,
         claims: f64,
-        members: std::collections::HashSet<String>,
-        member_days: std::collections::HashSet<(String, i32)>,
+        members: std::collections::HashSet<u32>,
+        member_days: std::collections::HashSet<(u32, i32)>,
         services: f64,
         amount_z: f64,
         em_claims: f64,
@@ -601,10 +690,11 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         unbundled: f64,
         overuse_max: f64,
     }
+    let (member, _) = dense_ids(&r.member_id);
     let mut by: HashMap<&str, Acc> = HashMap::new();
     // Per specialty: E/M claims, high-level ones, claims, weekend, denied.
     let mut spec_rates: HashMap<&str, [f64; 5]> = HashMap::new();
-    for i in 0..r.claim_id.len() {
+    for (i, &member) in member.iter().enumerate() {
         // Claims without a provider (care-management claims) have no
         // provider to profile.
         if r.provider_id[i].is_empty() {
@@ -613,8 +703,8 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         let a = by.entry(&r.provider_id[i]).or_default();
         a.specialty.clone_from(&r.specialty[i]);
         a.claims += 1.0;
-        a.members.insert(r.member_id[i].clone());
-        a.member_days.insert((r.member_id[i].clone(), r.service_date_key[i]));
+        a.members.insert(member);
+        a.member_days.insert((member, r.service_date_key[i]));
         a.services += r.n_proc[i];
         a.amount_z += claims.values[[i, 0]];
         let em = r.em_level[i] > 0.0;
@@ -710,6 +800,37 @@ mod tests {
         // "tiny" has 2 peers: it is measured against everyone, so it stands out.
         assert!(z[40] > 10.0, "{}", z[40]);
         assert_eq!(z[0], 0.0);
+    }
+
+    #[test]
+    fn code_overuse_is_high_where_a_provider_bills_a_code_far_above_its_specialty() {
+        // Specialty S: providers A..E, 20 claims each; every claim has code
+        // 0 (common). A also bills code 1 on all its claims, the others
+        // never; claim 100 (provider F, specialty T) has no code at all.
+        let mut provider = Vec::new();
+        let mut pairs = Vec::new();
+        for (p, name) in ["A", "B", "C", "D", "E"].iter().enumerate() {
+            for c in 0..20u32 {
+                let claim = p as u32 * 20 + c;
+                provider.push(name.to_string());
+                pairs.push((claim, 0));
+                if *name == "A" {
+                    pairs.extend([(claim, 1), (claim, 1)]);
+                }
+            }
+        }
+        provider.push("F".to_string());
+        let mut specialty = vec!["S".to_string(); 100];
+        specialty.push("T".to_string());
+        let z = overuse_z(pairs, &provider, &specialty);
+        assert_eq!(z.len(), 101);
+        assert_eq!(z[100], 0.0, "a claim without codes has no over-use");
+        // Code 1: A bills it 20 times where its specialty's rate predicts 4.
+        let expected: f64 = 20.0 * 20.0 / 100.0;
+        assert!((z[0] - (20.0 - expected) / (expected + 1.0).sqrt()).abs() < 1e-12, "{}", z[0]);
+        // Code 0 is billed at the specialty's rate by everyone: z = 0.
+        assert_eq!(z[20], 0.0);
+        assert!(z[0] > 5.0 && z[1..20].iter().all(|v| *v == z[0]));
     }
 
     #[test]

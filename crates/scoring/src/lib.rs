@@ -138,8 +138,11 @@ pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConf
     let set = features::compute(warehouse, config, window, versions).await?;
     let seed = config.training.seed;
     let claims_x = training_sample(&set.claims.values, config.training.max_training_claims, seed);
+    let fitting = std::time::Instant::now();
     let claims = DetectorSet::fit(&claims_x, &config.detectors, seed, "claims")?;
+    tracing::info!(rows = claims_x.nrows(), seconds = fitting.elapsed().as_secs_f64(), "claim detectors fitted");
     let providers = DetectorSet::fit(&set.providers.values, &config.detectors, seed, "providers")?;
+    tracing::info!(seconds = fitting.elapsed().as_secs_f64(), "provider detectors fitted");
     let artifact = Artifact {
         config: config.clone(),
         window_from: from,
