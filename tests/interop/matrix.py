@@ -46,7 +46,8 @@ strings (null stays null), rendered the same way whatever the reader:
   - timestamps with a time zone in UTC, "YYYY-MM-DDTHH:MM:SS.ffffffZ";
     without one (timestamp_ntz), the same without "Z". chdb cannot tell the
     two apart: it returns timestamp_ntz as UTC instants, so with "Z";
-  - strings as they are, binary in hex, lists/structs/maps as compact JSON
+  - strings as they are, binary in hex (also a binary column that chdb
+    hands over as strings: one with bytes that are not UTF-8), lists/structs/maps as compact JSON
     of their rendered items.
 """
 import datetime as dt
@@ -291,6 +292,13 @@ def column_values(col):
         micros = col.cast(pa.timestamp("us", t.tz), safe=False).cast(pa.int64()).to_pylist()
         fmt = "%Y-%m-%dT%H:%M:%S.%f" + ("Z" if t.tz else "")
         return [None if m is None else (EPOCH + dt.timedelta(microseconds=m)).strftime(fmt) for m in micros]
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        # chdb hands binary columns (gold's key and attribute hashes) over
+        # as strings; bytes that are not UTF-8 are rendered as binary, in hex.
+        try:
+            return [render(v) for v in col.to_pylist()]
+        except UnicodeDecodeError:
+            col = col.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary())
     return [render(v) for v in col.to_pylist()]
 
 
