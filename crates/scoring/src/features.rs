@@ -220,11 +220,11 @@ LEFT JOIN dim_date dt ON dt.date_key = cs.service_date_key
 ORDER BY cs.claim_id
 "#;
 
-/// Every (claim, code) pair of the facts: procedure codes as `P:code`,
-/// diagnosis codes as `D:code` (a pair may repeat; [`code_overuse`] keeps
-/// claims of the window only, each pair once).
+/// Every (claim, code) pair: the window's procedure codes (`p`, collected
+/// already) as `P:code`, and diagnosis codes as `D:code` (a pair may
+/// repeat; [`code_overuse`] keeps claims of the window only, each pair once).
 const CLAIM_CODES_SQL: &str = r#"
-SELECT claim_id, concat('P:', procedure_code) AS code FROM fact_claim_procedures
+SELECT claim_id, concat('P:', code) AS code FROM p
 UNION ALL
 SELECT fd.claim_id, concat('D:', dd.code) AS code
 FROM fact_claim_diagnoses fd JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diagnosis_key
