@@ -226,6 +226,9 @@ pub(crate) struct BronzeBuilder {
     error: StringBuilder,
     in_batch: usize,
     batches: Vec<RecordBatch>,
+    /// Where full batches go as they are cut, when streaming; else they
+    /// are kept in `batches`.
+    sink: Option<storage::Lane>,
     pub(crate) rows: u64,
     pub(crate) rescued_rows: u64,
 }
@@ -267,9 +270,27 @@ impl BronzeBuilder {
             error: StringBuilder::new(),
             in_batch: 0,
             batches: Vec::new(),
+            sink: None,
             rows: 0,
             rescued_rows: 0,
         })
+    }
+
+    /// Sends every batch, as it is cut, to `lane` (from a thread outside
+    /// the async runtime) instead of keeping it.
+    pub(crate) fn streaming_to(mut self, lane: storage::Lane) -> Self {
+        self.sink = Some(lane);
+        self
+    }
+
+    /// The schema of the batches, before any `add-column` extra column.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The batches cut so far and not yet taken (none when streaming).
+    pub(crate) fn take_batches(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.batches)
     }
 
     /// Declares the extra (`add-column`) columns of the rows that follow.
@@ -411,13 +432,16 @@ impl BronzeBuilder {
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
             .map_err(|e| Error::Internal(format!("{}: {e}", self.table)))?;
-        self.batches.push(batch);
         self.in_batch = 0;
+        match &self.sink {
+            Some(lane) => lane.blocking_send(batch)?,
+            None => self.batches.push(batch),
+        }
         Ok(())
     }
 
-    /// The batches built so far (each batch has the columns known when it
-    /// was cut; see [`unify`]).
+    /// The batches built so far and not taken or streamed (each batch has
+    /// the columns known when it was cut; see [`unify`]).
     pub(crate) fn finish(mut self) -> Result<Vec<RecordBatch>> {
         self.flush()?;
         Ok(self.batches)

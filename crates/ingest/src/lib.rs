@@ -185,6 +185,7 @@ pub fn day_folders(landing: &Path, up_to: NaiveDate) -> Result<Vec<(NaiveDate, P
 }
 
 /// A new file of a source: where it is and what it holds.
+#[derive(Clone)]
 struct NewFile {
     path: PathBuf,
     rel: String,
@@ -241,11 +242,16 @@ fn plan_files(
     Ok(plan)
 }
 
+/// The cores to read and write on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Runs `work(worker, workers)` on one thread per core (at most `items`
 /// threads) and returns each worker's result, in worker order. A worker
 /// takes every `workers`-th item from its own index on.
 fn on_every_core<T: Send>(items: usize, work: impl Fn(usize, usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(items).max(1);
+    let workers = cores().min(items).max(1);
     let work = &work;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers).map(|w| scope.spawn(move || work(w, workers))).collect();
@@ -287,11 +293,15 @@ struct FilesRead {
 }
 
 /// Reads the new files of a source on every core: each worker fills its own
-/// builder with every n-th file. Returns the batches, each file's outcome
-/// (in `files` order) and the rows rescued.
-fn read_files(source: &SourceDef, files: &[NewFile], meta: &BatchMeta) -> Result<FilesRead> {
+/// builder with every n-th file, streaming its batches to lane `w` of
+/// `lanes` when there are lanes, else keeping them. Returns the kept
+/// batches, each file's outcome (in `files` order) and the rows rescued.
+fn read_files(source: &SourceDef, files: &[NewFile], meta: &BatchMeta, lanes: &[storage::Lane]) -> Result<FilesRead> {
     let parts = on_every_core(files.len(), |w, workers| {
         let mut builder = BronzeBuilder::new(source, meta.clone())?;
+        if !lanes.is_empty() {
+            builder = builder.streaming_to(lanes[w % lanes.len()].clone());
+        }
         let mut reads = Vec::new();
         for (i, file) in files.iter().enumerate().skip(w).step_by(workers) {
             let before = builder.rows;
@@ -312,6 +322,39 @@ fn read_files(source: &SourceDef, files: &[NewFile], meta: &BatchMeta) -> Result
     }
     all.reads.sort_by_key(|(i, _)| *i);
     Ok(all)
+}
+
+/// Where a source's bronze rows go while they are read.
+enum Output {
+    /// Straight into new files of the bronze table, committed at the end.
+    Stream(storage::StreamingAppend),
+    /// Kept in memory and appended at the end, for sources whose schema
+    /// may widen as they are read (`drift = "add-column"`): delta-rs
+    /// evolves a partitioned table's schema only in a whole-batch write.
+    Keep(Vec<deltalake::arrow::array::RecordBatch>),
+}
+
+impl Output {
+    fn lanes(&self) -> Vec<storage::Lane> {
+        match self {
+            Self::Stream(s) => s.lanes().to_vec(),
+            Self::Keep(_) => Vec::new(),
+        }
+    }
+
+    /// Nothing is committed: streamed files are deleted. Returns the
+    /// writer's own error, the cause to report if a send failed.
+    async fn abort(self) -> Option<Error> {
+        match self {
+            Self::Stream(s) => s.abort().await.map(Error::from),
+            Self::Keep(_) => None,
+        }
+    }
+}
+
+/// `error`, or the writer's own error when the writer stopped first.
+async fn aborted(output: Output, error: Error) -> Error {
+    output.abort().await.unwrap_or(error)
 }
 
 /// Ingests every active source of `catalog` from the day folders up to
@@ -368,7 +411,15 @@ pub async fn ingest(
         let seq = checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
         let meta = meta(source, seq);
         let reading = std::time::Instant::now();
-        let (mut batches, mut rows_read, mut rescued_rows) = (Vec::new(), 0u64, 0u64);
+        let table = TableName::new(&source.bronze_table())?;
+        let mut output = if source.drift == DriftPolicy::AddColumn {
+            Output::Keep(Vec::new())
+        } else {
+            let schema = BronzeBuilder::new(source, meta.clone())?.schema();
+            Output::Stream(warehouse.streaming_append(&table, schema, &["_ingest_date"], cores())?)
+        };
+        let lanes = output.lanes();
+        let (mut rows_read, mut rescued_rows) = (0u64, 0u64);
         let mut report = SourceReport {
             source: source.name.clone(),
             table: source.bronze_table(),
@@ -394,8 +445,20 @@ pub async fn ingest(
                     .filter(|d| new_days.contains(&d.to_string()))
                     .map(|d| format!("{d}: no file matches {location}"))
                     .collect();
-                let read = read_files(source, &plan.new, &meta)?;
-                batches.extend(read.batches);
+                // Read on blocking threads, so that the writers' tasks run
+                // while the readers wait for room in their lanes.
+                let (src, new, m) = (source.clone(), plan.new.clone(), meta.clone());
+                let read = tokio::task::spawn_blocking(move || read_files(&src, &new, &m, &lanes))
+                    .await
+                    .map_err(|e| Error::Internal(format!("an ingest reader failed: {e}")))
+                    .and_then(|r| r);
+                let read = match read {
+                    Ok(read) => read,
+                    Err(e) => return Err(aborted(output, e).await),
+                };
+                if let Output::Keep(kept) = &mut output {
+                    kept.extend(read.batches);
+                }
                 rescued_rows += read.rescued;
                 for (file, (_, FileRead { notes, rows })) in plan.new.iter().zip(read.reads) {
                     rows_read += rows;
@@ -442,14 +505,18 @@ pub async fn ingest(
                     None => {
                         let db = options.landing.join("legacy.db");
                         if !db.is_file() {
-                            return Err(Error::Source {
-                                source_name: source.name.clone(),
-                                location: db.display().to_string(),
-                                reason: format!(
-                                    "no database: set {} or generate a landing with legacy.db",
-                                    source.url_env.as_deref().unwrap_or("url_env")
-                                ),
-                            });
+                            return Err(aborted(
+                                output,
+                                Error::Source {
+                                    source_name: source.name.clone(),
+                                    location: db.display().to_string(),
+                                    reason: format!(
+                                        "no database: set {} or generate a landing with legacy.db",
+                                        source.url_env.as_deref().unwrap_or("url_env")
+                                    ),
+                                },
+                            )
+                            .await);
                         }
                         format!("sqlite://{}?mode=ro", db.display())
                     }
@@ -458,16 +525,30 @@ pub async fn ingest(
                     .then(|| checkpoint.watermark.get(&source.name).cloned())
                     .flatten();
                 let mut builder = BronzeBuilder::new(source, meta.clone())?;
-                let read = sql::read_table(source, &url, since.as_deref(), &mut builder).await?;
+                let read = match sql::read_table(source, &url, since.as_deref(), &mut builder, &lanes).await {
+                    Ok(read) => read,
+                    Err(e) => return Err(aborted(output, e).await),
+                };
                 rows_read = builder.rows;
                 rescued_rows = builder.rescued_rows;
-                batches = builder.finish()?;
+                let rest = builder.finish()?;
+                match &mut output {
+                    Output::Keep(kept) => kept.extend(rest),
+                    Output::Stream(_) => {
+                        if let Err(e) = sql::send_all(&lanes, rest).await {
+                            return Err(aborted(output, e).await);
+                        }
+                    }
+                }
                 let path = format!("sql:{}", source.table.as_deref().unwrap_or_default());
                 // A full load of an unchanged table is nothing new.
                 let unchanged = source.load == LoadMode::Full
                     && checkpoint.files.get(&(source.name.clone(), path.clone()))
                         == Some(&Some(read.content_hash.clone()));
                 if unchanged {
+                    if let Some(e) = output.abort().await {
+                        return Err(e);
+                    }
                     report.already_ingested = 1;
                     reports.push(report);
                     continue;
@@ -491,33 +572,47 @@ pub async fn ingest(
         }
         report.rows_read = rows_read;
         report.rows_rescued = rescued_rows;
-        let batches = bronze::unify(batches)?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows as u64 != report.rows_read {
-            return Err(Error::Internal(format!("{}: read {} rows but built {rows}", source.name, report.rows_read)));
-        }
         if entries.is_empty() {
+            if let Some(e) = output.abort().await {
+                return Err(e);
+            }
             reports.push(report);
             continue;
         }
         report.batch_id = Some(meta.batch_id.clone());
-        if rows > 0 {
-            let table = TableName::new(&source.bronze_table())?;
-            let mut commit = Commit::new(run, "ingest")
-                .with_txn(&app_id(&source.name), seq)
-                .with_metadata("source", serde_json::json!(source.name))
-                .with_metadata("batch_seq", serde_json::json!(seq))
-                .with_metadata("batch_id", serde_json::json!(meta.batch_id))
-                .with_metadata("files", serde_json::to_value(&entries).map_err(|e| Error::Internal(e.to_string()))?)
-                .partitioned_by(&["_ingest_date"]);
-            if source.drift == DriftPolicy::AddColumn {
+        let mut commit = Commit::new(run, "ingest")
+            .with_txn(&app_id(&source.name), seq)
+            .with_metadata("source", serde_json::json!(source.name))
+            .with_metadata("batch_seq", serde_json::json!(seq))
+            .with_metadata("batch_id", serde_json::json!(meta.batch_id))
+            .with_metadata("files", serde_json::to_value(&entries).map_err(|e| Error::Internal(e.to_string()))?)
+            .partitioned_by(&["_ingest_date"]);
+        let read_seconds = reading.elapsed().as_secs_f64();
+        let writing = std::time::Instant::now();
+        // Every row read is committed, or nothing is: the writers' count
+        // is checked against the readers' before the commit.
+        let written = match output {
+            Output::Stream(append) => append.commit(&commit, report.rows_read).await?,
+            Output::Keep(kept) => {
                 commit = commit.merging_schema();
+                let batches = bronze::unify(kept)?;
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                if rows as u64 != report.rows_read {
+                    return Err(Error::Internal(format!(
+                        "{}: read {} rows but built {rows}",
+                        source.name, report.rows_read
+                    )));
+                }
+                match rows {
+                    0 => None,
+                    _ => Some((warehouse.append(&table, batches, &commit).await?, rows as u64)),
+                }
             }
-            let read_seconds = reading.elapsed().as_secs_f64();
-            let writing = std::time::Instant::now();
-            report.bronze_version = Some(warehouse.append(&table, batches, &commit).await?);
+        };
+        if let Some((version, rows)) = written {
             tracing::debug!(source = %source.name, rows, read_seconds, write_seconds = writing.elapsed().as_secs_f64(), "committed to bronze");
-            report.rows_written = rows as u64;
+            report.bronze_version = Some(version);
+            report.rows_written = rows;
         }
         report.checkpoint_version = Some(checkpoint.record(warehouse, run, &source.name, seq, &entries).await?);
         reports.push(report);

@@ -7,6 +7,8 @@ use futures::TryStreamExt;
 use sqldb::Dialect;
 use sqlx::{AssertSqlSafe, Row};
 
+use deltalake::arrow::array::RecordBatch;
+
 use crate::bronze::{BronzeBuilder, parse_timestamp};
 use crate::model::{LoadMode, SourceDef};
 use crate::{Error, Result};
@@ -22,13 +24,24 @@ pub(crate) struct SqlRead {
     pub(crate) content_hash: String,
 }
 
+/// Sends `batches` to `lanes` in turn.
+pub(crate) async fn send_all(lanes: &[storage::Lane], batches: Vec<RecordBatch>) -> Result<()> {
+    for (i, batch) in batches.into_iter().enumerate() {
+        lanes[i % lanes.len()].send(batch).await?;
+    }
+    Ok(())
+}
+
 /// Reads `source` from the database at `url`, past `since` for incremental
-/// loads, into `out`.
+/// loads, into `out`. With `lanes`, each batch goes to the next lane as
+/// soon as it is cut, so memory holds a batch or two whatever the table's
+/// size; without, the batches stay in `out`.
 pub(crate) async fn read_table(
     source: &SourceDef,
     url: &str,
     since: Option<&str>,
     out: &mut BronzeBuilder,
+    lanes: &[storage::Lane],
 ) -> Result<SqlRead> {
     let shown = sqldb::redact_url(url);
     let fail = |reason: String| Error::Source { source_name: source.name.clone(), location: shown.clone(), reason };
@@ -68,6 +81,7 @@ pub(crate) async fn read_table(
     let location = format!("sql:{table}");
     let mut rows = query.fetch(&pool);
     let mut count: u64 = 0;
+    let mut sent = 0usize;
     let mut max_wm: Option<(i64, String)> = None;
     let mut hasher = blake3::Hasher::new();
     while let Some(row) = rows.try_next().await.map_err(|e| fail(format!("reading {table}: {e}")))? {
@@ -109,6 +123,15 @@ pub(crate) async fn read_table(
             (Some(serde_json::Value::Object(raw).to_string()), Some(errors.join("; ")))
         };
         out.end_row(&location, count, rescued.as_deref(), error.as_deref())?;
+        if !lanes.is_empty() {
+            let cut = out.take_batches();
+            if !cut.is_empty() {
+                for batch in cut {
+                    lanes[sent % lanes.len()].send(batch).await?;
+                    sent += 1;
+                }
+            }
+        }
     }
     drop(rows);
     pool.close().await;

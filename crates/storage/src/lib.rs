@@ -25,11 +25,13 @@
 mod clock;
 mod content;
 mod ledger;
+mod stream;
 mod warehouse;
 
 pub use clock::{RunClock, RunContext, RunId, RunKind};
 pub use content::{RowSet, row_diff};
 pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
+pub use stream::{Lane, StreamingAppend};
 pub use warehouse::{Commit, HistoryEntry, OBJECT_STORE_SCHEMES, TableName, Warehouse, plain_batch, plain_type};
 
 /// Errors of the warehouse layer.

@@ -113,7 +113,7 @@ impl<'a> Commit<'a> {
         metadata
     }
 
-    fn properties(&self) -> CommitProperties {
+    pub(crate) fn properties(&self) -> CommitProperties {
         let mut properties = CommitProperties::default().with_metadata(self.info());
         if !self.txns.is_empty() {
             properties = properties.with_application_transactions(
@@ -149,7 +149,7 @@ pub struct Warehouse {
     storage_options: HashMap<String, String>,
 }
 
-fn delta_err(table: &TableName) -> impl FnOnce(DeltaTableError) -> Error + '_ {
+pub(crate) fn delta_err(table: &TableName) -> impl FnOnce(DeltaTableError) -> Error + '_ {
     move |source| Error::Delta { table: table.to_string(), source: Box::new(source) }
 }
 
@@ -753,7 +753,7 @@ pub fn plain_batch(batch: &RecordBatch) -> std::result::Result<RecordBatch, Arro
 }
 
 /// Some Delta readers reject `Utf8View`; gold writes plain `Utf8` only.
-fn check_plain_strings(name: &TableName, batches: &[RecordBatch]) -> Result<()> {
+pub(crate) fn check_plain_strings(name: &TableName, batches: &[RecordBatch]) -> Result<()> {
     fn has_view(t: &DataType) -> bool {
         match t {
             DataType::Utf8View | DataType::BinaryView => true,

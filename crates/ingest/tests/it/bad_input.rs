@@ -308,3 +308,54 @@ fn a_broken_model_names_the_source_and_column() {
     let path = Path::new("models/sources.toml");
     assert!(err.to_string().contains(path.to_str().unwrap()));
 }
+
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_refusal_after_rows_were_streamed_leaves_no_file_behind() {
+    // Rows stream into Parquet files while they are read; when another
+    // file of the same source is refused, the files already written are
+    // deleted, so the table is as if the run had never started.
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let landing = dir.path().join("landing");
+        std::fs::create_dir_all(landing.join("2025-01-01")).unwrap();
+        let mut good = String::from("id,amount,day\n");
+        for i in 0..200_000 {
+            good.push_str(&format!("k{i},{}.25,2025-01-01\n", i % 1000));
+        }
+        std::fs::write(landing.join("2025-01-01/things_a.csv"), good).unwrap();
+        std::fs::write(landing.join("2025-01-01/things_b.csv"), "id;amount;day\na;1.50;2025-01-01\n").unwrap();
+        let wh_dir = dir.path().join("wh");
+        let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
+        let err = ingest(&warehouse, 1, &catalog(CSV_SOURCE), &landing, date("2025-01-01")).await.unwrap_err();
+        assert!(err.to_string().contains("things_b.csv"), "{err}");
+        let left = files_under(&wh_dir.join("bronze_things"));
+        assert!(left.is_empty(), "files left behind: {left:?}");
+        assert!(files_under(&wh_dir).iter().all(|p| !p.to_string_lossy().ends_with(".parquet")));
+
+        // Fixed, the landing ingests every row of both files once.
+        std::fs::write(landing.join("2025-01-01/things_b.csv"), "id,amount,day\na,1.50,2025-01-01\n").unwrap();
+        let report = ingest(&warehouse, 2, &catalog(CSV_SOURCE), &landing, date("2025-01-01")).await.unwrap();
+        let s = &report.sources[0];
+        assert_eq!((s.rows_read, s.rows_written, s.rows_rescued), (200_001, 200_001, 0));
+        let bronze = rows(&warehouse, "bronze_things").await;
+        assert_eq!(count(&bronze), 200_001);
+        let ids: std::collections::HashSet<_> = strings(&bronze, "id").into_iter().flatten().collect();
+        assert_eq!(ids.len(), 200_001, "every row once");
+    });
+}
