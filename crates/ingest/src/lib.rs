@@ -327,7 +327,7 @@ fn read_files(source: &SourceDef, files: &[NewFile], meta: &BatchMeta, lanes: &[
 /// Where a source's bronze rows go while they are read.
 enum Output {
     /// Straight into new files of the bronze table, committed at the end.
-    Stream(storage::StreamingAppend),
+    Stream(Box<storage::StreamingAppend>),
     /// Kept in memory and appended at the end, for sources whose schema
     /// may widen as they are read (`drift = "add-column"`): delta-rs
     /// evolves a partitioned table's schema only in a whole-batch write.
@@ -416,7 +416,7 @@ pub async fn ingest(
             Output::Keep(Vec::new())
         } else {
             let schema = BronzeBuilder::new(source, meta.clone())?.schema();
-            Output::Stream(warehouse.streaming_append(&table, schema, &["_ingest_date"], cores())?)
+            Output::Stream(Box::new(warehouse.streaming_append(&table, schema, &["_ingest_date"], cores())?))
         };
         let lanes = output.lanes();
         let (mut rows_read, mut rescued_rows) = (0u64, 0u64);

@@ -271,7 +271,10 @@ fn check_fits(name: &TableName, written: &StructType, table: &StructType) -> Res
     for f in written.fields() {
         match table.field(f.name()) {
             None => {
-                return refuse(format!("the table has no column {}; new columns need drift = \"add-column\"", f.name()));
+                return refuse(format!(
+                    "the table has no column {}; new columns need drift = \"add-column\"",
+                    f.name()
+                ));
             }
             Some(t) if t.data_type() != f.data_type() => {
                 return refuse(format!(
