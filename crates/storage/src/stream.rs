@@ -144,14 +144,14 @@ impl StreamingAppend {
         &self.lanes
     }
 
-    /// Waits for every lane to write what it was sent. The first lane
-    /// error wins; the files of the lanes that finished are returned with
-    /// it, so that they can be deleted.
-    async fn drain(self) -> (Warehouse, TableName, SchemaRef, Vec<String>, Vec<Add>, u64, Option<Error>) {
-        let Self { warehouse, name, schema, partition_by, lanes, senders, tasks } = self;
-        drop((lanes, senders));
+    /// Ends the lanes' input and waits for every lane to write what it was
+    /// sent. The first lane error wins; the files of the lanes that
+    /// finished are returned with it, so that they can be deleted.
+    async fn drain(&mut self) -> (Vec<Add>, u64, Option<Error>) {
+        self.lanes.clear();
+        self.senders.clear();
         let (mut adds, mut rows, mut error) = (Vec::new(), 0, None);
-        for task in tasks {
+        for task in std::mem::take(&mut self.tasks) {
             match task.await {
                 Ok(Ok(w)) => {
                     adds.extend(w.adds);
@@ -160,21 +160,21 @@ impl StreamingAppend {
                 Ok(Err(e)) => error = error.or(Some(e)),
                 Err(e) => {
                     error = error.or(Some(Error::Unsupported {
-                        table: name.to_string(),
+                        table: self.name.to_string(),
                         reason: format!("a file writer failed: {e}"),
                     }))
                 }
             }
         }
-        (warehouse, name, schema, partition_by, adds, rows, error)
+        (adds, rows, error)
     }
 
     /// Gives up the append: waits for the lanes, deletes every file they
     /// wrote, and returns the first lane error, if any (the cause to
     /// report when a send failed). Nothing was committed.
-    pub async fn abort(self) -> Option<Error> {
-        let (warehouse, name, _, _, adds, _, error) = self.drain().await;
-        delete_files(&warehouse, &name, &adds).await;
+    pub async fn abort(mut self) -> Option<Error> {
+        let (adds, _, error) = self.drain().await;
+        delete_files(&self.warehouse, &self.name, &adds).await;
         error
     }
 
@@ -184,31 +184,25 @@ impl StreamingAppend {
     /// rows. Returns the new version and the rows committed, or `None` when
     /// no row was sent (nothing is committed then). On an error the files
     /// are deleted and nothing is committed.
-    pub async fn commit(self, commit: &Commit<'_>, expected_rows: u64) -> Result<Option<(i64, u64)>> {
-        let (warehouse, name, schema, partition_by, adds, rows, error) = self.drain().await;
-        let error = error.or_else(|| {
-            (rows != expected_rows).then(|| Error::Unsupported {
-                table: name.to_string(),
+    pub async fn commit(mut self, commit: &Commit<'_>, expected_rows: u64) -> Result<Option<(i64, u64)>> {
+        let (adds, rows, error) = self.drain().await;
+        let result = match error {
+            Some(e) => Err(e),
+            None if rows != expected_rows => Err(Error::Unsupported {
+                table: self.name.to_string(),
                 reason: format!(
                     "{rows} rows reached the file writers but {expected_rows} were read; nothing was committed"
                 ),
-            })
-        });
-        if let Some(e) = error {
-            delete_files(&warehouse, &name, &adds).await;
-            return Err(e);
+            }),
+            None if rows == 0 => Ok(None),
+            None => add_files(&self.warehouse, &self.name, &self.schema, &self.partition_by, &adds, commit)
+                .await
+                .map(|version| Some((version, rows))),
+        };
+        if !matches!(result, Ok(Some(_))) {
+            delete_files(&self.warehouse, &self.name, &adds).await;
         }
-        if rows == 0 {
-            delete_files(&warehouse, &name, &adds).await;
-            return Ok(None);
-        }
-        match add_files(&warehouse, &name, &schema, &partition_by, &adds, commit).await {
-            Ok(version) => Ok(Some((version, rows))),
-            Err(e) => {
-                delete_files(&warehouse, &name, &adds).await;
-                Err(e)
-            }
-        }
+        result
     }
 }
 
