@@ -722,30 +722,52 @@ async fn plan_table(
 
     let mut report = TableReport { table: t.to_string(), ..TableReport::default() };
 
-    // 5. Dispositions: quarantine beats drop beats keep.
-    let mut accounts: BTreeMap<(String, String), BatchAccount> = BTreeMap::new();
-    let mut rule_stats: BTreeMap<(String, String, usize), (u64, u64)> = BTreeMap::new();
-    // Incoming kept rows: (source index, row); index usize::MAX is a released row.
-    let mut kept: Vec<(usize, usize)> = Vec::new();
+    // 5. Dispositions: quarantine beats drop beats keep. Rows are counted
+    // by their (bronze table, batch): each batch gets a dense index once, so
+    // the per-row counting allocates nothing.
+    let mut accounts: Vec<BatchAccount> = Vec::new();
+    // Per batch index and rule: rows evaluated, rows failed.
+    let mut rule_stats: Vec<Vec<(u64, u64)>> = Vec::new();
+    // Per source and row: its batch index, and whether it is kept.
+    let mut batch_of: Vec<Vec<usize>> = Vec::new();
+    let mut kept: Vec<Vec<bool>> = Vec::new();
     let mut quarantined: Vec<(usize, usize, Vec<u16>)> = Vec::new();
+    let mut every_batch: HashMap<(String, String), usize> = HashMap::new();
     for (s, src) in sources.iter().enumerate() {
         let batch_ids = src.typed.column_by_name("_batch_id").map(|c| c.as_string::<i32>().clone());
+        let active: Vec<usize> = (0..rules.len())
+            .filter(|&r| {
+                r != CONFLICT as usize
+                    && rules[r].applies_to(&src.bronze)
+                    && (mode != Mode::CheckAborts || rules[r].can_abort())
+            })
+            .collect();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let (mut batches, mut keep) = (Vec::with_capacity(src.failed.len()), vec![false; src.failed.len()]);
         for (row, failed) in src.failed.iter().enumerate() {
-            let batch = batch_ids.as_ref().map_or("", |b| b.value(row)).to_string();
-            let acct = accounts.entry((src.bronze.clone(), batch.clone())).or_insert_with(|| BatchAccount {
-                bronze_table: src.bronze.clone(),
-                batch_id: batch.clone(),
-                ..BatchAccount::default()
-            });
-            acct.bronze_rows += 1;
-            for (r, rule) in rules.iter().enumerate() {
-                if r == CONFLICT as usize
-                    || !rule.applies_to(&src.bronze)
-                    || (mode == Mode::CheckAborts && !rule.can_abort())
-                {
-                    continue;
+            let batch = batch_ids.as_ref().map_or("", |b| b.value(row));
+            let b = match index.get(batch) {
+                Some(&b) => b,
+                None => {
+                    // Two sources may read one bronze table: their batches are one.
+                    let b = *every_batch.entry((src.bronze.clone(), batch.to_string())).or_insert_with(|| {
+                        accounts.push(BatchAccount {
+                            bronze_table: src.bronze.clone(),
+                            batch_id: batch.to_string(),
+                            ..BatchAccount::default()
+                        });
+                        rule_stats.push(vec![(0, 0); rules.len()]);
+                        accounts.len() - 1
+                    });
+                    index.insert(batch.to_string(), b);
+                    b
                 }
-                let e = rule_stats.entry((src.bronze.clone(), batch.clone(), r)).or_default();
+            };
+            batches.push(b);
+            let acct = &mut accounts[b];
+            acct.bronze_rows += 1;
+            for &r in &active {
+                let e = &mut rule_stats[b][r];
                 e.0 += 1;
                 if failed.contains(&(r as u16)) {
                     e.1 += 1;
@@ -757,27 +779,35 @@ async fn plan_table(
             } else if failed.iter().any(|&r| action_of(r) == Action::Drop) {
                 acct.dropped += 1;
             } else {
-                kept.push((s, row));
+                keep[row] = true;
             }
         }
+        batch_of.push(batches);
+        kept.push(keep);
     }
-    for ((bronze, batch, r), (evaluated, failed)) in &rule_stats {
-        let rule = &rules[*r];
-        let over = match (rule.action, rule.fail_above) {
-            (_, Some(limit)) => *evaluated > 0 && (*failed as f64) / (*evaluated as f64) > limit,
-            (Action::Fail, None) => *failed > 0,
-            _ => false,
-        };
-        if over {
-            let _ = bronze;
-            return Err(Error::ExpectationFailed {
-                table: t.to_string(),
-                rule: rule.name.clone(),
-                batch_id: batch.clone(),
-                failed: *failed,
-                evaluated: *evaluated,
-                threshold: rule.fail_above,
-            });
+    // The batches in (bronze table, batch) order, as every report lists them.
+    let mut by_batch: Vec<usize> = (0..accounts.len()).collect();
+    by_batch.sort_by(|&a, &b| {
+        (&accounts[a].bronze_table, &accounts[a].batch_id).cmp(&(&accounts[b].bronze_table, &accounts[b].batch_id))
+    });
+    for &b in &by_batch {
+        for (r, &(evaluated, failed)) in rule_stats[b].iter().enumerate() {
+            let rule = &rules[r];
+            let over = match (rule.action, rule.fail_above) {
+                (_, Some(limit)) => evaluated > 0 && (failed as f64) / (evaluated as f64) > limit,
+                (Action::Fail, None) => failed > 0,
+                _ => false,
+            };
+            if over {
+                return Err(Error::ExpectationFailed {
+                    table: t.to_string(),
+                    rule: rule.name.clone(),
+                    batch_id: accounts[b].batch_id.clone(),
+                    failed,
+                    evaluated,
+                    threshold: rule.fail_above,
+                });
+            }
         }
     }
     if mode == Mode::CheckAborts {
@@ -802,17 +832,14 @@ async fn plan_table(
     let mut incoming_origin: Vec<(usize, usize)> = Vec::new();
     let mut is_kept: Vec<bool> = Vec::new();
     let mut offsets = Vec::new();
-    {
-        let kept_rows: HashSet<(usize, usize)> = kept.iter().copied().collect();
-        for (s, src) in sources.iter().enumerate() {
-            offsets.push(n_state + incoming_origin.len());
-            parts.push(src.typed.clone());
-            for row in 0..src.typed.num_rows() {
-                let keep = kept_rows.contains(&(s, row));
-                is_kept.push(keep);
-                incoming_warnings.push(if keep { warn_names(&src.failed[row]) } else { Vec::new() });
-                incoming_origin.push((s, row));
-            }
+    for (s, src) in sources.iter().enumerate() {
+        offsets.push(n_state + incoming_origin.len());
+        parts.push(src.typed.clone());
+        for row in 0..src.typed.num_rows() {
+            let keep = kept[s][row];
+            is_kept.push(keep);
+            incoming_warnings.push(if keep { warn_names(&src.failed[row]) } else { Vec::new() });
+            incoming_origin.push((s, row));
         }
     }
     if let Some(q) = &quarantine
@@ -850,7 +877,9 @@ async fn plan_table(
     let tie: Vec<usize> = model.tie_break.iter().map(|c| index_of(c)).collect::<Result<_>>()?;
     let d = dedup(&combined, n_state, &is_kept, &key, &content, &order, &tie).map_err(arrow_err(t))?;
 
-    // Duplicates and conflicts, by the batch they came in.
+    // Duplicates and conflicts, by the batch they came in: per batch index,
+    // rows evaluated, duplicates and conflicts.
+    let mut dup_stats: Vec<(u64, u64, u64)> = vec![(0, 0, 0); accounts.len()];
     let mut released_rows: Vec<usize> = already_released.clone();
     for (i, fate) in d.fate.iter().enumerate() {
         if !is_kept[i] {
@@ -864,43 +893,23 @@ async fn plan_table(
             }
             continue;
         }
-        let src = &sources[s];
-        let batch = src
-            .typed
-            .column_by_name("_batch_id")
-            .map_or(String::new(), |c| c.as_string::<i32>().value(row).to_string());
-        let acct = accounts
-            .get_mut(&(src.bronze.clone(), batch.clone()))
-            .ok_or_else(|| Error::Schema { table: t.to_string(), reason: "a row of an unknown batch".into() })?;
+        let b = batch_of[s][row];
+        let (acct, e) = (&mut accounts[b], &mut dup_stats[b]);
+        e.0 += 1;
         match fate {
             Fate::Accepted => acct.accepted += 1,
-            Fate::Duplicate => acct.duplicates += 1,
+            Fate::Duplicate => {
+                acct.duplicates += 1;
+                e.1 += 1;
+            }
             Fate::Conflict => {
                 acct.quarantined += 1;
-                let mut failed = src.failed[row].clone();
+                e.2 += 1;
+                let mut failed = sources[s].failed[row].clone();
                 failed.push(CONFLICT);
                 failed.sort_unstable();
                 quarantined.push((s, row, failed));
             }
-        }
-    }
-    let mut dup_stats: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
-    for (i, fate) in d.fate.iter().enumerate() {
-        let (s, row) = incoming_origin[i];
-        if s == usize::MAX || !is_kept[i] {
-            continue;
-        }
-        let src = &sources[s];
-        let batch = src
-            .typed
-            .column_by_name("_batch_id")
-            .map_or(String::new(), |c| c.as_string::<i32>().value(row).to_string());
-        let e = dup_stats.entry((src.bronze.clone(), batch)).or_default();
-        e.0 += 1;
-        match fate {
-            Fate::Duplicate => e.1 += 1,
-            Fate::Conflict => e.2 += 1,
-            Fate::Accepted => {}
         }
     }
 
@@ -940,39 +949,45 @@ async fn plan_table(
 
     // 9. dq_results rows.
     let mut dq_rows: Vec<DqRow> = Vec::new();
-    for ((bronze, batch, r), (evaluated, failed)) in &rule_stats {
-        let rule = &rules[*r];
-        dq_rows.push((
-            bronze.clone(),
-            batch.clone(),
-            rule.name.clone(),
-            rule.action.as_str().to_string(),
-            *evaluated,
-            *failed,
-            rule.fail_above,
-        ));
-    }
-    for ((bronze, batch), (evaluated, dups, conflicts)) in &dup_stats {
-        dq_rows.push((
-            bronze.clone(),
-            batch.clone(),
-            "exact_duplicate".into(),
-            "count".into(),
-            *evaluated,
-            *dups,
-            None,
-        ));
-        dq_rows.push((
-            bronze.clone(),
-            batch.clone(),
-            "conflicting_duplicate".into(),
-            "quarantine".into(),
-            *evaluated,
-            *conflicts,
-            None,
-        ));
-    }
-    for ((bronze, batch), acct) in &accounts {
+    for &b in &by_batch {
+        let (bronze, batch) = (&accounts[b].bronze_table, &accounts[b].batch_id);
+        for (r, &(evaluated, failed)) in rule_stats[b].iter().enumerate() {
+            if evaluated == 0 {
+                continue;
+            }
+            let rule = &rules[r];
+            dq_rows.push((
+                bronze.clone(),
+                batch.clone(),
+                rule.name.clone(),
+                rule.action.as_str().to_string(),
+                evaluated,
+                failed,
+                rule.fail_above,
+            ));
+        }
+        let (evaluated, dups, conflicts) = dup_stats[b];
+        if evaluated > 0 {
+            dq_rows.push((
+                bronze.clone(),
+                batch.clone(),
+                "exact_duplicate".into(),
+                "count".into(),
+                evaluated,
+                dups,
+                None,
+            ));
+            dq_rows.push((
+                bronze.clone(),
+                batch.clone(),
+                "conflicting_duplicate".into(),
+                "quarantine".into(),
+                evaluated,
+                conflicts,
+                None,
+            ));
+        }
+        let acct = &accounts[b];
         dq_rows.push((
             bronze.clone(),
             batch.clone(),
@@ -1012,7 +1027,7 @@ async fn plan_table(
         }
     }
 
-    report.batches = accounts.into_values().collect();
+    report.batches = by_batch.iter().map(|&b| accounts[b].clone()).collect();
     let mut totals: BTreeMap<String, RuleCount> = BTreeMap::new();
     for (_, _, rule, action, evaluated, failed, _) in &dq_rows {
         let e = totals.entry(rule.clone()).or_insert_with(|| RuleCount {
