@@ -21,7 +21,7 @@ PROVIDER_META = ["provider_id", "label", "pattern", "gold_score"]
 def load(path, meta):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    features = [c for c in rows[0].keys() if c not in meta and not c.startswith("percentile_")]
+    features = [c for c in rows[0].keys() if c not in meta and not c.startswith(("percentile_", "tail_"))]
     x = np.array([[float(r[c]) for c in features] for r in rows])
     return rows, features, x
 

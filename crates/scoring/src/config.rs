@@ -40,6 +40,21 @@ pub struct Detectors {
     pub pca_components: usize,
     pub knn_neighbours: usize,
     pub knn_reference: usize,
+    /// How much each detector weighs in a claim's combined score, by
+    /// detector name; a detector left out (or a model trained before
+    /// weights existed) weighs 1.
+    #[serde(default)]
+    pub claim_weights: BTreeMap<String, f64>,
+    /// The same for providers.
+    #[serde(default)]
+    pub provider_weights: BTreeMap<String, f64>,
+}
+
+impl Detectors {
+    /// The weights of `weights` in the order of [`crate::detect::DETECTORS`].
+    pub fn ordered(weights: &BTreeMap<String, f64>) -> Vec<f64> {
+        crate::detect::DETECTORS.iter().map(|d| weights.get(*d).copied().unwrap_or(1.0)).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +65,12 @@ pub struct Scores {
     /// The rules whose hit lifts a claim's score to `rule_floor`; the
     /// others are reasons and features only.
     pub floor_rules: Vec<String>,
+    /// A claim is a duplicate of the claim before it with the same member,
+    /// provider, service date and codes only if their amounts differ by at
+    /// most this share of the larger; absent (models trained before it),
+    /// any amount.
+    #[serde(default)]
+    pub duplicate_amount_tolerance: Option<f64>,
 }
 
 /// A code and the component codes it bundles.
@@ -99,6 +120,23 @@ impl ScoringConfig {
                     crate::RULES.join(", ")
                 )));
             }
+        }
+        for (level, weights) in [("claim_weights", &d.claim_weights), ("provider_weights", &d.provider_weights)] {
+            if let Some(name) = weights.keys().find(|k| !crate::detect::DETECTORS.contains(&k.as_str())) {
+                return Err(bad(format!(
+                    "[detectors] {level} names {name:?}; the detectors are {}",
+                    crate::detect::DETECTORS.join(", ")
+                )));
+            }
+            let ordered = Detectors::ordered(weights);
+            if ordered.iter().any(|w| !w.is_finite() || *w < 0.0) || ordered.iter().sum::<f64>() <= 0.0 {
+                return Err(bad(format!("[detectors] {level}: weights must be at least 0, and not all 0")));
+            }
+        }
+        if let Some(t) = config.scores.duplicate_amount_tolerance
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(bad(format!("[scores]: duplicate_amount_tolerance must be within [0, 1], got {t}")));
         }
         for b in &config.bundles {
             if b.components.len() < 2 {

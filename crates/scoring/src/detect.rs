@@ -2,10 +2,12 @@
 //! parameters: Gaussian-mixture negative log-likelihood, distance to the
 //! nearest k-means centroid, PCA reconstruction error and the mean distance
 //! to the k nearest training points (linfa-nn). Each detector's raw score
-//! becomes a percentile against the training scores; a row's anomaly score
-//! is the mean of its two highest percentiles, so that fraud only one
-//! detector sees (one feature far out: the GMM and kNN see it, PCA may
-//! not) is not averaged away by the others.
+//! is measured in the tail of its training distribution: 0 at the training
+//! median, 1 at the training 99th percentile, and on beyond it. A row's
+//! combined score is the weighted mean of those (the weights are the
+//! model's), so a row far out keeps its lead over a row merely out, where
+//! percentiles would tie them both near 1. Each detector's percentile is
+//! kept too, for the export and for people.
 
 use linfa::DatasetBase;
 use linfa::traits::Fit;
@@ -29,6 +31,15 @@ pub const DETECTORS: [&str; 4] = ["gmm_nll", "kmeans_distance", "pca_reconstruct
 /// calibration.
 const CALIBRATION_POINTS: usize = 1001;
 
+/// What [`DetectorSet::score`] gives each row: `rows x DETECTORS` for the
+/// percentile and tail score.
+#[derive(Debug)]
+pub struct Scores {
+    pub combined: Vec<f64>,
+    pub percentile: Array2<f64>,
+    pub tail: Array2<f64>,
+}
+
 /// Every detector's parameters, fitted on one feature matrix.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectorSet {
@@ -39,6 +50,10 @@ pub struct DetectorSet {
     pub knn: Knn,
     /// Per detector, sorted quantiles of its training scores.
     pub calibration: Vec<Vec<f64>>,
+    /// Per detector, its weight in the combined score (empty in a model
+    /// trained before weights existed: every detector weighs 1).
+    #[serde(default)]
+    pub weights: Vec<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,7 +141,7 @@ fn sizes(config: &Detectors, n: usize, d: usize) -> (usize, usize, usize, usize)
 impl DetectorSet {
     /// Fits every detector on `x` (rows are claims or providers) with the
     /// given seed: the same `x` and seed give the same parameters.
-    pub fn fit(x: &Array2<f64>, config: &Detectors, seed: u64, what: &str) -> Result<Self> {
+    pub fn fit(x: &Array2<f64>, config: &Detectors, weights: Vec<f64>, seed: u64, what: &str) -> Result<Self> {
         let (n, d) = x.dim();
         if n < 10 {
             return Err(Error::TooFewRows { what: what.to_string(), rows: n, needed: 10 });
@@ -186,6 +201,7 @@ impl DetectorSet {
             pca,
             knn: Knn { k: knn_k, reference },
             calibration: Vec::new(),
+            weights,
         };
         let raw = set.raw_scores(x.view())?;
         set.calibration = raw
@@ -249,25 +265,24 @@ impl DetectorSet {
         Ok(out)
     }
 
-    /// The anomaly score of each row in [0, 1] (the mean of its two highest
-    /// detector percentiles), and each detector's percentile.
-    pub fn score(&self, x: ArrayView2<'_, f64>) -> Result<(Vec<f64>, Array2<f64>)> {
+    /// The combined anomaly score of each row (the weighted mean of its
+    /// detectors' [`tail_score`]s: about 1 for a row at the training 99th
+    /// percentile, unbounded above), and each detector's percentile and
+    /// tail score.
+    pub fn score(&self, x: ArrayView2<'_, f64>) -> Result<Scores> {
         let raw = self.raw_scores(x)?;
-        let mut pct = Array2::zeros(raw.dim());
+        let (mut pct, mut tail) = (Array2::zeros(raw.dim()), Array2::zeros(raw.dim()));
         for (j, cal) in self.calibration.iter().enumerate() {
             for i in 0..raw.nrows() {
                 pct[[i, j]] = percentile(cal, raw[[i, j]]);
+                tail[[i, j]] = tail_score(cal, raw[[i, j]]);
             }
         }
-        let combined = pct
-            .outer_iter()
-            .map(|row| {
-                let mut v = row.to_vec();
-                v.sort_by(|a, b| b.total_cmp(a));
-                (v[0] + v.get(1).copied().unwrap_or(v[0])) / 2.0
-            })
-            .collect();
-        Ok((combined, pct))
+        let weights: Vec<f64> = (0..DETECTORS.len()).map(|j| self.weights.get(j).copied().unwrap_or(1.0)).collect();
+        let total: f64 = weights.iter().sum::<f64>().max(1e-12);
+        let combined =
+            tail.outer_iter().map(|row| row.iter().zip(&weights).map(|(t, w)| w * t).sum::<f64>() / total).collect();
+        Ok(Scores { combined, percentile: pct, tail })
     }
 
     /// Negative log-likelihood under the mixture, by log-sum-exp over the
@@ -316,6 +331,21 @@ fn nearest_centroid(x: ArrayView1<'_, f64>, centroids: ArrayView2<'_, f64>) -> f
         .fold(f64::INFINITY, f64::min)
         .sqrt()
 }
+
+/// Where `s` stands in the tail of the training scores whose quantiles are
+/// `cal`: `(s - median) / (p99 - median)`, so 0 at the median and 1 at the
+/// 99th percentile, with no ceiling (0 for a detector without calibration).
+pub(crate) fn tail_score(cal: &[f64], s: f64) -> f64 {
+    if cal.is_empty() || !s.is_finite() {
+        return if s == f64::INFINITY { TAIL_CEILING } else { 0.0 };
+    }
+    let at = |q: f64| cal[((cal.len() - 1) as f64 * q).round() as usize];
+    let (median, p99) = (at(0.5), at(0.99));
+    ((s - median) / (p99 - median).max(1e-9)).min(TAIL_CEILING)
+}
+
+/// A bound on [`tail_score`], so that one absurd raw score stays finite.
+const TAIL_CEILING: f64 = 1e6;
 
 /// `points` evenly spaced quantiles of the sorted `v`.
 fn quantiles(v: &[f64], points: usize) -> Vec<f64> {
@@ -366,6 +396,20 @@ mod tests {
         }
         assert!(percentile(&cal, 150.0) > percentile(&cal, 101.0));
         assert!((percentile(&cal, 50.0) - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn tail_scores_are_0_at_the_median_1_at_the_99th_percentile_and_keep_their_distances_beyond() {
+        // Training scores 0..=1000: median 500, 99th percentile 990.
+        let cal = quantiles(&(0..=1000).map(f64::from).collect::<Vec<_>>(), CALIBRATION_POINTS);
+        assert_eq!(tail_score(&cal, 500.0), 0.0);
+        assert_eq!(tail_score(&cal, 990.0), 1.0);
+        assert!(tail_score(&cal, 100.0) < 0.0);
+        // Far past the maximum, twice as far is twice the score: no tie.
+        let (a, b) = (tail_score(&cal, 5_000.0), tail_score(&cal, 9_500.0));
+        assert!((b - 500.0) / (a - 500.0) > 0.0 && (b / a - 1.0) > 0.9, "{a} {b}");
+        assert_eq!(tail_score(&[], 3.0), 0.0);
+        assert!(tail_score(&cal, f64::INFINITY).is_finite());
     }
 
     #[test]

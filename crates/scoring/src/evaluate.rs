@@ -240,8 +240,8 @@ pub async fn export_features(
     let window = crate::features::Window { from_key: -1, to_key: crate::date_key(to) };
     let versions = crate::features::input_versions(warehouse).await?;
     let set = crate::features::compute(warehouse, &model.artifact.config, window, versions).await?;
-    let (_, claim_pct) = model.artifact.claims.score(set.claims.values.view())?;
-    let (_, provider_pct) = model.artifact.providers.score(set.providers.values.view())?;
+    let claim_scores_by = model.artifact.claims.score(set.claims.values.view())?;
+    let provider_scores_by = model.artifact.providers.score(set.providers.values.view())?;
     let (ids, scores, _) = scores_of(warehouse, FRAUD_SCORES, "claim_id").await?;
     let claim_scores: HashMap<String, f64> = ids.into_iter().zip(scores).collect();
     let (ids, scores, _) = scores_of(warehouse, PROVIDER_RISK, "provider_id").await?;
@@ -251,7 +251,10 @@ pub async fn export_features(
         row: 0,
         reason: e.to_string(),
     })?;
-    let detectors: Vec<String> = crate::detect::DETECTORS.iter().map(|d| format!("percentile_{d}")).collect();
+    let detectors: Vec<String> = ["percentile", "tail"]
+        .iter()
+        .flat_map(|what| crate::detect::DETECTORS.iter().map(move |d| format!("{what}_{d}")))
+        .collect();
     let numbers = |values: ndarray::ArrayView1<'_, f64>| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
     let score_text = |s: Option<&f64>| s.map_or_else(String::new, |s| s.to_string());
 
@@ -271,7 +274,8 @@ pub async fn export_features(
             score_text(claim_scores.get(&c.claim_id[i])),
         ];
         row.extend(numbers(c.values.row(i)));
-        row.extend(numbers(claim_pct.row(i)));
+        row.extend(numbers(claim_scores_by.percentile.row(i)));
+        row.extend(numbers(claim_scores_by.tail.row(i)));
         row
     });
     write_csv(&dir.join("claims.csv"), &header, rows)?;
@@ -293,7 +297,8 @@ pub async fn export_features(
             score_text(provider_scores.get(&p.provider_id[i])),
         ];
         row.extend(numbers(p.values.row(i)));
-        row.extend(numbers(provider_pct.row(i)));
+        row.extend(numbers(provider_scores_by.percentile.row(i)));
+        row.extend(numbers(provider_scores_by.tail.row(i)));
         row
     });
     write_csv(&dir.join("providers.csv"), &header, rows)?;

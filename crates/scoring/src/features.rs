@@ -36,7 +36,7 @@ pub const INPUT_TABLES: [&str; 7] = [
 ];
 
 /// Claim-level features, in the order of the model's columns.
-pub const CLAIM_FEATURES: [&str; 11] = [
+pub const CLAIM_FEATURES: [&str; 14] = [
     "amount_vs_code_peers",
     "amount_vs_specialty_peers",
     "duplicate_signature",
@@ -48,10 +48,13 @@ pub const CLAIM_FEATURES: [&str; 11] = [
     "weekend_or_holiday",
     "weekend_at_weekend_heavy_provider",
     "after_coverage_at_provider",
+    "members_shared_beyond_chance",
+    "amount_above_peers_at_provider",
+    "high_level_at_provider",
 ];
 
 /// Provider-level features, in the order of the model's columns.
-pub const PROVIDER_FEATURES: [&str; 12] = [
+pub const PROVIDER_FEATURES: [&str; 13] = [
     "claims_per_member",
     "services_per_member_day",
     "amount_z_mean",
@@ -64,6 +67,7 @@ pub const PROVIDER_FEATURES: [&str; 12] = [
     "unbundled_share",
     "code_overuse_max",
     "procedures_per_claim",
+    "shared_members_excess",
 ];
 
 /// The smallest peer group whose own statistics are used; smaller groups
@@ -124,29 +128,38 @@ struct RawClaims {
     n_proc: Vec<f64>,
     em_level: Vec<f64>,
     dup_rank: Vec<f64>,
+    prev_amount: Vec<f64>,
     after_coverage: Vec<f64>,
     unbundled: Vec<f64>,
     weekend: Vec<f64>,
     overuse: Vec<f64>,
 }
 
-/// The claims serviced in the window (`{from}`/`{to}` are date keys).
+/// The claims serviced in the window (`{from}`/`{to}` are date keys). A
+/// claim whose feed sends no service date (the claims stream, the
+/// care-management feed: its key is the unknown date, -1) counts as
+/// serviced on its claim date, for the window and for every date feature.
 const WINDOW_CLAIMS_SQL: &str = r#"
+WITH f AS (
+  SELECT *, CASE WHEN service_date_key > 0 THEN service_date_key ELSE claim_date_key END AS serviced_key
+  FROM fact_claims
+)
 SELECT claim_id,
        coalesce(member_id, concat('#', claim_id)) AS member_id,
        coalesce(provider_id, '') AS provider_id,
-       member_sk, service_date_key, claim_date_key,
+       member_sk, serviced_key AS service_date_key, claim_date_key,
        CAST(billed_amount AS DOUBLE) AS amount,
        upper(coalesce(status, '')) AS status
-FROM fact_claims
-WHERE service_date_key BETWEEN {from} AND {to}
+FROM f
+WHERE serviced_key BETWEEN {from} AND {to}
 "#;
 
 /// The distinct procedure codes of the window's claims (`c`, registered
-/// from [`WINDOW_CLAIMS_SQL`]).
+/// from [`WINDOW_CLAIMS_SQL`]), with how many lines bill each.
 const WINDOW_PROCEDURES_SQL: &str = r#"
-SELECT DISTINCT fp.claim_id, fp.procedure_code AS code
+SELECT fp.claim_id, fp.procedure_code AS code, count(*) AS units
 FROM fact_claim_procedures fp JOIN c ON c.claim_id = fp.claim_id
+GROUP BY fp.claim_id, fp.procedure_code
 "#;
 
 /// The claim SQL, over the window's claims `c` and their procedures `p`,
@@ -165,7 +178,7 @@ sig AS (
   SELECT p.claim_id,
          array_to_string(array_agg(p.code ORDER BY p.code), ';') AS signature,
          min(p.code) AS first_code,
-         count(*) AS n_proc,
+         sum(p.units) AS n_proc,
          max(coalesce(e.level, 0)) AS em_level
   FROM p LEFT JOIN scoring_em_levels e ON e.code = p.code
   GROUP BY p.claim_id
@@ -208,6 +221,10 @@ SELECT cs.claim_id, cs.provider_id, cs.member_id, cs.specialty,
             ELSE CAST(row_number() OVER (
               PARTITION BY cs.member_id, cs.provider_id, cs.service_date_key, sig.signature
               ORDER BY cs.claim_date_key, cs.claim_id) - 1 AS DOUBLE) END AS dup_rank,
+       -- The amount of the claim just before it in that order.
+       lag(coalesce(cs.amount, 0.0)) OVER (
+         PARTITION BY cs.member_id, cs.provider_id, cs.service_date_key, sig.signature
+         ORDER BY cs.claim_date_key, cs.claim_id) AS prev_amount,
        -- Serviced after the extract that showed the member's coverage ended.
        CASE WHEN m.is_active = false AND dt.date > CAST(m.last_updated AS DATE) THEN 1.0 ELSE 0.0 END AS after_coverage,
        CASE WHEN u.claim_id IS NULL THEN 0.0 ELSE 1.0 END AS unbundled,
@@ -309,51 +326,99 @@ fn dense_ids(keys: &[String]) -> (Vec<u32>, usize) {
     (ids, index.len())
 }
 
-/// The members each provider billed for in the window (claims without a
-/// provider, the care-management feed's, are no provider).
-const PROVIDER_MEMBERS_SQL: &str = r#"
-SELECT DISTINCT provider_id, member_id
-FROM fact_claims
-WHERE service_date_key BETWEEN {from} AND {to}
-  AND member_id IS NOT NULL AND provider_id IS NOT NULL AND provider_id <> ''
-"#;
+/// What the members that providers share say, counted over the window's
+/// claims (claims without a provider, the care-management feed's, and
+/// claims without a member, whose member id is `#` and the claim id, take
+/// no part).
+#[derive(Debug, Default, PartialEq)]
+struct Sharing {
+    /// Per provider: how many members it shares with the provider it
+    /// shares most with.
+    most: HashMap<String, f64>,
+    /// Per provider: how far its largest overlap with one other provider
+    /// is above chance, as a Poisson z-score.
+    excess: HashMap<String, f64>,
+    /// Per claim: how far above chance the claim's provider shares members
+    /// with another provider of the same member (0 when the member saw no
+    /// other provider).
+    claim_excess: Vec<f64>,
+}
 
-/// For each provider, how many members it shares with the provider it
-/// shares most with. Counted over integer ids, pair by pair within each
-/// member (a member seen by k providers adds k(k-1)/2 pairs), rather than
-/// by a self-join of (provider, member) rows, whose string-keyed pair
-/// aggregate does not fit in memory at a million members.
-fn shared_members(batches: &[RecordBatch]) -> Result<HashMap<String, f64>> {
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut by_member: HashMap<String, Vec<u32>> = HashMap::new();
-    for b in batches {
-        for (provider, member) in strings(b, "provider_id")?.into_iter().zip(strings(b, "member_id")?) {
-            let next = names.len() as u32;
-            let id = *index.entry(provider).or_insert_with_key(|p| {
-                names.push(p.clone());
-                next
-            });
-            by_member.entry(member).or_default().push(id);
-        }
-    }
+/// How far `overlap` shared members are above what chance gives two
+/// providers with `a` and `b` members of `total`, in Poisson standard
+/// deviations (with one pseudo-member, as [`binomial_z`]).
+fn overlap_z(overlap: u32, a: u32, b: u32, total: usize) -> f64 {
+    let expected = f64::from(a) * f64::from(b) / total.max(1) as f64;
+    (f64::from(overlap) - expected) / (expected + 1.0).sqrt()
+}
+
+/// Counts [`Sharing`] over integer ids, pair by pair within each member (a
+/// member seen by k providers adds k(k-1)/2 pairs), rather than by a
+/// self-join of (provider, member) rows, whose string-keyed pair aggregate
+/// does not fit in memory at a million members. Providers that share a
+/// small set of members far beyond chance are the mark of a collusion
+/// ring; a large provider sharing many members with another large one is
+/// not.
+fn member_sharing(member_id: &[String], provider_id: &[String]) -> Sharing {
+    let n = member_id.len();
+    let (member, _) = dense_ids(member_id);
+    let (provider, providers) = dense_ids(provider_id);
+    let takes_part = |i: usize| !provider_id[i].is_empty() && !member_id[i].starts_with('#');
+    let mut order: Vec<usize> = (0..n).filter(|&i| takes_part(i)).collect();
+    order.sort_unstable_by_key(|&i| (member[i], provider[i]));
+    // Each member's run of claims in `order`, with its distinct providers.
+    let runs: Vec<&[usize]> = order.chunk_by(|&a, &b| member[a] == member[b]).collect();
+    let distinct = |run: &[usize]| -> Vec<u32> {
+        let mut ps: Vec<u32> = run.iter().map(|&i| provider[i]).collect();
+        ps.dedup();
+        ps
+    };
+    let key = |a: u32, b: u32| (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
+    let mut size = vec![0u32; providers];
     let mut pairs: HashMap<u64, u32> = HashMap::new();
-    for providers in by_member.values_mut() {
-        providers.sort_unstable();
-        providers.dedup();
-        for (i, &a) in providers.iter().enumerate() {
-            for &b in &providers[i + 1..] {
-                *pairs.entry((u64::from(a) << 32) | u64::from(b)).or_default() += 1;
+    for run in &runs {
+        let ps = distinct(run);
+        for (i, &a) in ps.iter().enumerate() {
+            size[a as usize] += 1;
+            for &b in &ps[i + 1..] {
+                *pairs.entry(key(a, b)).or_default() += 1;
             }
         }
     }
-    let mut most = vec![0u32; names.len()];
-    for (pair, n) in pairs {
-        let (a, b) = ((pair >> 32) as usize, (pair & 0xffff_ffff) as usize);
-        most[a] = most[a].max(n);
-        most[b] = most[b].max(n);
+    let total = runs.len();
+    let z = |a: u32, b: u32| {
+        overlap_z(pairs.get(&key(a, b)).copied().unwrap_or(0), size[a as usize], size[b as usize], total)
+    };
+    let (mut most, mut excess) = (vec![0u32; providers], vec![f64::NEG_INFINITY; providers]);
+    for (&pair, &shared) in &pairs {
+        let (a, b) = ((pair >> 32) as u32, (pair & 0xffff_ffff) as u32);
+        let zi = z(a, b);
+        for p in [a, b] {
+            most[p as usize] = most[p as usize].max(shared);
+            excess[p as usize] = excess[p as usize].max(zi);
+        }
     }
-    Ok(names.into_iter().zip(most).filter(|(_, n)| *n > 0).map(|(p, n)| (p, f64::from(n))).collect())
+    let mut claim_excess = vec![0.0; n];
+    for run in &runs {
+        let ps = distinct(run);
+        for claims in run.chunk_by(|&a, &b| provider[a] == provider[b]) {
+            let a = provider[claims[0]];
+            let best = ps.iter().filter(|&&b| b != a).map(|&b| z(a, b)).fold(0.0, f64::max);
+            for &i in claims {
+                claim_excess[i] = best;
+            }
+        }
+    }
+    let mut names = vec![""; providers];
+    for (i, &p) in provider.iter().enumerate() {
+        names[p as usize] = provider_id[i].as_str();
+    }
+    let shared = |p: usize| most[p] > 0;
+    Sharing {
+        most: (0..providers).filter(|&p| shared(p)).map(|p| (names[p].to_string(), f64::from(most[p]))).collect(),
+        excess: (0..providers).filter(|&p| shared(p)).map(|p| (names[p].to_string(), excess[p])).collect(),
+        claim_excess,
+    }
 }
 
 /// The latest version of every input table.
@@ -386,13 +451,16 @@ pub async fn compute(
     register_collected(&ctx, "c", &sql(WINDOW_CLAIMS_SQL)).await?;
     register_collected(&ctx, "p", WINDOW_PROCEDURES_SQL).await?;
     let mut raw = raw_claims(&collect(&ctx, CLAIMS_SQL).await?)?;
+    if let Some(tolerance) = config.scores.duplicate_amount_tolerance {
+        keep_same_amount_duplicates(&mut raw, tolerance);
+    }
     tracing::info!(claims = raw.claim_id.len(), seconds = started.elapsed().as_secs_f64(), "claim columns read");
     raw.overuse = code_overuse(&ctx, &raw).await?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "code over-use counted");
-    let shared = shared_members(&collect(&ctx, &sql(PROVIDER_MEMBERS_SQL)).await?)?;
+    let sharing = member_sharing(&raw.member_id, &raw.provider_id);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "shared members counted");
-    let claims = claim_features(&raw);
-    let providers = provider_features(&raw, &claims, &shared);
+    let claims = claim_features(&raw, &sharing.claim_excess);
+    let providers = provider_features(&raw, &claims, &sharing);
     tracing::info!(
         providers = providers.provider_id.len(),
         seconds = started.elapsed().as_secs_f64(),
@@ -485,6 +553,7 @@ fn raw_claims(batches: &[RecordBatch]) -> Result<RawClaims> {
         n_proc: Vec::new(),
         em_level: Vec::new(),
         dup_rank: Vec::new(),
+        prev_amount: Vec::new(),
         after_coverage: Vec::new(),
         unbundled: Vec::new(),
         weekend: Vec::new(),
@@ -503,11 +572,24 @@ fn raw_claims(batches: &[RecordBatch]) -> Result<RawClaims> {
         r.n_proc.extend(floats(b, "n_proc")?);
         r.em_level.extend(floats(b, "em_level")?);
         r.dup_rank.extend(floats(b, "dup_rank")?);
+        r.prev_amount.extend(floats(b, "prev_amount")?);
         r.after_coverage.extend(floats(b, "after_coverage")?);
         r.unbundled.extend(floats(b, "unbundled")?);
         r.weekend.extend(floats(b, "weekend")?);
     }
     Ok(r)
+}
+
+/// A claim is a duplicate only if it bills the amount of the claim before
+/// it (same member, provider, service date and codes) within `tolerance`
+/// of the larger amount; two visits billed differently are not.
+fn keep_same_amount_duplicates(r: &mut RawClaims, tolerance: f64) {
+    for i in 0..r.dup_rank.len() {
+        let (a, b) = (r.amount[i], r.prev_amount[i]);
+        if r.dup_rank[i] > 0.0 && (a - b).abs() > tolerance * a.abs().max(b.abs()) {
+            r.dup_rank[i] = 0.0;
+        }
+    }
 }
 
 /// Median and robust scale of `values`: 1.4826 x the median absolute
@@ -600,7 +682,12 @@ fn above_p99(values: &[f64], group: &[&str]) -> Vec<bool> {
     values.iter().zip(group).map(|(v, k)| p99.get(k).is_some_and(|p| v > p)).collect()
 }
 
-fn claim_features(r: &RawClaims) -> ClaimTable {
+/// A claim's amount is high for its codes above this robust z-score.
+const HIGH_AMOUNT_Z: f64 = 2.0;
+/// E/M levels from this one up are high-level codes.
+const HIGH_LEVEL: f64 = 4.0;
+
+fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
     let n = r.claim_id.len();
     let ln_amount: Vec<f64> = r.amount.iter().map(|a| a.max(1.0).ln()).collect();
     let signature: Vec<&str> = r.signature.iter().map(String::as_str).collect();
@@ -610,9 +697,17 @@ fn claim_features(r: &RawClaims) -> ClaimTable {
 
     let weekend_z = provider_rate_z(r, &r.weekend, &specialty);
     let coverage_z = provider_rate_z(r, &r.after_coverage, &specialty);
+    let amount_z = peer_z(&ln_amount, &signature, Some(&first), 0.05);
+    let high_amount: Vec<f64> = amount_z.iter().map(|z| f64::from(u8::from(*z > HIGH_AMOUNT_Z))).collect();
+    let high_amount_z = provider_rate_z(r, &high_amount, &specialty);
+    let high_level: Vec<f64> = r.em_level.iter().map(|l| f64::from(u8::from(*l >= HIGH_LEVEL))).collect();
+    let high_level_z = provider_rate_z(r, &high_level, &specialty);
+    // A flag the claim raises, weighed by how far above its specialty its
+    // provider raises it.
+    let at_provider = |flag: &[f64], z: &[f64]| -> Vec<f64> { (0..n).map(|i| clip(flag[i] * z[i].max(0.0))).collect() };
 
-    let columns: [Vec<f64>; 11] = [
-        peer_z(&ln_amount, &signature, Some(&first), 0.05),
+    let columns: [Vec<f64>; 14] = [
+        amount_z,
         peer_z(&ln_amount, &specialty, None, 0.05),
         peer_z(&r.dup_rank, &everyone, None, 0.05),
         peer_z(&r.after_coverage, &everyone, None, 0.05),
@@ -623,6 +718,9 @@ fn claim_features(r: &RawClaims) -> ClaimTable {
         peer_z(&r.weekend, &everyone, None, 0.25),
         (0..n).map(|i| clip(r.weekend[i] * weekend_z[i].max(0.0))).collect(),
         (0..n).map(|i| clip(r.after_coverage[i] * coverage_z[i].max(0.0))).collect(),
+        peer_z(shared_excess, &everyone, None, 0.5),
+        at_provider(&high_amount, &high_amount_z),
+        at_provider(&high_level, &high_level_z),
     ];
     let mut values = Array2::zeros((n, CLAIM_FEATURES.len()));
     for (j, col) in columns.iter().enumerate() {
@@ -672,7 +770,7 @@ fn binomial_z(hits: f64, trials: f64, p: f64) -> f64 {
     (hits - trials * p) / (trials * p * (1.0 - p) + 1.0).sqrt()
 }
 
-fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String, f64>) -> ProviderTable {
+fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> ProviderTable {
     #[derive(Default)]
     struct Acc {
         specialty: String,
@@ -708,7 +806,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         a.services += r.n_proc[i];
         a.amount_z += claims.values[[i, 0]];
         let em = r.em_level[i] > 0.0;
-        let high = r.em_level[i] >= 4.0;
+        let high = r.em_level[i] >= HIGH_LEVEL;
         let denied = r.status[i] == "REJECTED" || r.status[i] == "DENIED";
         a.em_claims += f64::from(u8::from(em));
         a.high_level += f64::from(u8::from(high));
@@ -727,7 +825,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
     }
     let mut ids: Vec<&str> = by.keys().copied().collect();
     ids.sort_unstable();
-    let raw: Vec<[f64; 12]> = ids
+    let raw: Vec<[f64; 13]> = ids
         .iter()
         .map(|id| {
             let a = &by[id];
@@ -739,12 +837,13 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
                 binomial_z(a.high_level, a.em_claims, if s[0] > 0.0 { s[1] / s[0] } else { 0.0 }),
                 binomial_z(a.weekend, a.claims, s[3] / s[2]),
                 binomial_z(a.denied, a.claims, s[4] / s[2]),
-                shared.get(*id).copied().unwrap_or(0.0),
+                sharing.most.get(*id).copied().unwrap_or(0.0),
                 a.duplicate / a.claims,
                 a.after_coverage / a.claims,
                 a.unbundled / a.claims,
                 a.overuse_max,
                 a.services / a.claims,
+                sharing.excess.get(*id).copied().unwrap_or(0.0),
             ]
         })
         .collect();
@@ -757,7 +856,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, shared: &HashMap<String
         // Rates already measured against the specialty are scaled globally;
         // the others within the specialty.
         let z = match j {
-            3 | 4 | 5 | 10 => peer_z(&col, &everyone, None, 0.5),
+            3 | 4 | 5 | 10 | 12 => peer_z(&col, &everyone, None, 0.5),
             6..=9 => peer_z(&col, &everyone, None, 0.01),
             _ => peer_z(&col, &spec_keys, None, 0.05),
         };
@@ -833,22 +932,57 @@ mod tests {
         assert!(z[0] > 5.0 && z[1..20].iter().all(|v| *v == z[0]));
     }
 
+    fn sharing_of(rows: &[(&str, &str)]) -> Sharing {
+        let (p, m): (Vec<String>, Vec<String>) = rows.iter().map(|(p, m)| (p.to_string(), m.to_string())).unzip();
+        member_sharing(&m, &p)
+    }
+
     #[test]
     fn shared_members_counts_the_largest_overlap_with_one_other_provider() {
-        // m1: A B C; m2: A B; m3: A C; m4: D alone; m1 billed twice by A.
+        // m1: A B C; m2: A B; m3: A C; m4: D alone; m1 billed twice by A; a
+        // care-management claim (no provider) and a claim without a member.
         let rows = [("A", "m1"), ("B", "m1"), ("C", "m1"), ("A", "m2"), ("B", "m2"), ("A", "m3"), ("C", "m3")];
-        let rows = rows.iter().chain(&[("D", "m4"), ("A", "m1")]);
-        let (p, m): (Vec<&str>, Vec<&str>) = rows.copied().unzip();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("provider_id", DataType::Utf8, false),
-            Field::new("member_id", DataType::Utf8, false),
-        ]));
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(p)), Arc::new(StringArray::from(m))]).unwrap();
-        let shared = shared_members(&[batch]).unwrap();
+        let rows: Vec<_> = rows.iter().chain(&[("D", "m4"), ("A", "m1"), ("", "m4"), ("D", "#C9")]).copied().collect();
+        let sharing = sharing_of(&rows);
         // A shares m1, m2 with B and m1, m3 with C; B and C share m1 only.
         let expected: HashMap<String, f64> =
             [("A", 2.0), ("B", 2.0), ("C", 2.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        assert_eq!(shared, expected, "D shares nothing and is absent");
+        assert_eq!(sharing.most, expected, "D shares nothing and is absent");
+        // 4 members take part (m1..m4): A has 3, B 2, C 2.
+        let ab = overlap_z(2, 3, 2, 4);
+        assert!((sharing.excess["B"] - ab).abs() < 1e-12);
+        assert!((sharing.excess["A"] - ab).abs() < 1e-12, "A shares 2 with B and 2 with C");
+        // m4 saw only D; the claims without a provider or member take no part.
+        assert_eq!([7, 9, 10].map(|i| sharing.claim_excess[i]), [0.0; 3]);
+        // m1's claim at B: B's best other provider of m1 is A (2 shared) over C (1).
+        assert!((sharing.claim_excess[1] - ab.max(overlap_z(1, 2, 2, 4))).abs() < 1e-12);
+        assert_eq!(sharing.claim_excess[0], sharing.claim_excess[8], "both of m1's claims at A");
+    }
+
+    #[test]
+    fn a_ring_sharing_few_members_far_beyond_chance_stands_out_from_busy_providers() {
+        // 2,000 members; two busy providers P and Q see 1,000 members each,
+        // at random (about 500 in common, as chance gives); ring providers R1
+        // and R2 see the same 20 members and nobody else.
+        let mut rows = Vec::new();
+        let members: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+        for (i, m) in members.iter().enumerate() {
+            if i % 2 == 0 {
+                rows.push(("P", m.as_str()));
+            }
+            if (i * 7919) % 2000 < 1000 {
+                rows.push(("Q", m.as_str()));
+            }
+            if i < 20 {
+                rows.extend([("R1", m.as_str()), ("R2", m.as_str())]);
+            }
+        }
+        let sharing = sharing_of(&rows);
+        assert!(sharing.most["P"] > sharing.most["R1"], "the busy pair shares more members");
+        assert!(sharing.excess["R1"] > 3.0 && sharing.excess["R1"] > 2.0 * sharing.excess["P"].max(0.0), "{sharing:?}");
+        let ring_claim = rows.iter().position(|(p, _)| *p == "R1").unwrap();
+        let busy_claim = rows.iter().rposition(|(p, _)| *p == "P").unwrap();
+        assert!(sharing.claim_excess[ring_claim] > 3.0);
+        assert!(sharing.claim_excess[busy_claim] < 3.0, "{}", sharing.claim_excess[busy_claim]);
     }
 }

@@ -29,6 +29,7 @@ use ndarray::{Array2, Axis};
 use serde::Serialize;
 use storage::{Commit, RunContext, TableName, Warehouse};
 
+use config::Detectors;
 pub use config::ScoringConfig;
 pub use model::{Artifact, StoredModel, current_model};
 
@@ -139,9 +140,11 @@ pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConf
     let seed = config.training.seed;
     let claims_x = training_sample(&set.claims.values, config.training.max_training_claims, seed);
     let fitting = std::time::Instant::now();
-    let claims = DetectorSet::fit(&claims_x, &config.detectors, seed, "claims")?;
+    let d = &config.detectors;
+    let claims = DetectorSet::fit(&claims_x, d, Detectors::ordered(&d.claim_weights), seed, "claims")?;
     tracing::info!(rows = claims_x.nrows(), seconds = fitting.elapsed().as_secs_f64(), "claim detectors fitted");
-    let providers = DetectorSet::fit(&set.providers.values, &config.detectors, seed, "providers")?;
+    let providers =
+        DetectorSet::fit(&set.providers.values, d, Detectors::ordered(&d.provider_weights), seed, "providers")?;
     tracing::info!(seconds = fitting.elapsed().as_secs_f64(), "provider detectors fitted");
     let artifact = Artifact {
         config: config.clone(),
@@ -367,14 +370,22 @@ fn reasons(rules: &[&str], names: &[&str], z: ndarray::ArrayView1<'_, f64>) -> [
 /// A provider at or above this risk is named among its claims' reasons.
 const RISKY_PROVIDER: f64 = 0.95;
 
-/// A claim's score is the mean of its own anomaly score (the claim
-/// detectors) and its provider's risk: the same oddity weighs more at a
-/// provider whose whole billing stands out (0.5, neutral, for a claim with
-/// no provider). A claim hitting one of the floor rules scores at least
-/// the rule floor.
+/// A combined anomaly score (about 1 at the training 99th percentile,
+/// unbounded above) as a score in [0, 1]: `1 - 2^-s`, so 0.5 at the 99th
+/// percentile and 0.97 at five times as far; the order is kept.
+fn squash(s: f64) -> f64 {
+    if s.is_nan() { 0.0 } else { 1.0 - (-s.max(0.0)).exp2() }
+}
+
+/// A claim's score is its own anomaly score (the claim detectors) scaled
+/// by its provider's risk, from half as much (a provider of no risk) to
+/// 1.5 times (the riskiest): the same oddity weighs more at a provider
+/// whose whole billing stands out (a claim with no provider counts a risk
+/// of 0.5, neutral). A claim hitting one of the floor rules scores at
+/// least the rule floor.
 fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Result<Scored> {
     let c = &set.claims;
-    let (combined, _) = model.artifact.claims.score(c.values.view())?;
+    let combined = model.artifact.claims.score(c.values.view())?.combined;
     let floor = model.artifact.config.scores.rule_floor;
     let risk: std::collections::HashMap<&str, f64> =
         providers.ids.iter().map(String::as_str).zip(providers.score.iter().copied()).collect();
@@ -392,7 +403,7 @@ fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Re
         .filter_map(|(hit, name)| hit.then_some(name))
         .collect();
         let provider_risk = risk.get(c.provider_id[i].as_str()).copied();
-        let s = (s + provider_risk.unwrap_or(0.5)) / 2.0;
+        let s = squash(s.max(0.0) * (0.5 + provider_risk.unwrap_or(0.5)));
         let floored = hits.iter().any(|h| model.artifact.config.scores.floor_rules.iter().any(|f| f == h));
         let s = if floored { s.max(floor + (1.0 - floor) * s) } else { s };
         score.push(s.clamp(0.0, 1.0));
@@ -413,13 +424,13 @@ fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Re
 
 fn apply_providers(model: &StoredModel, set: &FeatureSet) -> Result<Scored> {
     let p = &set.providers;
-    let (combined, _) = model.artifact.providers.score(p.values.view())?;
+    let combined = model.artifact.providers.score(p.values.view())?.combined;
     let reason = (0..combined.len()).map(|i| reasons(&[], &PROVIDER_FEATURES, p.values.row(i))).collect();
     Ok(Scored {
         id_column: "provider_id",
         ids: p.provider_id.clone(),
         provider_id: None,
-        score: combined,
+        score: combined.into_iter().map(squash).collect(),
         reasons: reason,
     })
 }
