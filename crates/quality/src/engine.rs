@@ -832,11 +832,10 @@ async fn plan_table(
     let mut incoming_origin: Vec<(usize, usize)> = Vec::new();
     let mut is_kept: Vec<bool> = Vec::new();
     let mut offsets = Vec::new();
-    for (s, src) in sources.iter().enumerate() {
+    for (s, (src, kept)) in sources.iter().zip(&kept).enumerate() {
         offsets.push(n_state + incoming_origin.len());
         parts.push(src.typed.clone());
-        for row in 0..src.typed.num_rows() {
-            let keep = kept[s][row];
+        for (row, &keep) in kept.iter().enumerate() {
             is_kept.push(keep);
             incoming_warnings.push(if keep { warn_names(&src.failed[row]) } else { Vec::new() });
             incoming_origin.push((s, row));
