@@ -163,15 +163,36 @@ impl DetectorSet {
 
         // A covariance floor in z units keeps near-constant features (most
         // claims are not duplicates) from making a component singular.
-        let gmm = GaussianMixtureModel::<f64>::params(gmm_k)
-            .covariance_type(GmmCovarType::Full)
-            .init_method(GmmInitMethod::KMeans)
-            .max_n_iterations(1000)
-            .tolerance(1e-3)
-            .reg_covariance(0.05)
-            .with_rng(ChaCha8Rng::seed_from_u64(seed))
-            .fit(&data)
-            .map_err(|e| fit_err("gmm", &e))?;
+        // EM can fail on a sample where many rows are the same point (a
+        // component left with no rows turns its weight and mean into NaN):
+        // then the next seed, then one component fewer, in a fixed order,
+        // so the same data still give the same model.
+        let fit_gmm = |k: usize, seed: u64| {
+            GaussianMixtureModel::<f64>::params(k)
+                .covariance_type(GmmCovarType::Full)
+                .init_method(GmmInitMethod::KMeans)
+                .max_n_iterations(1000)
+                .tolerance(1e-3)
+                .reg_covariance(0.05)
+                .with_rng(ChaCha8Rng::seed_from_u64(seed))
+                .fit(&data)
+        };
+        let attempts = (1..=gmm_k).rev().flat_map(|k| [(k, seed), (k, seed.wrapping_add(100))]);
+        let mut failure = None;
+        let mut fitted = None;
+        for (k, s) in attempts {
+            match fit_gmm(k, s) {
+                Ok(g) => {
+                    if k < gmm_k || s != seed {
+                        tracing::warn!(what, components = k, seed = s, "the mixture was refitted after EM failed");
+                    }
+                    fitted = Some(g);
+                    break;
+                }
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        let gmm = fitted.ok_or_else(|| fit_err("gmm", &failure.unwrap_or_default()))?;
         let precisions: Vec<Vec<Vec<f64>>> = gmm.precisions().outer_iter().map(|p| rows(&p.to_owned())).collect();
         let log_dets = precisions
             .iter()
