@@ -165,8 +165,9 @@ impl DetectorSet {
         // claims are not duplicates) from making a component singular.
         // EM can fail on a sample where many rows are the same point (a
         // component left with no rows turns its weight and mean into NaN):
-        // then the next seed, then one component fewer, in a fixed order,
-        // so the same data still give the same model.
+        // then a second fixed seed (the seed + 100), then one component
+        // fewer, in a fixed order, so the same data still give the same
+        // model.
         let fit_gmm = |k: usize, seed: u64| {
             GaussianMixtureModel::<f64>::params(k)
                 .covariance_type(GmmCovarType::Full)
