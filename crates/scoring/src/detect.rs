@@ -50,10 +50,6 @@ pub struct DetectorSet {
     pub knn: Knn,
     /// Per detector, sorted quantiles of its training scores.
     pub calibration: Vec<Vec<f64>>,
-    /// Per detector, its weight in the combined score (empty in a model
-    /// trained before weights existed: every detector weighs 1).
-    #[serde(default)]
-    pub weights: Vec<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,7 +137,7 @@ fn sizes(config: &Detectors, n: usize, d: usize) -> (usize, usize, usize, usize)
 impl DetectorSet {
     /// Fits every detector on `x` (rows are claims or providers) with the
     /// given seed: the same `x` and seed give the same parameters.
-    pub fn fit(x: &Array2<f64>, config: &Detectors, weights: Vec<f64>, seed: u64, what: &str) -> Result<Self> {
+    pub fn fit(x: &Array2<f64>, config: &Detectors, seed: u64, what: &str) -> Result<Self> {
         let (n, d) = x.dim();
         if n < 10 {
             return Err(Error::TooFewRows { what: what.to_string(), rows: n, needed: 10 });
@@ -223,7 +219,6 @@ impl DetectorSet {
             pca,
             knn: Knn { k: knn_k, reference },
             calibration: Vec::new(),
-            weights,
         };
         let raw = set.raw_scores(x.view())?;
         set.calibration = raw
@@ -287,11 +282,11 @@ impl DetectorSet {
         Ok(out)
     }
 
-    /// The combined anomaly score of each row (the weighted mean of its
-    /// detectors' [`tail_score`]s: about 1 for a row at the training 99th
-    /// percentile, unbounded above), and each detector's percentile and
-    /// tail score.
-    pub fn score(&self, x: ArrayView2<'_, f64>) -> Result<Scores> {
+    /// The combined anomaly score of each row (the mean of its detectors'
+    /// [`tail_score`]s weighted by `weights`, in the order of [`DETECTORS`]:
+    /// about 1 for a row at the training 99th percentile, unbounded above),
+    /// and each detector's percentile and tail score.
+    pub fn score(&self, x: ArrayView2<'_, f64>, weights: &[f64]) -> Result<Scores> {
         let raw = self.raw_scores(x)?;
         let (mut pct, mut tail) = (Array2::zeros(raw.dim()), Array2::zeros(raw.dim()));
         for (j, cal) in self.calibration.iter().enumerate() {
@@ -300,10 +295,9 @@ impl DetectorSet {
                 tail[[i, j]] = tail_score(cal, raw[[i, j]]);
             }
         }
-        let weights: Vec<f64> = (0..DETECTORS.len()).map(|j| self.weights.get(j).copied().unwrap_or(1.0)).collect();
         let total: f64 = weights.iter().sum::<f64>().max(1e-12);
         let combined =
-            tail.outer_iter().map(|row| row.iter().zip(&weights).map(|(t, w)| w * t).sum::<f64>() / total).collect();
+            tail.outer_iter().map(|row| row.iter().zip(weights).map(|(t, w)| w * t).sum::<f64>() / total).collect();
         Ok(Scores { combined, percentile: pct, tail })
     }
 

@@ -366,18 +366,20 @@ fn member_sharing(member_id: &[String], provider_id: &[String]) -> Sharing {
     let takes_part = |i: usize| !provider_id[i].is_empty() && !member_id[i].starts_with('#');
     let mut order: Vec<usize> = (0..n).filter(|&i| takes_part(i)).collect();
     order.sort_unstable_by_key(|&i| (member[i], provider[i]));
-    // Each member's run of claims in `order`, with its distinct providers.
+    // Each member's run of claims in `order`, and its distinct providers.
     let runs: Vec<&[usize]> = order.chunk_by(|&a, &b| member[a] == member[b]).collect();
-    let distinct = |run: &[usize]| -> Vec<u32> {
-        let mut ps: Vec<u32> = run.iter().map(|&i| provider[i]).collect();
-        ps.dedup();
-        ps
-    };
+    let distinct: Vec<Vec<u32>> = runs
+        .iter()
+        .map(|run| {
+            let mut ps: Vec<u32> = run.iter().map(|&i| provider[i]).collect();
+            ps.dedup();
+            ps
+        })
+        .collect();
     let key = |a: u32, b: u32| (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
     let mut size = vec![0u32; providers];
     let mut pairs: HashMap<u64, u32> = HashMap::new();
-    for run in &runs {
-        let ps = distinct(run);
+    for ps in &distinct {
         for (i, &a) in ps.iter().enumerate() {
             size[a as usize] += 1;
             for &b in &ps[i + 1..] {
@@ -399,8 +401,7 @@ fn member_sharing(member_id: &[String], provider_id: &[String]) -> Sharing {
         }
     }
     let mut claim_excess = vec![0.0; n];
-    for run in &runs {
-        let ps = distinct(run);
+    for (run, ps) in runs.iter().zip(&distinct) {
         for claims in run.chunk_by(|&a, &b| provider[a] == provider[b]) {
             let a = provider[claims[0]];
             let best = ps.iter().filter(|&&b| b != a).map(|&b| z(a, b)).fold(0.0, f64::max);

@@ -29,7 +29,6 @@ use ndarray::{Array2, Axis};
 use serde::Serialize;
 use storage::{Commit, RunContext, TableName, Warehouse};
 
-use config::Detectors;
 pub use config::ScoringConfig;
 pub use model::{Artifact, StoredModel, current_model};
 
@@ -140,11 +139,9 @@ pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConf
     let seed = config.training.seed;
     let claims_x = training_sample(&set.claims.values, config.training.max_training_claims, seed);
     let fitting = std::time::Instant::now();
-    let d = &config.detectors;
-    let claims = DetectorSet::fit(&claims_x, d, Detectors::ordered(&d.claim_weights), seed, "claims")?;
+    let claims = DetectorSet::fit(&claims_x, &config.detectors, seed, "claims")?;
     tracing::info!(rows = claims_x.nrows(), seconds = fitting.elapsed().as_secs_f64(), "claim detectors fitted");
-    let providers =
-        DetectorSet::fit(&set.providers.values, d, Detectors::ordered(&d.provider_weights), seed, "providers")?;
+    let providers = DetectorSet::fit(&set.providers.values, &config.detectors, seed, "providers")?;
     tracing::info!(seconds = fitting.elapsed().as_secs_f64(), "provider detectors fitted");
     let artifact = Artifact {
         config: config.clone(),
@@ -385,7 +382,7 @@ fn squash(s: f64) -> f64 {
 /// least the rule floor.
 fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Result<Scored> {
     let c = &set.claims;
-    let combined = model.artifact.claims.score(c.values.view())?.combined;
+    let combined = model.artifact.claims.score(c.values.view(), &model.artifact.claim_weights())?.combined;
     let floor = model.artifact.config.scores.rule_floor;
     let risk: std::collections::HashMap<&str, f64> =
         providers.ids.iter().map(String::as_str).zip(providers.score.iter().copied()).collect();
@@ -424,7 +421,7 @@ fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Re
 
 fn apply_providers(model: &StoredModel, set: &FeatureSet) -> Result<Scored> {
     let p = &set.providers;
-    let combined = model.artifact.providers.score(p.values.view())?.combined;
+    let combined = model.artifact.providers.score(p.values.view(), &model.artifact.provider_weights())?.combined;
     let reason = (0..combined.len()).map(|i| reasons(&[], &PROVIDER_FEATURES, p.values.row(i))).collect();
     Ok(Scored {
         id_column: "provider_id",

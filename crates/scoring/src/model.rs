@@ -27,6 +27,18 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// The claim detectors' weights in the combined score, from the config
+    /// the model was trained with (every detector 1 in a model trained
+    /// before weights existed).
+    pub fn claim_weights(&self) -> Vec<f64> {
+        crate::config::Detectors::ordered(&self.config.detectors.claim_weights)
+    }
+
+    /// The same for providers.
+    pub fn provider_weights(&self) -> Vec<f64> {
+        crate::config::Detectors::ordered(&self.config.detectors.provider_weights)
+    }
+
     /// The artifact as stored. serde_json writes the shortest decimal that
     /// reads back to the same f64, and reads it back exactly (the
     /// `float_roundtrip` feature), so every parameter round-trips bit for bit.
