@@ -99,6 +99,8 @@ pub struct ClaimTable {
     pub provider_id: Vec<String>,
     pub amount: Vec<f64>,
     pub status: Vec<String>,
+    /// The service date key (the claim date's for a claim without one).
+    pub serviced_key: Vec<i32>,
     /// `claims x CLAIM_FEATURES`, peer-normalised.
     pub values: Array2<f64>,
     /// The amount is above the 99th percentile of the claim's code peers.
@@ -734,6 +736,7 @@ fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
         provider_id: r.provider_id.clone(),
         amount: r.amount.clone(),
         status: r.status.clone(),
+        serviced_key: r.service_date_key.clone(),
         values,
         above_code_p99: above_p99(&ln_amount, &signature),
     }
@@ -791,8 +794,9 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
     }
     let (member, _) = dense_ids(&r.member_id);
     let mut by: HashMap<&str, Acc> = HashMap::new();
-    // Per specialty: E/M claims, high-level ones, claims, weekend, denied.
-    let mut spec_rates: HashMap<&str, [f64; 5]> = HashMap::new();
+    // Per specialty: E/M claims, high-level ones, claims, weekend, denied,
+    // duplicates, after coverage, unbundled.
+    let mut spec_rates: HashMap<&str, [f64; 8]> = HashMap::new();
     for (i, &member) in member.iter().enumerate() {
         // Claims without a provider (care-management claims) have no
         // provider to profile.
@@ -823,6 +827,9 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
         s[2] += 1.0;
         s[3] += r.weekend[i];
         s[4] += f64::from(u8::from(denied));
+        s[5] += f64::from(u8::from(r.dup_rank[i] > 0.0));
+        s[6] += r.after_coverage[i];
+        s[7] += r.unbundled[i];
     }
     let mut ids: Vec<&str> = by.keys().copied().collect();
     ids.sort_unstable();
@@ -839,9 +846,12 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
                 binomial_z(a.weekend, a.claims, s[3] / s[2]),
                 binomial_z(a.denied, a.claims, s[4] / s[2]),
                 sharing.most.get(*id).copied().unwrap_or(0.0),
-                a.duplicate / a.claims,
-                a.after_coverage / a.claims,
-                a.unbundled / a.claims,
+                // Shares as binomial z-scores against the specialty's, so
+                // that a provider with one claim, serviced after coverage
+                // ended, does not top one at 40 of 100.
+                binomial_z(a.duplicate, a.claims, s[5] / s[2]),
+                binomial_z(a.after_coverage, a.claims, s[6] / s[2]),
+                binomial_z(a.unbundled, a.claims, s[7] / s[2]),
                 a.overuse_max,
                 a.services / a.claims,
                 sharing.excess.get(*id).copied().unwrap_or(0.0),
@@ -857,8 +867,8 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
         // Rates already measured against the specialty are scaled globally;
         // the others within the specialty.
         let z = match j {
-            3 | 4 | 5 | 10 | 12 => peer_z(&col, &everyone, None, 0.5),
-            6..=9 => peer_z(&col, &everyone, None, 0.01),
+            3..=5 | 7..=10 | 12 => peer_z(&col, &everyone, None, 0.5),
+            6 => peer_z(&col, &everyone, None, 0.01),
             _ => peer_z(&col, &spec_keys, None, 0.05),
         };
         for (i, v) in z.into_iter().enumerate() {
