@@ -3,6 +3,7 @@
 # same features, and the seed notebooks' CASE WHEN rule, on one landing.
 #
 #   bash benches/fraud_baseline.sh [MEMBERS] [DAYS] [SEED]
+#   NIGHTLY=1 bash benches/fraud_baseline.sh ...   # one build per day
 #
 # Generates a landing (default 20,000 members, 30 days, seed 7) into
 # $OUT/landing, builds it through the score stage (which trains the model),
@@ -29,8 +30,18 @@ rm -rf "$OUT/warehouse" "$OUT/export"
 if [ ! -f "$OUT/landing/_truth/fraud_labels.csv" ]; then
   "$GOLD" -q generate --out "$OUT/landing" --members "$MEMBERS" --days "$DAYS" --seed "$SEED" --force
 fi
-LAST=$(ls "$OUT/landing" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort | tail -1)
-"$GOLD" -q --warehouse "$OUT/warehouse" build --landing "$OUT/landing" --date "$LAST" > "$OUT/build.txt"
+DAYS_FOUND=$(ls "$OUT/landing" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort)
+LAST=$(echo "$DAYS_FOUND" | tail -1)
+if [ "${NIGHTLY:-0}" = 1 ]; then
+  # As the nightly job runs: one build per day, so dim_members keeps each
+  # day's version of a member (a single build keeps only the last), and the
+  # score stage retrains as the window grows.
+  for DAY in $DAYS_FOUND; do
+    "$GOLD" -q --warehouse "$OUT/warehouse" build --landing "$OUT/landing" --date "$DAY" > "$OUT/build.txt"
+  done
+else
+  "$GOLD" -q --warehouse "$OUT/warehouse" build --landing "$OUT/landing" --date "$LAST" > "$OUT/build.txt"
+fi
 grep -A4 '^score:' "$OUT/build.txt" || true
 "$GOLD" -q --warehouse "$OUT/warehouse" evaluate --labels "$OUT/landing/_truth/fraud_labels.csv" \
   --export-features "$OUT/export" --date "$LAST" > "$OUT/evaluate.txt"

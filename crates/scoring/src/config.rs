@@ -30,6 +30,11 @@ pub struct Training {
     pub seed: u64,
     pub max_training_claims: usize,
     pub retrain_after_days: u32,
+    /// The `score` stage of `gold build` also trains a new model when the
+    /// training window now holds at least this many times the claims the
+    /// current model was trained on (absent: never for growth).
+    #[serde(default)]
+    pub retrain_growth: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -193,7 +193,8 @@ fn training_sample(x: &Array2<f64>, max: usize, seed: u64) -> Array2<f64> {
 #[derive(Debug, Serialize)]
 pub struct ScoreReport {
     pub model_version: String,
-    /// The model trained by this run first, if there was none current.
+    /// The model this run trained first: none was current, or the current
+    /// one was too old or trained on too few claims.
     pub trained: Option<TrainReport>,
     pub claims_scored: usize,
     pub providers_scored: usize,
@@ -213,8 +214,9 @@ pub struct ScoreReport {
 pub enum Training {
     /// Never: without a current model, scoring is an error.
     Never,
-    /// When no model is current at the run's date, or the current one is
-    /// older than `retrain_after_days` (the nightly build).
+    /// When no model is current at the run's date, the current one is
+    /// older than `retrain_after_days`, or the training window has grown
+    /// to `retrain_growth` times its claims (the nightly build).
     WhenStale,
 }
 
@@ -262,8 +264,22 @@ pub async fn score(
     }
     let started = std::time::Instant::now();
     let window = Window { from_key: -1, to_key: date_key(date) };
-    let set = features::compute(warehouse, &model.artifact.config, window, versions).await?;
-    let features_seconds = started.elapsed().as_secs_f64();
+    let mut set = features::compute(warehouse, &model.artifact.config, window, versions.clone()).await?;
+    let mut features_seconds = started.elapsed().as_secs_f64();
+    let (mut model, mut inputs) = (model, inputs);
+    if trained.is_none() && training == Training::WhenStale && outgrown(config, &model, &set, date) {
+        trained = Some(train(warehouse, run, config).await?);
+        let newer = current_model(warehouse, date).await?.ok_or(Error::NoModel { date })?;
+        // The features follow the model's own settings: computed again
+        // only if the new model's differ.
+        if newer.artifact.config != model.artifact.config {
+            let again = std::time::Instant::now();
+            set = features::compute(warehouse, &newer.artifact.config, window, versions).await?;
+            features_seconds += again.elapsed().as_secs_f64();
+        }
+        inputs = serde_json::json!({"model_version": newer.version, "tables": tables});
+        model = newer;
+    }
 
     let applied = std::time::Instant::now();
     let providers = apply_providers(&model, &set)?;
@@ -295,6 +311,17 @@ pub async fn score(
         apply_seconds,
         claims_per_second: n as f64 / apply_seconds.max(1e-9),
     })
+}
+
+/// Whether the training window of `set` (claims serviced within
+/// `window_days` up to `date`) now holds at least `retrain_growth` times the
+/// claims `model` was trained on.
+fn outgrown(config: &ScoringConfig, model: &StoredModel, set: &FeatureSet, date: NaiveDate) -> bool {
+    let Some(growth) = config.training.retrain_growth else { return false };
+    let from = date_key(date - Duration::days(i64::from(config.training.window_days) - 1));
+    let to = date_key(date);
+    let in_window = set.claims.serviced_key.iter().filter(|k| (from..=to).contains(*k)).count();
+    in_window as f64 >= growth * model.training_claims.max(1) as f64
 }
 
 /// Scores of one level (claims or providers), ready to write.

@@ -148,6 +148,31 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
         later.model_version
     );
     assert!(scoring::current_model(&b, earlier).await.unwrap().is_none());
+
+    // Night by night from an empty warehouse: the first night's model is
+    // fitted to one day of claims; once the window holds retrain_growth
+    // times as many, the build's score stage trains a new one and scores
+    // with it (and without retrain_growth, it keeps the first).
+    let c = Warehouse::open(dir.path().join("c").to_str().unwrap()).unwrap();
+    let day1 = generated.start_date;
+    build(&c, &landing, day1).await;
+    let night1 = scoring::score(&c, &run(2, RunKind::Build, day1), &config, Training::WhenStale).await.unwrap();
+    let small = night1.trained.expect("the first night trains");
+    build(&c, &landing, last).await;
+    let mut no_growth = config.clone();
+    no_growth.training.retrain_growth = None;
+    let kept = scoring::score(&c, &run(3, RunKind::Build, last), &no_growth, Training::WhenStale).await.unwrap();
+    assert!(kept.trained.is_none() && kept.model_version == small.model_version, "{kept:?}");
+    let growth = config.training.retrain_growth.expect("the default retrains on growth");
+    let night6 = scoring::score(&c, &run(4, RunKind::Build, last), &config, Training::WhenStale).await.unwrap();
+    let big = night6.trained.expect("the grown window trains a new model");
+    assert!(big.training_claims as f64 >= growth * small.training_claims as f64, "{big:?} after {small:?}");
+    assert_eq!(night6.model_version, big.model_version);
+    let claims_c = scores(&c, scoring::FRAUD_SCORES, "claim_id").await;
+    assert!(claims_c.values().all(|(_, _, _, m)| *m == big.model_version));
+    // Scoring again the same night neither trains nor writes.
+    let again = scoring::score(&c, &run(5, RunKind::Build, last), &config, Training::WhenStale).await.unwrap();
+    assert!(again.trained.is_none() && again.up_to_date, "{again:?}");
 }
 
 #[test]
