@@ -132,7 +132,7 @@ pub struct TrainReport {
 pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConfig) -> Result<TrainReport> {
     let started = std::time::Instant::now();
     let to = run.clock.logical_date();
-    let from = to - Duration::days(i64::from(config.training.window_days) - 1);
+    let from = window_start(config, to);
     let versions = features::input_versions(warehouse).await?;
     let window = Window { from_key: date_key(from), to_key: date_key(to) };
     let set = features::compute(warehouse, config, window, versions).await?;
@@ -238,13 +238,13 @@ pub async fn score(
         trained = Some(train(warehouse, run, config).await?);
         current = current_model(warehouse, date).await?;
     }
-    let model = current.ok_or(Error::NoModel { date })?;
+    let mut model = current.ok_or(Error::NoModel { date })?;
 
     // Scores of these input versions with this model are already there:
     // nothing to compute or write.
     let versions = features::input_versions(warehouse).await?;
     let tables: BTreeMap<_, _> = versions.iter().cloned().collect();
-    let inputs = serde_json::json!({"model_version": model.version, "tables": tables});
+    let mut inputs = serde_json::json!({"model_version": model.version, "tables": tables});
     let scores_name = TableName::new(FRAUD_SCORES)?;
     let last = warehouse.commit_metadata(&scores_name, 1).await?;
     if last.first().and_then(|m| m.get("gold.inputs")) == Some(&inputs) {
@@ -266,7 +266,6 @@ pub async fn score(
     let window = Window { from_key: -1, to_key: date_key(date) };
     let mut set = features::compute(warehouse, &model.artifact.config, window, versions.clone()).await?;
     let mut features_seconds = started.elapsed().as_secs_f64();
-    let (mut model, mut inputs) = (model, inputs);
     if trained.is_none() && training == Training::WhenStale && outgrown(config, &model, &set, date) {
         trained = Some(train(warehouse, run, config).await?);
         let newer = current_model(warehouse, date).await?.ok_or(Error::NoModel { date })?;
@@ -313,13 +312,17 @@ pub async fn score(
     })
 }
 
+/// The first service date of the training window that ends on `to`.
+fn window_start(config: &ScoringConfig, to: NaiveDate) -> NaiveDate {
+    to - Duration::days(i64::from(config.training.window_days) - 1)
+}
+
 /// Whether the training window of `set` (claims serviced within
 /// `window_days` up to `date`) now holds at least `retrain_growth` times the
 /// claims `model` was trained on.
 fn outgrown(config: &ScoringConfig, model: &StoredModel, set: &FeatureSet, date: NaiveDate) -> bool {
     let Some(growth) = config.training.retrain_growth else { return false };
-    let from = date_key(date - Duration::days(i64::from(config.training.window_days) - 1));
-    let to = date_key(date);
+    let (from, to) = (date_key(window_start(config, date)), date_key(date));
     let in_window = set.claims.serviced_key.iter().filter(|k| (from..=to).contains(*k)).count();
     in_window as f64 >= growth * model.training_claims.max(1) as f64
 }
