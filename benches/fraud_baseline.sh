@@ -4,6 +4,7 @@
 #
 #   bash benches/fraud_baseline.sh [MEMBERS] [DAYS] [SEED]
 #   NIGHTLY=1 bash benches/fraud_baseline.sh ...   # one build per day
+#   GOLD=target/debug/gold bash benches/fraud_baseline.sh ...   # that binary
 #
 # Generates a landing (default 20,000 members, 30 days, seed 7) into
 # $OUT/landing, builds it through the score stage (which trains the model),
@@ -17,10 +18,13 @@ SEED=${3:-7}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/gold-fraud-$MEMBERS-$DAYS-$SEED}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gold/target}
-GOLD=$CARGO_TARGET_DIR/release/gold
 VENV=$HOME/.cache/gold/venv-fraud
 
-(cd "$ROOT" && cargo build --release -p gold-cli -j 2 -q)
+# GOLD=path/to/gold runs that binary instead of building the release one.
+if [ -z "${GOLD:-}" ]; then
+  GOLD=$CARGO_TARGET_DIR/release/gold
+  (cd "$ROOT" && cargo build --release -p gold-cli -j 2 -q)
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'scikit-learn>=1.4' numpy
