@@ -365,8 +365,9 @@ pub(crate) enum Stage {
     Facts,
     /// Fraud scores: gold_fraud_scores and gold_provider_risk, with the
     /// model current at the run's date (trained first when none is, when
-    /// it is older than scoring.toml's retrain_after_days, or when the
-    /// training window holds retrain_growth times its claims).
+    /// it is older than scoring.toml's retrain_after_days or was fitted to
+    /// an older revision of the features, or when the training window
+    /// holds retrain_growth times its claims).
     Score,
     /// Regulatory aggregates: every models/gold/*.sql whose query or input
     /// tables changed, materialised as its gold_ table.

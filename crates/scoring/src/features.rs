@@ -70,9 +70,19 @@ pub const PROVIDER_FEATURES: [&str; 13] = [
     "shared_members_excess",
 ];
 
+/// The revision of how the features are computed, stored in each model.
+/// A model fitted to features computed another way is stale: the score
+/// stage of `gold build` trains a new one rather than apply it to features
+/// it was not fitted on. Bump it whenever a feature's definition changes.
+pub const FEATURES_REVISION: u32 = 1;
+
 /// The smallest peer group whose own statistics are used; smaller groups
 /// fall back to a wider peer group.
 const MIN_PEERS: usize = 30;
+/// The group key of a value that has no peer group of its own (a provider
+/// whose specialty is unknown): [`peer_z`] measures it against its
+/// fallback group at once.
+const NO_PEERS: &str = "\u{0}no peers";
 /// Robust z-scores are clipped to this, so one feature cannot dwarf the
 /// geometry of every detector.
 pub(crate) const Z_CLIP: f64 = 12.0;
@@ -630,7 +640,7 @@ fn clip(z: f64) -> f64 {
 
 /// Robust z-scores of `values` within the groups `group` assigns, falling
 /// back to `fallback`'s groups (and then to all values) for groups of
-/// fewer than [`MIN_PEERS`].
+/// fewer than [`MIN_PEERS`] and for [`NO_PEERS`].
 fn peer_z(values: &[f64], group: &[&str], fallback: Option<&[&str]>, floor: f64) -> Vec<f64> {
     let stats = |keys: &[&str]| -> HashMap<String, (usize, f64, f64)> {
         let mut by: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -655,7 +665,7 @@ fn peer_z(values: &[f64], group: &[&str], fallback: Option<&[&str]>, floor: f64)
     (0..values.len())
         .map(|i| {
             let (m, s) = match primary.get(group[i]) {
-                Some(&(n, m, s)) if n >= MIN_PEERS => (m, s),
+                Some(&(n, m, s)) if n >= MIN_PEERS && group[i] != NO_PEERS => (m, s),
                 _ => match secondary.as_ref().and_then(|f| fallback.and_then(|keys| f.get(keys[i]))) {
                     Some(&(n, m, s)) if n >= MIN_PEERS => (m, s),
                     _ => (gm, gs),
@@ -859,7 +869,16 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
         })
         .collect();
     let specialty: Vec<String> = ids.iter().map(|id| by[id].specialty.clone()).collect();
-    let spec_keys: Vec<&str> = specialty.iter().map(String::as_str).collect();
+    // Providers of an unknown specialty (billing ids silver_providers does
+    // not hold, most with one to three claims) are no peer group: among
+    // them, a practice of 200 claims seeing each member twice stood 12
+    // robust deviations above the one-claim-per-member majority. They, and
+    // the providers of a specialty too small to be its own group, are
+    // measured against the providers of a similar volume instead: claims
+    // within the same power of two.
+    let spec_keys: Vec<&str> = specialty.iter().map(|s| if s.is_empty() { NO_PEERS } else { s.as_str() }).collect();
+    let volume: Vec<String> = ids.iter().map(|id| format!("{}", by[id].claims.max(1.0).log2().floor())).collect();
+    let volume: Vec<&str> = volume.iter().map(String::as_str).collect();
     let everyone = vec![""; ids.len()];
     let mut values = Array2::zeros((ids.len(), PROVIDER_FEATURES.len()));
     for j in 0..PROVIDER_FEATURES.len() {
@@ -869,7 +888,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
         let z = match j {
             3..=5 | 7..=10 | 12 => peer_z(&col, &everyone, None, 0.5),
             6 => peer_z(&col, &everyone, None, 0.01),
-            _ => peer_z(&col, &spec_keys, None, 0.05),
+            _ => peer_z(&col, &spec_keys, Some(&volume), 0.05),
         };
         for (i, v) in z.into_iter().enumerate() {
             values[[i, j]] = v;
@@ -910,6 +929,29 @@ mod tests {
         // "tiny" has 2 peers: it is measured against everyone, so it stands out.
         assert!(z[40] > 10.0, "{}", z[40]);
         assert_eq!(z[0], 0.0);
+    }
+
+    #[test]
+    fn values_without_peers_are_measured_against_their_fallback_group() {
+        // 40 providers of unknown specialty: 38 small ones at 1.0 (volume
+        // band "0") and 2 large ones at 2.0 (band "7"), beside 40 family
+        // practices at 2.0 (band "7").
+        let mut values = vec![1.0; 38];
+        values.extend([2.0; 42]);
+        let mut group = vec![NO_PEERS; 40];
+        group.extend(["family"; 40]);
+        let mut volume = vec!["0"; 38];
+        volume.extend(["7"; 42]);
+        let z = peer_z(&values, &group, Some(&volume), 0.05);
+        // Against the other unknowns the large two would be far out; among
+        // the providers of their volume they are ordinary.
+        assert_eq!(z[38..40], [0.0, 0.0]);
+        assert!(z.iter().all(|v| *v == 0.0), "{z:?}");
+        // Named as a group of their own, the 38 small ones set the scale.
+        let mut named = group.clone();
+        named[..40].fill("unknown");
+        let z = peer_z(&values, &named, Some(&volume), 0.05);
+        assert!(z[38] > 10.0, "{}", z[38]);
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConf
         window_to: to,
         claim_features: CLAIM_FEATURES.iter().map(|s| s.to_string()).collect(),
         provider_features: PROVIDER_FEATURES.iter().map(|s| s.to_string()).collect(),
+        features_revision: features::FEATURES_REVISION,
         claims,
         providers,
     };
@@ -215,8 +216,9 @@ pub enum Training {
     /// Never: without a current model, scoring is an error.
     Never,
     /// When no model is current at the run's date, the current one is
-    /// older than `retrain_after_days`, or the training window has grown
-    /// to `retrain_growth` times its claims (the nightly build).
+    /// older than `retrain_after_days` or was fitted to features computed
+    /// another way (an older `FEATURES_REVISION`), or the training window
+    /// has grown to `retrain_growth` times its claims (the nightly build).
     WhenStale,
 }
 
@@ -230,9 +232,10 @@ pub async fn score(
 ) -> Result<ScoreReport> {
     let date = run.clock.logical_date();
     let mut current = current_model(warehouse, date).await?;
-    let stale = current
-        .as_ref()
-        .is_none_or(|m| (date - m.trained_for).num_days() >= i64::from(config.training.retrain_after_days));
+    let stale = current.as_ref().is_none_or(|m| {
+        (date - m.trained_for).num_days() >= i64::from(config.training.retrain_after_days)
+            || m.artifact.features_revision != features::FEATURES_REVISION
+    });
     let mut trained = None;
     if stale && training == Training::WhenStale {
         trained = Some(train(warehouse, run, config).await?);

@@ -22,6 +22,10 @@ pub struct Artifact {
     pub window_to: NaiveDate,
     pub claim_features: Vec<String>,
     pub provider_features: Vec<String>,
+    /// [`crate::features::FEATURES_REVISION`] when the model was trained (0
+    /// for models trained before revisions were recorded).
+    #[serde(default)]
+    pub features_revision: u32,
     pub claims: DetectorSet,
     pub providers: DetectorSet,
 }

@@ -169,6 +169,38 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
     // Scoring again the same night neither trains nor writes.
     let again = scoring::score(&c, &run(5, RunKind::Build, last), &config, Training::WhenStale).await.unwrap();
     assert!(again.trained.is_none() && again.up_to_date, "{again:?}");
+
+    // A model an older gold stored, fitted to features computed another way
+    // (features revision 0), is not applied to today's features: the build
+    // trains a current one and scores with it.
+    let models = TableName::new(scoring::MODELS).unwrap();
+    let old: Vec<RecordBatch> = rows(&c, scoring::MODELS)
+        .await
+        .iter()
+        .map(|b| {
+            let (schema, mut columns) = (b.schema(), b.columns().to_vec());
+            let retag = |name: &str, f: &dyn Fn(&str) -> String| -> std::sync::Arc<dyn Array> {
+                let at = schema.index_of(name).unwrap();
+                let values: Vec<String> = columns[at].as_string::<i32>().iter().map(|v| f(v.unwrap())).collect();
+                std::sync::Arc::new(deltalake::arrow::array::StringArray::from(values))
+            };
+            let revision = format!("\"features_revision\":{}", scoring::features::FEATURES_REVISION);
+            let artifact = retag("artifact", &|a| a.replace(&revision, "\"features_revision\":0"));
+            let version = retag("model_version", &|v| format!("{v}-old"));
+            columns[schema.index_of("artifact").unwrap()] = artifact;
+            columns[schema.index_of("model_version").unwrap()] = version;
+            RecordBatch::try_new(schema.clone(), columns).unwrap()
+        })
+        .collect();
+    c.overwrite(&models, old, &storage::Commit::new(&run(6, RunKind::Train, last), "older gold")).await.unwrap();
+    let stale = scoring::current_model(&c, last).await.unwrap().unwrap();
+    assert_eq!((stale.version, stale.artifact.features_revision), (format!("{}-old", big.model_version), 0));
+    let upgraded = scoring::score(&c, &run(7, RunKind::Build, last), &config, Training::WhenStale).await.unwrap();
+    let retrained = upgraded.trained.expect("a model of an older features revision is retrained");
+    assert_eq!(retrained.model_version, big.model_version, "the same facts and seed give the same model");
+    let current = scoring::current_model(&c, last).await.unwrap().unwrap();
+    assert_eq!(current.artifact.features_revision, scoring::features::FEATURES_REVISION);
+    assert_eq!(upgraded.model_version, big.model_version);
 }
 
 #[test]
