@@ -236,6 +236,17 @@ pub async fn score(
         (date - m.trained_for).num_days() >= i64::from(config.training.retrain_after_days)
             || m.artifact.features_revision != features::FEATURES_REVISION
     });
+    if let Some(m) = current.as_ref().filter(|m| m.artifact.features_revision != features::FEATURES_REVISION)
+        && training == Training::Never
+    {
+        tracing::warn!(
+            "model {} was fitted to features revision {}, and this gold computes revision {}: its scores are off \
+             until `gold train` fits a current model",
+            m.version,
+            m.artifact.features_revision,
+            features::FEATURES_REVISION
+        );
+    }
     let mut trained = None;
     if stale && training == Training::WhenStale {
         trained = Some(train(warehouse, run, config).await?);
