@@ -877,7 +877,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
     // measured against the providers of a similar volume instead: claims
     // within the same power of two.
     let spec_keys: Vec<&str> = specialty.iter().map(|s| if s.is_empty() { NO_PEERS } else { s.as_str() }).collect();
-    let volume: Vec<String> = ids.iter().map(|id| format!("{}", by[id].claims.max(1.0).log2().floor())).collect();
+    let volume: Vec<String> = ids.iter().map(|id| (by[id].claims as u64).max(1).ilog2().to_string()).collect();
     let volume: Vec<&str> = volume.iter().map(String::as_str).collect();
     let everyone = vec![""; ids.len()];
     let mut values = Array2::zeros((ids.len(), PROVIDER_FEATURES.len()));

@@ -232,11 +232,12 @@ pub async fn score(
 ) -> Result<ScoreReport> {
     let date = run.clock.logical_date();
     let mut current = current_model(warehouse, date).await?;
-    let stale = current.as_ref().is_none_or(|m| {
-        (date - m.trained_for).num_days() >= i64::from(config.training.retrain_after_days)
-            || m.artifact.features_revision != features::FEATURES_REVISION
-    });
-    if let Some(m) = current.as_ref().filter(|m| m.artifact.features_revision != features::FEATURES_REVISION)
+    let outdated = current.as_ref().filter(|m| m.artifact.features_revision != features::FEATURES_REVISION);
+    let stale = outdated.is_some()
+        || current
+            .as_ref()
+            .is_none_or(|m| (date - m.trained_for).num_days() >= i64::from(config.training.retrain_after_days));
+    if let Some(m) = outdated
         && training == Training::Never
     {
         tracing::warn!(

@@ -179,16 +179,14 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
         .iter()
         .map(|b| {
             let (schema, mut columns) = (b.schema(), b.columns().to_vec());
-            let retag = |name: &str, f: &dyn Fn(&str) -> String| -> std::sync::Arc<dyn Array> {
+            let mut retag = |name: &str, f: &dyn Fn(&str) -> String| {
                 let at = schema.index_of(name).unwrap();
                 let values: Vec<String> = columns[at].as_string::<i32>().iter().map(|v| f(v.unwrap())).collect();
-                std::sync::Arc::new(deltalake::arrow::array::StringArray::from(values))
+                columns[at] = std::sync::Arc::new(deltalake::arrow::array::StringArray::from(values));
             };
             let revision = format!("\"features_revision\":{}", scoring::features::FEATURES_REVISION);
-            let artifact = retag("artifact", &|a| a.replace(&revision, "\"features_revision\":0"));
-            let version = retag("model_version", &|v| format!("{v}-old"));
-            columns[schema.index_of("artifact").unwrap()] = artifact;
-            columns[schema.index_of("model_version").unwrap()] = version;
+            retag("artifact", &|a| a.replace(&revision, "\"features_revision\":0"));
+            retag("model_version", &|v| format!("{v}-old"));
             RecordBatch::try_new(schema.clone(), columns).unwrap()
         })
         .collect();
