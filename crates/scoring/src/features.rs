@@ -36,7 +36,7 @@ pub const INPUT_TABLES: [&str; 7] = [
 ];
 
 /// Claim-level features, in the order of the model's columns.
-pub const CLAIM_FEATURES: [&str; 14] = [
+pub const CLAIM_FEATURES: [&str; 15] = [
     "amount_vs_code_peers",
     "amount_vs_specialty_peers",
     "duplicate_signature",
@@ -51,6 +51,7 @@ pub const CLAIM_FEATURES: [&str; 14] = [
     "members_shared_beyond_chance",
     "amount_above_peers_at_provider",
     "high_level_at_provider",
+    "code_set_overuse_at_provider",
 ];
 
 /// Provider-level features, in the order of the model's columns.
@@ -74,7 +75,7 @@ pub const PROVIDER_FEATURES: [&str; 13] = [
 /// A model fitted to features computed another way is stale: the score
 /// stage of `gold build` trains a new one rather than apply it to features
 /// it was not fitted on. Bump it whenever a feature's definition changes.
-pub const FEATURES_REVISION: u32 = 1;
+pub const FEATURES_REVISION: u32 = 2;
 
 /// The smallest peer group whose own statistics are used; smaller groups
 /// fall back to a wider peer group.
@@ -145,6 +146,7 @@ struct RawClaims {
     unbundled: Vec<f64>,
     weekend: Vec<f64>,
     overuse: Vec<f64>,
+    set_overuse: Vec<f64>,
 }
 
 /// The claims serviced in the window (`{from}`/`{to}` are date keys). A
@@ -261,11 +263,15 @@ FROM fact_claim_diagnoses fd JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diag
 
 /// For each claim of `r`, how far above its specialty's rate the claim's
 /// provider bills the claim's codes, as a Poisson z-score; the claim keeps
-/// its largest (0 for a claim without codes). The (claim, code) pairs are
+/// its largest (0 for a claim without codes). Then the same for the
+/// claim's whole set of codes, procedures and diagnoses together: a
+/// provider billing one template claim over and over (the same visit code
+/// with the same lone diagnosis, claim after claim) stands out on the set
+/// although each of its codes is common. The (claim, code) pairs are
 /// streamed and counted over integer ids, not joined in SQL with
 /// string-keyed per-provider and per-specialty counts, which did not fit in
 /// memory at a million members.
-async fn code_overuse(ctx: &SessionContext, r: &RawClaims) -> Result<Vec<f64>> {
+async fn code_overuse(ctx: &SessionContext, r: &RawClaims) -> Result<(Vec<f64>, Vec<f64>)> {
     let claim_index: HashMap<&str, u32> = r.claim_id.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
     let mut code_ids: HashMap<String, u32> = HashMap::new();
     let mut pairs: Vec<(u32, u32)> = Vec::new();
@@ -292,7 +298,24 @@ async fn code_overuse(ctx: &SessionContext, r: &RawClaims) -> Result<Vec<f64>> {
             pairs.push((claim, id));
         }
     }
-    Ok(overuse_z(pairs, &r.provider_id, &r.specialty))
+    pairs.sort_unstable();
+    pairs.dedup();
+    let sets = code_sets(&pairs);
+    Ok((overuse_z(pairs, &r.provider_id, &r.specialty), overuse_z(sets, &r.provider_id, &r.specialty)))
+}
+
+/// (claim, code set id) pairs from the sorted, distinct (claim, code id)
+/// pairs: claims billing the same codes share a set id.
+fn code_sets(pairs: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut ids: HashMap<Vec<u32>, u32> = HashMap::new();
+    pairs
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|claim| {
+            let next = ids.len() as u32;
+            let id = *ids.entry(claim.iter().map(|&(_, code)| code).collect()).or_insert(next);
+            (claim[0].0, id)
+        })
+        .collect()
 }
 
 /// [`code_overuse`] from the (claim index, code id) pairs of the claims
@@ -468,7 +491,7 @@ pub async fn compute(
         keep_same_amount_duplicates(&mut raw, tolerance);
     }
     tracing::info!(claims = raw.claim_id.len(), seconds = started.elapsed().as_secs_f64(), "claim columns read");
-    raw.overuse = code_overuse(&ctx, &raw).await?;
+    (raw.overuse, raw.set_overuse) = code_overuse(&ctx, &raw).await?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "code over-use counted");
     let sharing = member_sharing(&raw.member_id, &raw.provider_id);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "shared members counted");
@@ -571,6 +594,7 @@ fn raw_claims(batches: &[RecordBatch]) -> Result<RawClaims> {
         unbundled: Vec::new(),
         weekend: Vec::new(),
         overuse: Vec::new(),
+        set_overuse: Vec::new(),
     };
     for b in batches {
         r.claim_id.extend(strings(b, "claim_id")?);
@@ -719,7 +743,7 @@ fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
     // provider raises it.
     let at_provider = |flag: &[f64], z: &[f64]| -> Vec<f64> { (0..n).map(|i| clip(flag[i] * z[i].max(0.0))).collect() };
 
-    let columns: [Vec<f64>; 14] = [
+    let columns: [Vec<f64>; 15] = [
         amount_z,
         peer_z(&ln_amount, &specialty, None, 0.05),
         peer_z(&r.dup_rank, &everyone, None, 0.05),
@@ -734,6 +758,7 @@ fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
         peer_z(shared_excess, &everyone, None, 0.5),
         at_provider(&high_amount, &high_amount_z),
         at_provider(&high_level, &high_level_z),
+        peer_z(&r.set_overuse, &specialty, None, 0.5),
     ];
     let mut values = Array2::zeros((n, CLAIM_FEATURES.len()));
     for (j, col) in columns.iter().enumerate() {
@@ -983,6 +1008,45 @@ mod tests {
         // Code 0 is billed at the specialty's rate by everyone: z = 0.
         assert_eq!(z[20], 0.0);
         assert!(z[0] > 5.0 && z[1..20].iter().all(|v| *v == z[0]));
+    }
+
+    #[test]
+    fn a_provider_billing_one_code_set_over_and_over_stands_out_on_the_set_not_on_its_codes() {
+        // Specialty S, providers A..E with 20 claims each. Every provider
+        // bills code 0 on half its claims and code 1 on the other half,
+        // but A bills the two together on 10 of its claims (and nothing
+        // else on them): each code is billed at about the specialty's rate,
+        // the set {0, 1} only at A. Claim 100 has no codes.
+        let mut provider = Vec::new();
+        let mut pairs = Vec::new();
+        for (p, name) in ["A", "B", "C", "D", "E"].iter().enumerate() {
+            for c in 0..20u32 {
+                let claim = p as u32 * 20 + c;
+                provider.push(name.to_string());
+                match (*name, c % 2) {
+                    ("A", 0) => pairs.extend([(claim, 1), (claim, 0), (claim, 1)]),
+                    (_, 0) => pairs.push((claim, 0)),
+                    _ => pairs.push((claim, 1)),
+                }
+            }
+        }
+        provider.push("F".to_string());
+        let mut specialty = vec!["S".to_string(); 100];
+        specialty.push("T".to_string());
+        pairs.sort_unstable();
+        pairs.dedup();
+        let sets = code_sets(&pairs);
+        assert_eq!(sets.len(), 100, "one set per claim with codes");
+        assert_eq!(sets[0].1, sets[2].1, "A's template claims share a set");
+        assert_ne!(sets[0].1, sets[1].1);
+        assert_eq!(sets[21].1, sets[1].1, "the same codes at another provider are the same set");
+        let by_code = overuse_z(pairs, &provider, &specialty);
+        let by_set = overuse_z(sets, &provider, &specialty);
+        assert_eq!(by_set[100], 0.0, "a claim without codes has no over-use");
+        // The set {0, 1}: 10 claims at A, where the specialty's rate
+        // predicts 20 x 10 / 100 = 2.
+        assert!((by_set[0] - (10.0 - 2.0) / 3.0f64.sqrt()).abs() < 1e-12, "{}", by_set[0]);
+        assert!(by_set[0] > by_code[0] + 2.0, "set {} against code {}", by_set[0], by_code[0]);
     }
 
     fn sharing_of(rows: &[(&str, &str)]) -> Sharing {
