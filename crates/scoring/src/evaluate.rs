@@ -240,9 +240,12 @@ pub async fn export_features(
     let window = crate::features::Window { from_key: -1, to_key: crate::date_key(to) };
     let versions = crate::features::input_versions(warehouse).await?;
     let set = crate::features::compute(warehouse, &model.artifact.config, window, versions).await?;
-    let claim_scores_by = model.artifact.claims.score(set.claims.values.view(), &model.artifact.claim_weights())?;
-    let provider_scores_by =
-        model.artifact.providers.score(set.providers.values.view(), &model.artifact.provider_weights())?;
+    let claim_scores_by =
+        model.artifact.claims.score(model.claim_inputs(&set.claims.values)?.view(), &model.artifact.claim_weights())?;
+    let provider_scores_by = model
+        .artifact
+        .providers
+        .score(model.provider_inputs(&set.providers.values)?.view(), &model.artifact.provider_weights())?;
     let (ids, scores, _) = scores_of(warehouse, FRAUD_SCORES, "claim_id").await?;
     let claim_scores: HashMap<String, f64> = ids.into_iter().zip(scores).collect();
     let (ids, scores, _) = scores_of(warehouse, PROVIDER_RISK, "provider_id").await?;

@@ -427,7 +427,8 @@ fn squash(s: f64) -> f64 {
 /// least the rule floor.
 fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Result<Scored> {
     let c = &set.claims;
-    let combined = model.artifact.claims.score(c.values.view(), &model.artifact.claim_weights())?.combined;
+    let combined =
+        model.artifact.claims.score(model.claim_inputs(&c.values)?.view(), &model.artifact.claim_weights())?.combined;
     let floor = model.artifact.config.scores.rule_floor;
     let risk: std::collections::HashMap<&str, f64> =
         providers.ids.iter().map(String::as_str).zip(providers.score.iter().copied()).collect();
@@ -466,7 +467,11 @@ fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Re
 
 fn apply_providers(model: &StoredModel, set: &FeatureSet) -> Result<Scored> {
     let p = &set.providers;
-    let combined = model.artifact.providers.score(p.values.view(), &model.artifact.provider_weights())?.combined;
+    let combined = model
+        .artifact
+        .providers
+        .score(model.provider_inputs(&p.values)?.view(), &model.artifact.provider_weights())?
+        .combined;
     let reason = (0..combined.len()).map(|i| reasons(&[], &PROVIDER_FEATURES, p.values.row(i))).collect();
     Ok(Scored {
         id_column: "provider_id",

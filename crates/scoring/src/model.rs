@@ -1,11 +1,13 @@
 //! Model artifacts and the `gold_fraud_models` table.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use deltalake::arrow::array::{Array, AsArray, Date32Array, Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schema};
+use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 use storage::{Commit, RunContext, TableName, Warehouse};
 
@@ -70,6 +72,17 @@ pub struct StoredModel {
 }
 
 impl StoredModel {
+    /// The claim feature columns of `values` (this gold's
+    /// [`crate::features::CLAIM_FEATURES`]) that the model was fitted on.
+    pub fn claim_inputs<'a>(&self, values: &'a Array2<f64>) -> Result<Cow<'a, Array2<f64>>> {
+        fitted_columns(&self.version, &self.artifact.claim_features, &crate::features::CLAIM_FEATURES, values)
+    }
+
+    /// The same for providers.
+    pub fn provider_inputs<'a>(&self, values: &'a Array2<f64>) -> Result<Cow<'a, Array2<f64>>> {
+        fitted_columns(&self.version, &self.artifact.provider_features, &crate::features::PROVIDER_FEATURES, values)
+    }
+
     pub fn new(
         artifact: Artifact,
         trained_for: NaiveDate,
@@ -209,4 +222,53 @@ pub async fn current_model(warehouse: &Warehouse, date: NaiveDate) -> Result<Opt
         artifact: Artifact::from_json(&row.version, &row.artifact)?,
         version: row.version,
     }))
+}
+
+/// The columns of `values` (features named `names`) a model was
+/// fitted on (`fitted`), in its order: all of them as they are for a
+/// model of this gold's features, and only the ones it knows for a
+/// model trained before a feature was added. A feature it was fitted on
+/// that this gold no longer computes is an error.
+fn fitted_columns<'a>(
+    version: &str,
+    fitted: &[String],
+    names: &[&str],
+    values: &'a Array2<f64>,
+) -> Result<Cow<'a, Array2<f64>>> {
+    if fitted.is_empty() || fitted.iter().map(String::as_str).eq(names.iter().copied()) {
+        return Ok(Cow::Borrowed(values));
+    }
+    let columns = fitted
+        .iter()
+        .map(|f| {
+            names.iter().position(|n| n == f).ok_or_else(|| Error::Artifact {
+                version: version.to_string(),
+                reason: format!(
+                    "it was fitted on feature {f}, which this gold does not compute; train a model (gold train)"
+                ),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Cow::Owned(values.select(Axis(1), &columns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_is_given_the_features_it_was_fitted_on_by_name() {
+        let names = ["a", "b", "c"];
+        let values = Array2::from_shape_vec((2, 3), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        assert!(matches!(fitted_columns("m", &all, &names, &values).unwrap(), Cow::Borrowed(_)));
+        // A model trained before feature b was added.
+        let older = vec!["a".to_string(), "c".to_string()];
+        let x = fitted_columns("m", &older, &names, &values).unwrap();
+        assert_eq!(x.as_ref(), &Array2::from_shape_vec((2, 2), vec![1.0, 3.0, 4.0, 6.0]).unwrap());
+        // A feature this gold no longer computes.
+        let gone = vec!["a".to_string(), "z".to_string()];
+        let e = fitted_columns("fm-1", &gone, &names, &values).unwrap_err().to_string();
+        assert!(e.contains("fm-1") && e.contains("feature z"), "{e}");
+    }
 }
