@@ -979,26 +979,32 @@ mod tests {
         assert!(z[38] > 10.0, "{}", z[38]);
     }
 
-    #[test]
-    fn code_overuse_is_high_where_a_provider_bills_a_code_far_above_its_specialty() {
-        // Specialty S: providers A..E, 20 claims each; every claim has code
-        // 0 (common). A also bills code 1 on all its claims, the others
-        // never; claim 100 (provider F, specialty T) has no code at all.
+    /// (claim, code) pairs of providers A..E of specialty S, 20 claims
+    /// each (claim `20p + c`), with the codes `codes(provider, c)`, then
+    /// claim 100 of provider F (specialty T) without codes; and each
+    /// claim's provider and specialty.
+    fn five_providers(codes: impl Fn(&str, u32) -> Vec<u32>) -> (Vec<(u32, u32)>, Vec<String>, Vec<String>) {
         let mut provider = Vec::new();
         let mut pairs = Vec::new();
         for (p, name) in ["A", "B", "C", "D", "E"].iter().enumerate() {
             for c in 0..20u32 {
                 let claim = p as u32 * 20 + c;
                 provider.push(name.to_string());
-                pairs.push((claim, 0));
-                if *name == "A" {
-                    pairs.extend([(claim, 1), (claim, 1)]);
-                }
+                pairs.extend(codes(name, c).into_iter().map(|code| (claim, code)));
             }
         }
         provider.push("F".to_string());
         let mut specialty = vec!["S".to_string(); 100];
         specialty.push("T".to_string());
+        (pairs, provider, specialty)
+    }
+
+    #[test]
+    fn code_overuse_is_high_where_a_provider_bills_a_code_far_above_its_specialty() {
+        // Specialty S: providers A..E, 20 claims each; every claim has code
+        // 0 (common). A also bills code 1 on all its claims, the others
+        // never; claim 100 (provider F, specialty T) has no code at all.
+        let (pairs, provider, specialty) = five_providers(|name, _| if name == "A" { vec![0, 1, 1] } else { vec![0] });
         let z = overuse_z(pairs, &provider, &specialty);
         assert_eq!(z.len(), 101);
         assert_eq!(z[100], 0.0, "a claim without codes has no over-use");
@@ -1017,22 +1023,11 @@ mod tests {
         // but A bills the two together on 10 of its claims (and nothing
         // else on them): each code is billed at about the specialty's rate,
         // the set {0, 1} only at A. Claim 100 has no codes.
-        let mut provider = Vec::new();
-        let mut pairs = Vec::new();
-        for (p, name) in ["A", "B", "C", "D", "E"].iter().enumerate() {
-            for c in 0..20u32 {
-                let claim = p as u32 * 20 + c;
-                provider.push(name.to_string());
-                match (*name, c % 2) {
-                    ("A", 0) => pairs.extend([(claim, 1), (claim, 0), (claim, 1)]),
-                    (_, 0) => pairs.push((claim, 0)),
-                    _ => pairs.push((claim, 1)),
-                }
-            }
-        }
-        provider.push("F".to_string());
-        let mut specialty = vec!["S".to_string(); 100];
-        specialty.push("T".to_string());
+        let (mut pairs, provider, specialty) = five_providers(|name, c| match (name, c % 2) {
+            ("A", 0) => vec![1, 0, 1],
+            (_, 0) => vec![0],
+            _ => vec![1],
+        });
         pairs.sort_unstable();
         pairs.dedup();
         let sets = code_sets(&pairs);
