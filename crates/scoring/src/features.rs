@@ -300,8 +300,8 @@ async fn code_overuse(ctx: &SessionContext, r: &RawClaims) -> Result<(Vec<f64>, 
     }
     pairs.sort_unstable();
     pairs.dedup();
-    let sets = code_sets(&pairs);
-    Ok((overuse_z(pairs, &r.provider_id, &r.specialty), overuse_z(sets, &r.provider_id, &r.specialty)))
+    let groups = ClaimGroups::new(&r.provider_id, &r.specialty);
+    Ok((overuse_z(&pairs, &groups), overuse_z(&code_sets(&pairs), &groups)))
 }
 
 /// (claim, code set id) pairs from the sorted, distinct (claim, code id)
@@ -318,28 +318,41 @@ fn code_sets(pairs: &[(u32, u32)]) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// [`code_overuse`] from the (claim index, code id) pairs of the claims
-/// whose providers and specialties are given.
-fn overuse_z(mut pairs: Vec<(u32, u32)>, provider_ids: &[String], specialties: &[String]) -> Vec<f64> {
-    let n = provider_ids.len();
-    pairs.sort_unstable();
-    pairs.dedup();
+/// Each claim's provider and specialty as dense ids, and the claims of
+/// each provider and of each specialty.
+struct ClaimGroups {
+    provider: Vec<u32>,
+    specialty: Vec<u32>,
+    provider_claims: Vec<u32>,
+    specialty_claims: Vec<u32>,
+}
 
-    let (provider, providers) = dense_ids(provider_ids);
-    let (specialty, specialties) = dense_ids(specialties);
-    let (mut pn, mut sn) = (vec![0u32; providers], vec![0u32; specialties]);
-    for i in 0..n {
-        pn[provider[i] as usize] += 1;
-        sn[specialty[i] as usize] += 1;
+impl ClaimGroups {
+    fn new(provider_ids: &[String], specialties: &[String]) -> Self {
+        let (provider, providers) = dense_ids(provider_ids);
+        let (specialty, specialties) = dense_ids(specialties);
+        let (mut provider_claims, mut specialty_claims) = (vec![0u32; providers], vec![0u32; specialties]);
+        for (p, s) in provider.iter().zip(&specialty) {
+            provider_claims[*p as usize] += 1;
+            specialty_claims[*s as usize] += 1;
+        }
+        Self { provider, specialty, provider_claims, specialty_claims }
     }
+}
+
+/// [`code_overuse`] from the distinct (claim index, code id) pairs of the
+/// claims whose providers and specialties `groups` holds.
+fn overuse_z(pairs: &[(u32, u32)], groups: &ClaimGroups) -> Vec<f64> {
+    let ClaimGroups { provider, specialty, provider_claims: pn, specialty_claims: sn } = groups;
+    let n = provider.len();
     let key = |group: u32, code: u32| (u64::from(group) << 32) | u64::from(code);
     let (mut pc, mut sc): (HashMap<u64, u32>, HashMap<u64, u32>) = (HashMap::new(), HashMap::new());
-    for &(claim, code) in &pairs {
+    for &(claim, code) in pairs {
         *pc.entry(key(provider[claim as usize], code)).or_default() += 1;
         *sc.entry(key(specialty[claim as usize], code)).or_default() += 1;
     }
     let mut z = vec![f64::NEG_INFINITY; n];
-    for &(claim, code) in &pairs {
+    for &(claim, code) in pairs {
         let (p, s) = (provider[claim as usize], specialty[claim as usize]);
         let expected = f64::from(pn[p as usize]) * f64::from(sc[&key(s, code)]) / f64::from(sn[s as usize]);
         let zi = (f64::from(pc[&key(p, code)]) - expected) / (expected + 1.0).sqrt();
@@ -979,10 +992,10 @@ mod tests {
         assert!(z[38] > 10.0, "{}", z[38]);
     }
 
-    /// (claim, code) pairs of providers A..E of specialty S, 20 claims
-    /// each (claim `20p + c`), with the codes `codes(provider, c)`, then
-    /// claim 100 of provider F (specialty T) without codes; and each
-    /// claim's provider and specialty.
+    /// The sorted, distinct (claim, code) pairs of providers A..E of
+    /// specialty S, 20 claims each (claim `20p + c`), with the codes
+    /// `codes(provider, c)`, then claim 100 of provider F (specialty T)
+    /// without codes; and each claim's provider and specialty.
     fn five_providers(codes: impl Fn(&str, u32) -> Vec<u32>) -> (Vec<(u32, u32)>, Vec<String>, Vec<String>) {
         let mut provider = Vec::new();
         let mut pairs = Vec::new();
@@ -993,6 +1006,8 @@ mod tests {
                 pairs.extend(codes(name, c).into_iter().map(|code| (claim, code)));
             }
         }
+        pairs.sort_unstable();
+        pairs.dedup();
         provider.push("F".to_string());
         let mut specialty = vec!["S".to_string(); 100];
         specialty.push("T".to_string());
@@ -1005,7 +1020,7 @@ mod tests {
         // 0 (common). A also bills code 1 on all its claims, the others
         // never; claim 100 (provider F, specialty T) has no code at all.
         let (pairs, provider, specialty) = five_providers(|name, _| if name == "A" { vec![0, 1, 1] } else { vec![0] });
-        let z = overuse_z(pairs, &provider, &specialty);
+        let z = overuse_z(&pairs, &ClaimGroups::new(&provider, &specialty));
         assert_eq!(z.len(), 101);
         assert_eq!(z[100], 0.0, "a claim without codes has no over-use");
         // Code 1: A bills it 20 times where its specialty's rate predicts 4.
@@ -1023,20 +1038,19 @@ mod tests {
         // but A bills the two together on 10 of its claims (and nothing
         // else on them): each code is billed at about the specialty's rate,
         // the set {0, 1} only at A. Claim 100 has no codes.
-        let (mut pairs, provider, specialty) = five_providers(|name, c| match (name, c % 2) {
+        let (pairs, provider, specialty) = five_providers(|name, c| match (name, c % 2) {
             ("A", 0) => vec![1, 0, 1],
             (_, 0) => vec![0],
             _ => vec![1],
         });
-        pairs.sort_unstable();
-        pairs.dedup();
         let sets = code_sets(&pairs);
         assert_eq!(sets.len(), 100, "one set per claim with codes");
         assert_eq!(sets[0].1, sets[2].1, "A's template claims share a set");
         assert_ne!(sets[0].1, sets[1].1);
         assert_eq!(sets[21].1, sets[1].1, "the same codes at another provider are the same set");
-        let by_code = overuse_z(pairs, &provider, &specialty);
-        let by_set = overuse_z(sets, &provider, &specialty);
+        let groups = ClaimGroups::new(&provider, &specialty);
+        let by_code = overuse_z(&pairs, &groups);
+        let by_set = overuse_z(&sets, &groups);
         assert_eq!(by_set[100], 0.0, "a claim without codes has no over-use");
         // The set {0, 1}: 10 claims at A, where the specialty's rate
         // predicts 20 x 10 / 100 = 2.

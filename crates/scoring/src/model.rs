@@ -235,7 +235,7 @@ fn fitted_columns<'a>(
     names: &[&str],
     values: &'a Array2<f64>,
 ) -> Result<Cow<'a, Array2<f64>>> {
-    if fitted.is_empty() || fitted.iter().map(String::as_str).eq(names.iter().copied()) {
+    if fitted.iter().map(String::as_str).eq(names.iter().copied()) {
         return Ok(Cow::Borrowed(values));
     }
     let columns = fitted
