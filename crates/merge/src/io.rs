@@ -14,6 +14,7 @@ use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore, Path};
@@ -119,10 +120,17 @@ pub(crate) struct FileWriter {
 
 impl FileWriter {
     pub(crate) fn new(target: &Target, schema: SchemaRef) -> Result<Self> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(256 * 1024))
-            .build();
+            .set_max_row_group_row_count(Some(256 * 1024));
+        // Hashes and surrogate keys (an SCD2 table's first column) are
+        // random and unique: a dictionary never pays for itself there, and
+        // building one costs every row.
+        let surrogate_key = schema.fields().first().map(|f| f.name().as_str());
+        for name in [Some(columns::KEY_HASH), Some(columns::ATTR_HASH), surrogate_key].into_iter().flatten() {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+        }
+        let props = props.build();
         let writer = RecordBatchWriter::try_new(
             target.url.as_str(),
             schema,
@@ -136,11 +144,35 @@ impl FileWriter {
         Ok(Self { writer })
     }
 
+    /// Writes `batch`, whose rows are grouped by `is_current` (current rows
+    /// first, say): each run goes to its partition as a zero-copy slice, so
+    /// the rows are never sorted or copied again on the way to Parquet.
     pub(crate) async fn write(&mut self, target: &Target, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
+        use deltalake::arrow::array::AsArray as _;
+        use deltalake::kernel::scalars::ScalarExt;
+        let flags = batch
+            .column_by_name(columns::IS_CURRENT)
+            .and_then(|c| c.as_boolean_opt())
+            .ok_or_else(|| Error::data("writing table files", "the rows have no boolean is_current"))?
+            .clone();
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let current = flags.value(start);
+            let mut end = start + 1;
+            while end < batch.num_rows() && flags.value(end) == current {
+                end += 1;
+            }
+            let flag = flags.slice(start, 1);
+            let value = <_ as ScalarExt>::from_array(&flag, 0)
+                .ok_or_else(|| Error::data("writing table files", "is_current has no partition value"))?;
+            let partition = indexmap::IndexMap::from([(columns::IS_CURRENT.to_string(), value)]);
+            self.writer
+                .write_partition(batch.slice(start, end - start), &partition, deltalake::writer::WriteMode::Default)
+                .await
+                .map_err(delta_err(target))?;
+            start = end;
         }
-        self.writer.write(batch).await.map_err(delta_err(target))
+        Ok(())
     }
 
     pub(crate) async fn finish(mut self, target: &Target) -> Result<Vec<Action>> {
