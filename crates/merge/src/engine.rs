@@ -252,7 +252,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     lap("group");
 
     // History: the identity (key, start, surrogate key) of every version,
-    // for the collision check, and the full rows of the keys whose timeline
+    // for the collision check, and the versions of the keys whose timeline
     // reaches back (late changes, resurrections).
     let mut history_ids: Vec<RecordBatch> = Vec::new();
     let mut history_of: KeyMap<Vec<u32>> = KeyMap::default();
@@ -305,12 +305,11 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     for g in &groups {
         let g = &order[g.clone()];
         let key = inc.key[g[0] as usize];
-        let current = current_of.get(&key).copied();
         initial.clear();
         if let Some(rows) = history_of.get(&key) {
             initial.extend(rows);
         }
-        if let Some(c) = current {
+        if let Some(&c) = current_of.get(&key) {
             seen_current[c as usize] = true;
             initial.push(c);
         }
@@ -527,30 +526,22 @@ fn normalise(rows: Vec<RecordBatch>) -> Result<RecordBatch> {
         .map(|f| f.as_ref().clone().with_data_type(crate::source::plain(f.data_type())))
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let cast_batch = |b: &RecordBatch| -> Result<RecordBatch> {
-        let cols = b
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| cast(c, f.data_type()).map_err(|e| Error::data(&format!("column {:?}", f.name()), e)))
-            .collect::<Result<Vec<_>>>()?;
-        RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| Error::data("batch", e))
-    };
-    if rows.len() == 1 {
-        return cast_batch(&rows[0]);
-    }
     // Column by column, each part's column dropped once it is copied, so
-    // the batch is never held twice over.
+    // the batch is never held twice over; a single part is cast, not copied.
+    let single = rows.len() == 1;
     let mut parts: Vec<Vec<ArrayRef>> = rows.into_iter().map(|b| b.columns().to_vec()).collect();
     let mut cols = Vec::with_capacity(schema.fields().len());
     for (j, f) in schema.fields().iter().enumerate() {
+        let fail = |e| Error::data(&format!("column {:?}", f.name()), e);
         let pieces = parts
             .iter_mut()
-            .map(|p| std::mem::replace(&mut p[j], new_null_array(&DataType::Null, 0)))
-            .map(|c| cast(&c, f.data_type()).map_err(|e| Error::data(&format!("column {:?}", f.name()), e)))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&dyn Array> = pieces.iter().map(|c| c.as_ref()).collect();
-        cols.push(concat(&refs).map_err(|e| Error::data(&format!("column {:?}", f.name()), e))?);
+            .map(|p| cast(&std::mem::replace(&mut p[j], new_null_array(&DataType::Null, 0)), f.data_type()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        cols.push(match single {
+            true => Arc::clone(&pieces[0]),
+            false => concat(&pieces.iter().map(|c| c.as_ref()).collect::<Vec<&dyn Array>>()).map_err(fail)?,
+        });
     }
     RecordBatch::try_new(schema, cols).map_err(|e| Error::data("batch", e))
 }
