@@ -37,9 +37,10 @@ fi
 DAYS_FOUND=$(ls "$OUT/landing" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort)
 LAST=$(echo "$DAYS_FOUND" | tail -1)
 if [ "${NIGHTLY:-0}" = 1 ]; then
-  # As the nightly job runs: one build per day, so dim_members keeps each
-  # day's version of a member (a single build keeps only the last), and the
-  # score stage retrains as the window grows.
+  # As the nightly job runs: one build per day, so the score stage retrains
+  # as the window grows. (A single build replays silver and the dimensions
+  # day by day too, so dim_members has the same history either way; it
+  # trains one model, on the whole window.)
   for DAY in $DAYS_FOUND; do
     "$GOLD" -q --warehouse "$OUT/warehouse" build --landing "$OUT/landing" --date "$DAY" > "$OUT/build.txt"
   done

@@ -173,6 +173,19 @@ pub struct DimReport {
     pub changed: usize,
 }
 
+impl DimReport {
+    /// Adds a later merge's report of the same dimension to this one.
+    pub fn absorb(&mut self, later: &DimReport) {
+        self.source_version = later.source_version.or(self.source_version);
+        self.metrics.add(&later.metrics);
+        self.changed += later.changed;
+        if later.version.is_some() {
+            self.version = later.version;
+            self.current_rows = later.current_rows;
+        }
+    }
+}
+
 /// Merges each dimension's silver table, where its version is newer than
 /// the one last merged.
 pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCatalog) -> Result<Vec<DimReport>> {

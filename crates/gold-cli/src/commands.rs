@@ -233,17 +233,13 @@ fn ingest_text(report: &ingest::IngestReport) -> String {
 
 /// The silver stage: every bronze batch not yet processed, through the
 /// silver models.
-async fn silver_stage(
-    warehouse: &Warehouse,
-    run: &RunContext,
-    catalog: &quality::SilverCatalog,
-) -> anyhow::Result<(quality::SilverReport, serde_json::Value)> {
-    let started = std::time::Instant::now();
-    let report = quality::build_silver(warehouse, run, catalog).await.context("stage silver")?;
+/// The silver stage's JSON document: the totals, the tables, and each
+/// round's day and counts when it ran in rounds.
+fn silver_doc(report: &quality::SilverReport, seconds: f64, rounds: &[serde_json::Value]) -> serde_json::Value {
     let totals = report.totals();
-    let stage = json!({
+    let mut doc = json!({
         "stage": "silver",
-        "seconds": started.elapsed().as_secs_f64(),
+        "seconds": seconds,
         "bronze_rows": totals.bronze_rows,
         "accepted": totals.accepted,
         "duplicates": totals.duplicates,
@@ -251,7 +247,10 @@ async fn silver_stage(
         "dropped": totals.dropped,
         "tables": report.tables,
     });
-    Ok((report, stage))
+    if rounds.len() > 1 {
+        doc["rounds"] = json!(rounds);
+    }
+    doc
 }
 
 fn silver_text(report: &quality::SilverReport) -> String {
@@ -401,22 +400,15 @@ const BUILT_STAGES: [Stage; 6] =
 /// stage, and the table versions for the ledger.
 pub(crate) type StagesDone = (String, Vec<serde_json::Value>, Vec<(String, i64, i64)>);
 
-/// The dims stage: every dimension whose silver table has a new version.
-async fn dims_stage(
-    warehouse: &Warehouse,
-    run: &RunContext,
-    catalog: &dims::DimCatalog,
-) -> anyhow::Result<(String, serde_json::Value, Vec<(String, i64, i64)>)> {
-    let started = std::time::Instant::now();
-    let reports = dims::build_dims(warehouse, run, catalog).await.context("stage dims")?;
+/// The dims stage's text for people: one line per dimension.
+fn dims_text(reports: &[dims::DimReport]) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
         "  {:<16} {:>9} {:>9} {:>9} {:>9} {:>11}  table",
         "dimension", "inserted", "closed", "deleted", "unchanged", "current"
     );
-    let mut tables = Vec::new();
-    for r in &reports {
+    for r in reports {
         let m = &r.metrics;
         let at = match (r.version, r.source_version) {
             (Some(v), _) => format!("{}@v{v}", r.table),
@@ -433,12 +425,122 @@ async fn dims_stage(
             thousands(m.unchanged),
             thousands(r.current_rows)
         );
-        if let Some(v) = r.version {
-            tables.push((r.table.clone(), v as i64, (m.inserted + m.closed + m.deleted) as i64));
+    }
+    text
+}
+
+/// A dims stage's tables for the ledger: (table, version, rows written).
+fn dims_tables(reports: &[dims::DimReport]) -> Vec<(String, i64, i64)> {
+    reports
+        .iter()
+        .filter_map(|r| {
+            let m = &r.metrics;
+            r.version.map(|v| (r.table.clone(), v as i64, (m.inserted + m.closed + m.deleted) as i64))
+        })
+        .collect()
+}
+
+/// The silver stage, then (when `with_dims`) the dims stage, in rounds.
+///
+/// A nightly run has one landing day to process and runs each stage once.
+/// A run that catches up several day folders (a first build of a landing
+/// with history, or a build after missed nights) replays them one day at
+/// a time, as the nightly runs would have: silver takes that day's batches,
+/// with the day as its logical date (its rules' "today", its DQ results'
+/// date), and the dimensions merge the result with the day's midnight as
+/// the clock of their deletes. So a member's every daily extract becomes
+/// its own SCD2 version instead of only the last one. The last round is the
+/// run's own day and clock. `rebuild` replays the same rounds, because a
+/// batch's day comes from its rows.
+async fn silver_and_dims(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    models: &Models,
+    with_dims: bool,
+) -> anyhow::Result<(String, Vec<serde_json::Value>, Vec<(String, i64, i64)>)> {
+    let started = std::time::Instant::now();
+    let rounds = with_retries(models.retries, "silver", || async {
+        quality::silver_rounds(warehouse, &models.silver).await.context("stage silver")
+    })
+    .await?;
+    let rounds = if rounds.len() > 1 { rounds } else { vec![quality::Round::everything()] };
+    let (mut silver, mut silver_rounds, mut silver_seconds) = (quality::SilverReport::default(), Vec::new(), 0.0);
+    let (mut dims, mut dims_rounds, mut dims_seconds) = (Vec::<dims::DimReport>::new(), Vec::new(), 0.0);
+    let mut tables = Vec::new();
+    let last = rounds.len() - 1;
+    for (i, round) in rounds.iter().enumerate() {
+        let (silver_run, dims_run) = match round.day {
+            Some(day) if i < last => {
+                let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+                let at = |now| RunContext { id: run.id, kind: run.kind, clock: RunClock::replaying(day, now) };
+                (at(run.clock.now()), at(midnight.min(run.clock.now())))
+            }
+            _ => (run.clone(), run.clone()),
+        };
+        let day = round.day.map(|d| d.to_string());
+        let at = std::time::Instant::now();
+        let report = with_retries(models.retries, "silver", || async {
+            quality::build_silver_round(warehouse, &silver_run, &models.silver, round).await.context("stage silver")
+        })
+        .await?;
+        let seconds = at.elapsed().as_secs_f64();
+        silver_seconds += seconds;
+        let totals = report.totals();
+        silver_rounds.push(json!({"day": day, "seconds": seconds, "bronze_rows": totals.bronze_rows, "accepted": totals.accepted, "quarantined": totals.quarantined}));
+        tables.extend(report.table_versions());
+        silver.absorb(report);
+        if !with_dims {
+            continue;
+        }
+        let at = std::time::Instant::now();
+        let reports = with_retries(models.retries, "dims", || async {
+            dims::build_dims(warehouse, &dims_run, &models.dims).await.context("stage dims")
+        })
+        .await?;
+        let seconds = at.elapsed().as_secs_f64();
+        dims_seconds += seconds;
+        tables.extend(dims_tables(&reports));
+        dims_rounds.push(json!({"day": day, "seconds": seconds, "dims": reports.iter().map(|r| json!({"table": r.table, "version": r.version, "metrics": r.metrics})).collect::<Vec<_>>()}));
+        for r in reports {
+            match dims.iter_mut().find(|d| d.table == r.table) {
+                Some(d) => d.absorb(&r),
+                None => dims.push(r),
+            }
         }
     }
+    let mut text = String::new();
+    match (rounds.first().and_then(|r| r.day), rounds.last().and_then(|r| r.day)) {
+        (Some(first), Some(last)) if rounds.len() > 1 => {
+            let _ = writeln!(text, "silver: {} rounds, one per landing day from {first} to {last}:", rounds.len());
+        }
+        _ => text.push_str("silver:\n"),
+    }
+    text.push_str(&silver_text(&silver));
+    let mut docs = vec![silver_doc(&silver, silver_seconds, &silver_rounds)];
+    if with_dims {
+        text.push_str("dims:\n");
+        text.push_str(&dims_text(&dims));
+        let mut doc = json!({"stage": "dims", "seconds": dims_seconds, "dims": dims});
+        if rounds.len() > 1 {
+            doc["rounds"] = json!(dims_rounds);
+        }
+        docs.push(doc);
+    }
+    tracing::debug!(rounds = rounds.len(), seconds = started.elapsed().as_secs_f64(), "silver and dims");
+    Ok((text, docs, tables))
+}
+
+/// The dims stage alone: every dimension whose silver table has a new
+/// version.
+async fn dims_stage(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &dims::DimCatalog,
+) -> anyhow::Result<(String, serde_json::Value, Vec<(String, i64, i64)>)> {
+    let started = std::time::Instant::now();
+    let reports = dims::build_dims(warehouse, run, catalog).await.context("stage dims")?;
     let doc = json!({"stage": "dims", "seconds": started.elapsed().as_secs_f64(), "dims": reports});
-    Ok((text, doc, tables))
+    Ok((dims_text(&reports), doc, dims_tables(&reports)))
 }
 
 /// The facts stage: the facts whose silver rows or dimension intervals
@@ -595,14 +697,12 @@ pub(crate) async fn run_stages(
         storage::failpoint("after-ingest");
     }
     if stages.contains(&Stage::Silver) {
-        let (report, stage) =
-            with_retries(models.retries, "silver", || silver_stage(warehouse, run, &models.silver)).await?;
-        let _ = writeln!(text, "silver:");
-        text.push_str(&silver_text(&report));
-        tables.extend(report.table_versions());
-        docs.push(stage);
-    }
-    if stages.contains(&Stage::Dims) {
+        let (body, stage_docs, written) =
+            silver_and_dims(warehouse, run, models, stages.contains(&Stage::Dims)).await?;
+        text.push_str(&body);
+        tables.extend(written);
+        docs.extend(stage_docs);
+    } else if stages.contains(&Stage::Dims) {
         let (body, stage, written) =
             with_retries(models.retries, "dims", || dims_stage(warehouse, run, &models.dims)).await?;
         let _ = writeln!(text, "dims:");

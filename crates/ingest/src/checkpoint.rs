@@ -152,8 +152,11 @@ impl Checkpoint {
         Ok(version)
     }
 
-    /// Completes the checkpoint of a source whose last bronze commit was
-    /// not checkpointed (a run stopped between the two commits).
+    /// Completes the checkpoint of a source whose bronze commits were not
+    /// all checkpointed: a run stopped between a batch's two commits (then
+    /// only that batch is missing), or the checkpoint table was lost. Each
+    /// missing batch is recorded from the file list its bronze commit
+    /// carries, oldest first. Returns the last checkpoint version written.
     pub(crate) async fn recover(
         &mut self,
         warehouse: &Warehouse,
@@ -167,18 +170,37 @@ impl Checkpoint {
         if bronze_seq <= checkpoint_seq {
             return Ok(None);
         }
-        let infos = warehouse.commit_metadata(bronze, 20).await?;
-        let info = infos.iter().find(|m| m.get("gold.batch_seq").and_then(|v| v.as_i64()) == Some(bronze_seq));
-        let entries: Vec<Entry> = info
-            .and_then(|m| m.get("gold.files"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .ok_or_else(|| Error::Internal(format!("{bronze}: batch {bronze_seq} of {source} is committed but its file list is missing from the commit info")))?;
-        tracing::warn!(
-            source,
-            batch_seq = bronze_seq,
-            files = entries.len(),
-            "completing the checkpoint of a batch an earlier run committed to bronze"
-        );
-        self.record(warehouse, run, source, bronze_seq, &entries).await.map(Some)
+        // Bronze holds one commit per batch, plus the odd maintenance one.
+        let missing = usize::try_from(bronze_seq - checkpoint_seq).unwrap_or(usize::MAX);
+        let infos = warehouse.commit_metadata(bronze, missing.saturating_add(20)).await?;
+        let mut batches: Vec<(i64, Vec<Entry>)> = Vec::new();
+        for info in &infos {
+            let Some(seq) = info.get("gold.batch_seq").and_then(|v| v.as_i64()) else { continue };
+            if seq <= checkpoint_seq || seq > bronze_seq {
+                continue;
+            }
+            let entries: Vec<Entry> = info
+                .get("gold.files")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .ok_or_else(|| Error::Internal(format!("{bronze}: batch {seq} of {source} is committed but its file list is missing from the commit info")))?;
+            batches.push((seq, entries));
+        }
+        if !batches.iter().any(|(seq, _)| *seq == bronze_seq) {
+            return Err(Error::Internal(format!(
+                "{bronze}: batch {bronze_seq} of {source} is committed but its commit info is not in the table's history"
+            )));
+        }
+        batches.sort_by_key(|(seq, _)| *seq);
+        let mut version = None;
+        for (seq, entries) in batches {
+            tracing::warn!(
+                source,
+                batch_seq = seq,
+                files = entries.len(),
+                "completing the checkpoint of a batch an earlier run committed to bronze"
+            );
+            version = Some(self.record(warehouse, run, source, seq, &entries).await?);
+        }
+        Ok(version)
     }
 }

@@ -6,7 +6,9 @@
 //! every landing day folder up to a date, skips files it has already
 //! ingested (by path and BLAKE3 content hash, in `_gold_ingest_files`),
 //! refuses files that changed under the same name, and writes one Delta
-//! commit per source with the run id and an application transaction. Every
+//! commit per source and day folder (one batch each, oldest day first, so
+//! that silver can replay a catch-up day by day) with the run id and an
+//! application transaction. Every
 //! physical row becomes a bronze row with `_batch_id`, `_ingested_at`,
 //! `_source_file`, `_source_row`, `_rescued_data` and `_error`; bronze
 //! tables are partitioned by `_ingest_date`.
@@ -128,7 +130,11 @@ pub struct SourceReport {
     pub rows_written: u64,
     /// Rows kept with `_rescued_data` or `_error`.
     pub rows_rescued: u64,
+    /// The last batch written in this run.
     pub batch_id: Option<String>,
+    /// Every batch written in this run, one per day folder read (a SQL
+    /// source writes one).
+    pub batch_ids: Vec<String>,
     pub bronze_version: Option<i64>,
     pub checkpoint_version: Option<i64>,
     pub warnings: Vec<String>,
@@ -187,6 +193,8 @@ pub fn day_folders(landing: &Path, up_to: NaiveDate) -> Result<Vec<(NaiveDate, P
 /// A new file of a source: where it is and what it holds.
 #[derive(Clone)]
 struct NewFile {
+    /// The day folder it is in.
+    day: NaiveDate,
     path: PathBuf,
     rel: String,
     size: u64,
@@ -211,6 +219,7 @@ fn plan_files(
     let pattern = source.location.as_deref().unwrap_or_default();
     let mut plan = FilePlan { new: Vec::new(), already: 0, missing_on: Vec::new() };
     let mut found: Vec<PathBuf> = Vec::new();
+    let mut found_on: Vec<NaiveDate> = Vec::new();
     for (date, dir) in days {
         let full = format!("{}/{}", glob::Pattern::escape(&dir.display().to_string()), pattern);
         let paths = glob::glob(&full).map_err(|e| Error::Model {
@@ -225,18 +234,19 @@ fn plan_files(
             })?;
             if path.is_file() {
                 found.push(path);
+                found_on.push(*date);
             }
         }
         if found.len() == before {
             plan.missing_on.push(*date);
         }
     }
-    for (path, (size, hash)) in found.iter().zip(fingerprint_all(&found)?) {
+    for ((path, day), (size, hash)) in found.iter().zip(found_on).zip(fingerprint_all(&found)?) {
         let rel = path.strip_prefix(landing).unwrap_or(path).display().to_string();
         match checkpoint.files.get(&(source.name.clone(), rel.clone())) {
             Some(Some(old)) if *old == hash => plan.already += 1,
             Some(_) => changed.push(rel),
-            None => plan.new.push(NewFile { path: path.clone(), rel, size, hash }),
+            None => plan.new.push(NewFile { day, path: path.clone(), rel, size, hash }),
         }
     }
     Ok(plan)
@@ -357,9 +367,234 @@ async fn aborted(output: Output, error: Error) -> Error {
     output.abort().await.unwrap_or(error)
 }
 
+/// Writes a source's batches: each one to bronze in one commit, then to
+/// the checkpoint, with the next batch sequence of the source.
+struct BatchWriter<'a> {
+    warehouse: &'a Warehouse,
+    run: &'a RunContext,
+    source: &'a SourceDef,
+    table: &'a TableName,
+    checkpoint: &'a mut Checkpoint,
+}
+
+impl BatchWriter<'_> {
+    /// The next batch's identity, and where its rows go while they are read.
+    fn open(&self) -> Result<(i64, BatchMeta, Output)> {
+        let source = self.source;
+        let seq = self.checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
+        let meta = BatchMeta {
+            batch_id: format!("{}-{seq:06}", source.name),
+            ingested_at_micros: self.run.clock.now().timestamp_micros(),
+            ingest_date: deltalake::arrow::datatypes::Date32Type::from_naive_date(self.run.clock.logical_date()),
+        };
+        let output = if source.drift == DriftPolicy::AddColumn {
+            Output::Keep(Vec::new())
+        } else {
+            let schema = BronzeBuilder::new(source, meta.clone())?.schema();
+            Output::Stream(Box::new(self.warehouse.streaming_append(self.table, schema, &["_ingest_date"], cores())?))
+        };
+        Ok((seq, meta, output))
+    }
+
+    /// One batch of new files (one day folder's), read on every core.
+    async fn files_batch(&mut self, files: &[NewFile], report: &mut SourceReport) -> Result<()> {
+        let source = self.source;
+        let (seq, meta, mut output) = self.open()?;
+        let reading = std::time::Instant::now();
+        let lanes = output.lanes();
+        // Read on blocking threads, so that the writers' tasks run while
+        // the readers wait for room in their lanes.
+        let (src, new, m) = (source.clone(), files.to_vec(), meta.clone());
+        let read = tokio::task::spawn_blocking(move || read_files(&src, &new, &m, &lanes))
+            .await
+            .map_err(|e| Error::Internal(format!("an ingest reader failed: {e}")))
+            .and_then(|r| r);
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => return Err(aborted(output, e).await),
+        };
+        if let Output::Keep(kept) = &mut output {
+            kept.extend(read.batches);
+        }
+        let mut rows_read = 0;
+        let mut entries = Vec::new();
+        for (file, (_, FileRead { notes, rows })) in files.iter().zip(read.reads) {
+            rows_read += rows;
+            if !notes.missing_columns.is_empty() {
+                report.warnings.push(format!(
+                    "{}: missing declared column(s) {}, ingested as NULL",
+                    file.rel,
+                    notes.missing_columns.join(", ")
+                ));
+            }
+            if !notes.extra_columns.is_empty() {
+                let policy = match source.drift {
+                    DriftPolicy::Rescue => "kept in _rescued_data",
+                    DriftPolicy::AddColumn => "added to the table",
+                    DriftPolicy::Fail => "refused",
+                };
+                report.warnings.push(format!(
+                    "{}: undeclared column(s) {}, {policy}",
+                    file.rel,
+                    notes.extra_columns.join(", ")
+                ));
+            }
+            if rows == 0 {
+                report.warnings.push(format!("{}: no rows", file.rel));
+            }
+            report.read.push(file.rel.clone());
+            entries.push(Entry {
+                source: source.name.clone(),
+                batch_seq: seq,
+                batch_id: meta.batch_id.clone(),
+                run_id: self.run.id.0,
+                path: file.rel.clone(),
+                size: Some(file.size as i64),
+                hash: Some(file.hash.clone()),
+                rows: rows as i64,
+                watermark: None,
+            });
+        }
+        let read_seconds = reading.elapsed().as_secs_f64();
+        self.commit(seq, &meta, output, entries, (rows_read, read.rescued), read_seconds, report).await
+    }
+
+    /// The source's SQL table: the rows after the watermark, or all of
+    /// them unless unchanged since the last load, as one batch.
+    async fn sql_batch(&mut self, landing: &Path, report: &mut SourceReport) -> Result<()> {
+        let source = self.source;
+        let (seq, meta, mut output) = self.open()?;
+        let reading = std::time::Instant::now();
+        let lanes = output.lanes();
+        let url = match source.url_env.as_deref().and_then(|v| std::env::var(v).ok()).filter(|v| !v.is_empty()) {
+            Some(url) => url,
+            None => {
+                let db = landing.join("legacy.db");
+                if !db.is_file() {
+                    let reason = format!(
+                        "no database: set {} or generate a landing with legacy.db",
+                        source.url_env.as_deref().unwrap_or("url_env")
+                    );
+                    let error =
+                        Error::Source { source_name: source.name.clone(), location: db.display().to_string(), reason };
+                    return Err(aborted(output, error).await);
+                }
+                format!("sqlite://{}?mode=ro", db.display())
+            }
+        };
+        let since = (source.load == LoadMode::Incremental)
+            .then(|| self.checkpoint.watermark.get(&source.name).cloned())
+            .flatten();
+        let mut builder = BronzeBuilder::new(source, meta.clone())?;
+        let read = match sql::read_table(source, &url, since.as_deref(), &mut builder, &lanes).await {
+            Ok(read) => read,
+            Err(e) => return Err(aborted(output, e).await),
+        };
+        let counts = (builder.rows, builder.rescued_rows);
+        let rest = builder.finish()?;
+        match &mut output {
+            Output::Keep(kept) => kept.extend(rest),
+            Output::Stream(_) => {
+                if let Err(e) = sql::send_all(&lanes, rest).await {
+                    return Err(aborted(output, e).await);
+                }
+            }
+        }
+        let path = format!("sql:{}", source.table.as_deref().unwrap_or_default());
+        // A full load of an unchanged table is nothing new.
+        let unchanged = source.load == LoadMode::Full
+            && self.checkpoint.files.get(&(source.name.clone(), path.clone()))
+                == Some(&Some(read.content_hash.clone()));
+        if unchanged {
+            if let Some(e) = output.abort().await {
+                return Err(e);
+            }
+            report.already_ingested = 1;
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        if read.rows > 0 {
+            report.read.push(path.clone());
+            entries.push(Entry {
+                source: source.name.clone(),
+                batch_seq: seq,
+                batch_id: meta.batch_id.clone(),
+                run_id: self.run.id.0,
+                path,
+                size: None,
+                hash: Some(read.content_hash.clone()),
+                rows: read.rows as i64,
+                watermark: read.watermark,
+            });
+        }
+        tracing::debug!(source = %source.name, url = %read.shown_url, rows = read.rows, "read sql source");
+        self.commit(seq, &meta, output, entries, counts, reading.elapsed().as_secs_f64(), report).await
+    }
+
+    /// Commits one batch of `(rows read, rows rescued)` to bronze, then its
+    /// files to the checkpoint; a batch of no files commits nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &mut self,
+        seq: i64,
+        meta: &BatchMeta,
+        output: Output,
+        entries: Vec<Entry>,
+        (rows_read, rescued): (u64, u64),
+        read_seconds: f64,
+        report: &mut SourceReport,
+    ) -> Result<()> {
+        let source = self.source;
+        report.rows_read += rows_read;
+        report.rows_rescued += rescued;
+        if entries.is_empty() {
+            return match output.abort().await {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+        }
+        let mut commit = Commit::new(self.run, "ingest")
+            .with_txn(&app_id(&source.name), seq)
+            .with_metadata("source", serde_json::json!(source.name))
+            .with_metadata("batch_seq", serde_json::json!(seq))
+            .with_metadata("batch_id", serde_json::json!(meta.batch_id))
+            .with_metadata("files", serde_json::to_value(&entries).map_err(|e| Error::Internal(e.to_string()))?)
+            .partitioned_by(&["_ingest_date"]);
+        let writing = std::time::Instant::now();
+        // Every row read is committed, or nothing is: the writers' count
+        // is checked against the readers' before the commit.
+        let written = match output {
+            Output::Stream(append) => append.commit(&commit, rows_read).await?,
+            Output::Keep(kept) => {
+                commit = commit.merging_schema();
+                let batches = bronze::unify(kept)?;
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                if rows as u64 != rows_read {
+                    return Err(Error::Internal(format!("{}: read {rows_read} rows but built {rows}", source.name)));
+                }
+                match rows {
+                    0 => None,
+                    _ => Some((self.warehouse.append(self.table, batches, &commit).await?, rows as u64)),
+                }
+            }
+        };
+        if let Some((version, rows)) = written {
+            tracing::debug!(source = %source.name, rows, read_seconds, write_seconds = writing.elapsed().as_secs_f64(), "committed to bronze");
+            report.bronze_version = Some(version);
+            report.rows_written += rows;
+        }
+        report.batch_id = Some(meta.batch_id.clone());
+        report.batch_ids.push(meta.batch_id.clone());
+        report.checkpoint_version =
+            Some(self.checkpoint.record(self.warehouse, self.run, &source.name, seq, &entries).await?);
+        Ok(())
+    }
+}
+
 /// Ingests every active source of `catalog` from the day folders up to
 /// `options.up_to`. Validation (changed files, unreadable days) happens
-/// before any commit; then each source commits once.
+/// before any commit; then each source commits once per day folder with
+/// new files (a SQL source once).
 pub async fn ingest(
     warehouse: &Warehouse,
     run: &RunContext,
@@ -401,25 +636,9 @@ pub async fn ingest(
         .filter_map(|f| f.rel.split('/').next().map(str::to_string))
         .collect();
 
-    let meta = |source: &SourceDef, seq: i64| BatchMeta {
-        batch_id: format!("{}-{seq:06}", source.name),
-        ingested_at_micros: run.clock.now().timestamp_micros(),
-        ingest_date: deltalake::arrow::datatypes::Date32Type::from_naive_date(run.clock.logical_date()),
-    };
     let mut reports = Vec::new();
     for (source, plan) in active.into_iter().zip(plans) {
-        let seq = checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
-        let meta = meta(source, seq);
-        let reading = std::time::Instant::now();
         let table = TableName::new(&source.bronze_table())?;
-        let mut output = if source.drift == DriftPolicy::AddColumn {
-            Output::Keep(Vec::new())
-        } else {
-            let schema = BronzeBuilder::new(source, meta.clone())?.schema();
-            Output::Stream(Box::new(warehouse.streaming_append(&table, schema, &["_ingest_date"], cores())?))
-        };
-        let lanes = output.lanes();
-        let (mut rows_read, mut rescued_rows) = (0u64, 0u64);
         let mut report = SourceReport {
             source: source.name.clone(),
             table: source.bronze_table(),
@@ -430,11 +649,12 @@ pub async fn ingest(
             rows_written: 0,
             rows_rescued: 0,
             batch_id: None,
+            batch_ids: Vec::new(),
             bronze_version: None,
             checkpoint_version: None,
             warnings: Vec::new(),
         };
-        let mut entries = Vec::new();
+        let mut writer = BatchWriter { warehouse, run, source, table: &table, checkpoint: &mut checkpoint };
         match plan {
             Some(plan) => {
                 report.already_ingested = plan.already;
@@ -445,176 +665,14 @@ pub async fn ingest(
                     .filter(|d| new_days.contains(&d.to_string()))
                     .map(|d| format!("{d}: no file matches {location}"))
                     .collect();
-                // Read on blocking threads, so that the writers' tasks run
-                // while the readers wait for room in their lanes.
-                let (src, new, m) = (source.clone(), plan.new.clone(), meta.clone());
-                let read = tokio::task::spawn_blocking(move || read_files(&src, &new, &m, &lanes))
-                    .await
-                    .map_err(|e| Error::Internal(format!("an ingest reader failed: {e}")))
-                    .and_then(|r| r);
-                let read = match read {
-                    Ok(read) => read,
-                    Err(e) => return Err(aborted(output, e).await),
-                };
-                if let Output::Keep(kept) = &mut output {
-                    kept.extend(read.batches);
-                }
-                rescued_rows += read.rescued;
-                for (file, (_, FileRead { notes, rows })) in plan.new.iter().zip(read.reads) {
-                    rows_read += rows;
-                    if !notes.missing_columns.is_empty() {
-                        report.warnings.push(format!(
-                            "{}: missing declared column(s) {}, ingested as NULL",
-                            file.rel,
-                            notes.missing_columns.join(", ")
-                        ));
-                    }
-                    if !notes.extra_columns.is_empty() {
-                        let policy = match source.drift {
-                            DriftPolicy::Rescue => "kept in _rescued_data",
-                            DriftPolicy::AddColumn => "added to the table",
-                            DriftPolicy::Fail => "refused",
-                        };
-                        report.warnings.push(format!(
-                            "{}: undeclared column(s) {}, {policy}",
-                            file.rel,
-                            notes.extra_columns.join(", ")
-                        ));
-                    }
-                    if rows == 0 {
-                        report.warnings.push(format!("{}: no rows", file.rel));
-                    }
-                    report.read.push(file.rel.clone());
-                    entries.push(Entry {
-                        source: source.name.clone(),
-                        batch_seq: seq,
-                        batch_id: meta.batch_id.clone(),
-                        run_id: run.id.0,
-                        path: file.rel.clone(),
-                        size: Some(file.size as i64),
-                        hash: Some(file.hash.clone()),
-                        rows: rows as i64,
-                        watermark: None,
-                    });
+                // One batch per day folder, oldest first, so that silver can
+                // replay a catch-up day by day, as the nightly runs would have.
+                for day in plan.new.chunk_by(|a, b| a.day == b.day) {
+                    writer.files_batch(day, &mut report).await?;
                 }
             }
-            None => {
-                let url = match source.url_env.as_deref().and_then(|v| std::env::var(v).ok()).filter(|v| !v.is_empty())
-                {
-                    Some(url) => url,
-                    None => {
-                        let db = options.landing.join("legacy.db");
-                        if !db.is_file() {
-                            return Err(aborted(
-                                output,
-                                Error::Source {
-                                    source_name: source.name.clone(),
-                                    location: db.display().to_string(),
-                                    reason: format!(
-                                        "no database: set {} or generate a landing with legacy.db",
-                                        source.url_env.as_deref().unwrap_or("url_env")
-                                    ),
-                                },
-                            )
-                            .await);
-                        }
-                        format!("sqlite://{}?mode=ro", db.display())
-                    }
-                };
-                let since = (source.load == LoadMode::Incremental)
-                    .then(|| checkpoint.watermark.get(&source.name).cloned())
-                    .flatten();
-                let mut builder = BronzeBuilder::new(source, meta.clone())?;
-                let read = match sql::read_table(source, &url, since.as_deref(), &mut builder, &lanes).await {
-                    Ok(read) => read,
-                    Err(e) => return Err(aborted(output, e).await),
-                };
-                rows_read = builder.rows;
-                rescued_rows = builder.rescued_rows;
-                let rest = builder.finish()?;
-                match &mut output {
-                    Output::Keep(kept) => kept.extend(rest),
-                    Output::Stream(_) => {
-                        if let Err(e) = sql::send_all(&lanes, rest).await {
-                            return Err(aborted(output, e).await);
-                        }
-                    }
-                }
-                let path = format!("sql:{}", source.table.as_deref().unwrap_or_default());
-                // A full load of an unchanged table is nothing new.
-                let unchanged = source.load == LoadMode::Full
-                    && checkpoint.files.get(&(source.name.clone(), path.clone()))
-                        == Some(&Some(read.content_hash.clone()));
-                if unchanged {
-                    if let Some(e) = output.abort().await {
-                        return Err(e);
-                    }
-                    report.already_ingested = 1;
-                    reports.push(report);
-                    continue;
-                }
-                if read.rows > 0 {
-                    report.read.push(path.clone());
-                    entries.push(Entry {
-                        source: source.name.clone(),
-                        batch_seq: seq,
-                        batch_id: meta.batch_id.clone(),
-                        run_id: run.id.0,
-                        path,
-                        size: None,
-                        hash: Some(read.content_hash.clone()),
-                        rows: read.rows as i64,
-                        watermark: read.watermark,
-                    });
-                }
-                tracing::debug!(source = %source.name, url = %read.shown_url, rows = read.rows, "read sql source");
-            }
+            None => writer.sql_batch(options.landing, &mut report).await?,
         }
-        report.rows_read = rows_read;
-        report.rows_rescued = rescued_rows;
-        if entries.is_empty() {
-            if let Some(e) = output.abort().await {
-                return Err(e);
-            }
-            reports.push(report);
-            continue;
-        }
-        report.batch_id = Some(meta.batch_id.clone());
-        let mut commit = Commit::new(run, "ingest")
-            .with_txn(&app_id(&source.name), seq)
-            .with_metadata("source", serde_json::json!(source.name))
-            .with_metadata("batch_seq", serde_json::json!(seq))
-            .with_metadata("batch_id", serde_json::json!(meta.batch_id))
-            .with_metadata("files", serde_json::to_value(&entries).map_err(|e| Error::Internal(e.to_string()))?)
-            .partitioned_by(&["_ingest_date"]);
-        let read_seconds = reading.elapsed().as_secs_f64();
-        let writing = std::time::Instant::now();
-        // Every row read is committed, or nothing is: the writers' count
-        // is checked against the readers' before the commit.
-        let written = match output {
-            Output::Stream(append) => append.commit(&commit, report.rows_read).await?,
-            Output::Keep(kept) => {
-                commit = commit.merging_schema();
-                let batches = bronze::unify(kept)?;
-                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                if rows as u64 != report.rows_read {
-                    return Err(Error::Internal(format!(
-                        "{}: read {} rows but built {rows}",
-                        source.name, report.rows_read
-                    )));
-                }
-                match rows {
-                    0 => None,
-                    _ => Some((warehouse.append(&table, batches, &commit).await?, rows as u64)),
-                }
-            }
-        };
-        if let Some((version, rows)) = written {
-            tracing::debug!(source = %source.name, rows, read_seconds, write_seconds = writing.elapsed().as_secs_f64(), "committed to bronze");
-            report.bronze_version = Some(version);
-            report.rows_written = rows;
-        }
-        report.checkpoint_version = Some(checkpoint.record(warehouse, run, &source.name, seq, &entries).await?);
         reports.push(report);
     }
     Ok(IngestReport { days: days.into_iter().map(|(d, _)| d).collect(), sources: reports })

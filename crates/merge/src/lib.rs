@@ -189,6 +189,22 @@ pub struct Metrics {
     pub inferred: u64,
 }
 
+impl Metrics {
+    /// Adds `other`'s counts to these (the merges of several batches).
+    pub fn add(&mut self, other: &Metrics) {
+        self.rows_in += other.rows_in;
+        self.duplicates += other.duplicates;
+        self.inserted += other.inserted;
+        self.closed += other.closed;
+        self.unchanged += other.unchanged;
+        self.late_split += other.late_split;
+        self.deleted += other.deleted;
+        self.resurrected += other.resurrected;
+        self.type1_updated += other.type1_updated;
+        self.inferred += other.inferred;
+    }
+}
+
 /// One version that a merge created, whose interval it changed, or whose
 /// inferred values it replaced with a real row. Facts whose date falls in
 /// `[valid_from, valid_to)` of `key_hash` re-key to `surrogate_key`. A

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, ListBuilder, RecordBatch, StringArray,
     StringBuilder, StructArray, TimestampMicrosecondArray, UInt32Array, new_null_array,
@@ -112,6 +113,41 @@ impl SilverReport {
             out.push((DQ_RESULTS_TABLE.to_string(), v, -1));
         }
         out
+    }
+
+    /// Adds a later round's report to this one: its batches and rule
+    /// counts, and the versions it wrote.
+    pub fn absorb(&mut self, later: SilverReport) {
+        for t in later.tables {
+            let Some(mine) = self.tables.iter_mut().find(|m| m.table == t.table) else {
+                self.tables.push(t);
+                continue;
+            };
+            mine.batches.extend(t.batches);
+            for r in t.rules {
+                match mine.rules.iter_mut().find(|m| m.rule == r.rule) {
+                    Some(m) => {
+                        m.rows_evaluated += r.rows_evaluated;
+                        m.rows_failed += r.rows_failed;
+                    }
+                    None => mine.rules.push(r),
+                }
+            }
+            mine.released += t.released;
+            mine.deleted += t.deleted;
+            if t.version.is_some() {
+                mine.version = t.version;
+                mine.rows = t.rows;
+            }
+            mine.quarantine_version = t.quarantine_version.or(mine.quarantine_version);
+            for (name, v) in t.derived {
+                match mine.derived.iter_mut().find(|(n, _)| *n == name) {
+                    Some(d) => d.1 = v,
+                    None => mine.derived.push((name, v)),
+                }
+            }
+        }
+        self.dq_results_version = later.dq_results_version.or(self.dq_results_version);
     }
 
     /// Rows that reached silver, were quarantined, counted as duplicates
@@ -348,19 +384,128 @@ struct Planned {
     state_changed: bool,
 }
 
-/// Runs the silver stage: every table of `catalog`, parents first. Nothing
-/// is written unless every table planned without a failed `fail` rule.
+/// Runs the silver stage: every table of `catalog`, parents first, over
+/// every bronze batch not yet processed. Nothing is written unless every
+/// table planned without a failed `fail` rule.
 pub async fn build_silver(
     warehouse: &Warehouse,
     run: &RunContext,
     catalog: &crate::SilverCatalog,
+) -> Result<SilverReport> {
+    build_silver_round(warehouse, run, catalog, &Round::everything()).await
+}
+
+/// One landing day of a catch-up: the bronze batches read from that day's
+/// folder (or, for a SQL source, ingested on that day), which silver
+/// processes before the next day's, as the nightly runs would have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Round {
+    /// The landing day; `None` for every pending batch at once.
+    pub day: Option<NaiveDate>,
+    /// The last batch to process, by (silver table, bronze table), when
+    /// bounded; a pair missing from it has nothing in this round.
+    upto: Option<HashMap<(String, String), i64>>,
+}
+
+impl Round {
+    /// Every pending batch, in one pass.
+    pub fn everything() -> Self {
+        Self { day: None, upto: None }
+    }
+
+    /// How far to read `bronze` for `table`: `None` when this round has
+    /// nothing of it, `Some(None)` for every pending batch, `Some(Some(b))`
+    /// up to batch `b`.
+    fn bound(&self, table: &str, bronze: &str) -> Option<Option<i64>> {
+        match &self.upto {
+            None => Some(None),
+            Some(upto) => upto.get(&(table.to_string(), bronze.to_string())).map(|b| Some(*b)),
+        }
+    }
+}
+
+/// The rounds that process what bronze holds beyond what silver has
+/// processed, oldest landing day first: one per landing day of the pending
+/// batches. A batch's day is its files' day folder (the newest, for a
+/// batch ingested before batches were cut per day), or its `_ingest_date`
+/// for a SQL source. A source's batches are still processed in their
+/// order: a round takes every batch up to its day's last one. The last
+/// round is unbounded, so it also takes any batch that came after the
+/// rounds were planned. Zero or one round means one pass over everything.
+pub async fn silver_rounds(warehouse: &Warehouse, catalog: &crate::SilverCatalog) -> Result<Vec<Round>> {
+    let mut pending: Vec<((String, String), i64, NaiveDate)> = Vec::new();
+    for model in catalog.tables() {
+        let t = model.table.as_str();
+        let name = TableName::new(t)?;
+        for source in &model.sources {
+            let bronze = TableName::new(&source.bronze)?;
+            let ctx = storage::Warehouse::session();
+            if warehouse.register(&ctx, &bronze, None).await?.is_none() {
+                continue;
+            }
+            let done = warehouse.txn_version(&name, &app_id(&source.bronze)).await?;
+            let prefix = source.bronze.strip_prefix("bronze_").unwrap_or(&source.bronze);
+            let filter = done.map_or_else(String::new, |seq| format!("WHERE _batch_id > '{prefix}-{seq:06}'"));
+            let sql = format!(
+                "SELECT _batch_id, MAX(CAST(_source_file AS VARCHAR)) AS f, MAX(_ingest_date) AS d \
+                 FROM \"{bronze}\" {filter} GROUP BY _batch_id"
+            );
+            let what = format!("the pending batches of {bronze}");
+            let frame = ctx.sql(&sql).await.map_err(sql_err(t, what.clone()))?;
+            for b in frame.collect().await.map_err(sql_err(t, what))? {
+                let as_type = |i: usize, to: &DataType| cast(b.column(i), to).map_err(arrow_err(t));
+                let (ids, files, dates) =
+                    (as_type(0, &DataType::Utf8)?, as_type(1, &DataType::Utf8)?, as_type(2, &DataType::Date32)?);
+                let (ids, files) = (ids.as_string::<i32>(), files.as_string::<i32>());
+                let dates = dates.as_primitive::<Date32Type>();
+                for i in 0..b.num_rows() {
+                    let Some(seq) = ids.is_valid(i).then(|| batch_seq(ids.value(i))).flatten() else { continue };
+                    let folder = files
+                        .is_valid(i)
+                        .then(|| files.value(i).get(..10).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()))
+                        .flatten();
+                    let Some(day) = folder.or_else(|| dates.is_valid(i).then(|| dates.value_as_date(i)).flatten())
+                    else {
+                        continue;
+                    };
+                    pending.push(((t.to_string(), source.bronze.clone()), seq, day));
+                }
+            }
+        }
+    }
+    let days: std::collections::BTreeSet<NaiveDate> = pending.iter().map(|(_, _, d)| *d).collect();
+    let last = days.last().copied();
+    Ok(days
+        .iter()
+        .map(|&day| {
+            let upto = (Some(day) != last).then(|| {
+                let mut upto: HashMap<(String, String), i64> = HashMap::new();
+                for (pair, seq, _) in pending.iter().filter(|(_, _, d)| *d <= day) {
+                    let bound = upto.entry(pair.clone()).or_insert(*seq);
+                    *bound = (*bound).max(*seq);
+                }
+                upto
+            });
+            Round { day: Some(day), upto }
+        })
+        .collect())
+}
+
+/// Runs the silver stage over the batches of `round` only (see
+/// [`silver_rounds`]). Nothing is written unless every table planned
+/// without a failed `fail` rule.
+pub async fn build_silver_round(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    catalog: &crate::SilverCatalog,
+    round: &Round,
 ) -> Result<SilverReport> {
     // First every rule that can abort the run (`fail`, or a threshold), over
     // every table's new rows, so that an abort commits nothing anywhere.
     let mut keys = KeySets::default();
     for model in catalog.tables() {
         if rules_of(model).iter().any(Rule::can_abort) {
-            plan_table(warehouse, run, model, &keys, Mode::CheckAborts).await?;
+            plan_table(warehouse, run, model, &keys, Mode::CheckAborts, round).await?;
         }
     }
     // Then table by table, parents first: plan, write, and keep only the
@@ -374,7 +519,7 @@ pub async fn build_silver(
     let mut report = SilverReport::default();
     for model in catalog.tables() {
         let started = std::time::Instant::now();
-        let Some(mut plan) = plan_table(warehouse, run, model, &keys, Mode::Build).await? else { continue };
+        let Some(mut plan) = plan_table(warehouse, run, model, &keys, Mode::Build, round).await? else { continue };
         tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
         if let Some(state) = &plan.state {
             for (table, key) in wanted.iter().filter(|(t, _)| *t == model.table) {
@@ -446,6 +591,7 @@ async fn plan_table(
     model: &TableModel,
     keys: &KeySets,
     mode: Mode,
+    round: &Round,
 ) -> Result<Option<Planned>> {
     let t = model.table.as_str();
     let name = TableName::new(t)?;
@@ -473,14 +619,24 @@ async fn plan_table(
         if warehouse.load(&bronze).await?.is_none() {
             continue;
         }
+        let Some(bound) = round.bound(t, &source.bronze) else { continue };
         let done = warehouse.txn_version(&name, &app_id(&source.bronze)).await?;
-        if let (Some(done), Some(newest)) = (done, newest_batch(warehouse, &bronze).await?)
+        let newest = match bound {
+            Some(b) => Some(b),
+            None => newest_batch(warehouse, &bronze).await?,
+        };
+        if let (Some(done), Some(newest)) = (done, newest)
             && done >= newest
         {
             continue;
         }
         let prefix = source.bronze.strip_prefix("bronze_").unwrap_or(&source.bronze);
-        let filter = done.map(|seq| format!("_batch_id > '{prefix}-{seq:06}'"));
+        let after = done.map(|seq| format!("_batch_id > '{prefix}-{seq:06}'"));
+        let upto = bound.map(|b| format!("_batch_id <= '{prefix}-{b:06}'"));
+        let filter = match (after, upto) {
+            (Some(a), Some(u)) => Some(format!("{a} AND {u}")),
+            (a, u) => a.or(u),
+        };
         let read = warehouse.scan_where(&bronze, None, filter.as_deref()).await?;
         let raw = concat_plain(t, &read)?;
         drop(read);

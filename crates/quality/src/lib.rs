@@ -36,7 +36,10 @@ mod engine;
 mod model;
 mod udf;
 
-pub use engine::{BatchAccount, DQ_RESULTS_TABLE, RuleCount, SilverReport, TableReport, build_silver};
+pub use engine::{
+    BatchAccount, DQ_RESULTS_TABLE, Round, RuleCount, SilverReport, TableReport, build_silver, build_silver_round,
+    silver_rounds,
+};
 pub use model::{
     Action, ColumnModel, DEFAULT_MODELS, Derived, Expectation, OnMissing, Parent, SilverCatalog, SourceModel,
     TableModel,

@@ -151,8 +151,24 @@ async fn later_days_wait_for_their_date_and_missing_sources_are_warnings() {
         "{:?}",
         diagnosis.warnings
     );
-    let batch_ids = strings(&rows(&warehouse, "bronze_members").await, "_batch_id");
-    assert!(batch_ids.contains(&Some("members-000001".into())) && batch_ids.contains(&Some("members-000002".into())));
+    // One batch per new day folder, oldest first, each holding only its
+    // day's file: silver replays a catch-up day by day from them.
+    assert_eq!(members.batch_ids, ["members-000002", "members-000003"]);
+    assert_eq!(members.batch_id.as_deref(), Some("members-000003"));
+    let bronze = rows(&warehouse, "bronze_members").await;
+    let (batch_ids, files) = (strings(&bronze, "_batch_id"), strings(&bronze, "_source_file"));
+    let mut pairs: Vec<(String, String)> =
+        batch_ids.into_iter().zip(files).map(|(b, f)| (b.unwrap(), f.unwrap())).collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(
+        pairs,
+        [
+            ("members-000001".to_string(), "2024-12-29/members.csv".to_string()),
+            ("members-000002".to_string(), "2024-12-30/members.csv".to_string()),
+            ("members-000003".to_string(), "2024-12-31/members.csv".to_string()),
+        ]
+    );
 
     // The same landing spelled as a `./`-relative path is the same landing:
     // nothing is read twice (`gold demo --out ./x` once re-read it all).

@@ -97,7 +97,17 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
         let places: HashSet<(String, i64)> = entries.iter().map(|e| (e.file.clone(), e.row)).collect();
         assert_eq!(places.len(), entries.len(), "{table}: every bronze row once in lineage");
     }
-    assert_eq!(checked, 8, "every bronze source had one batch");
+    // One batch per source and day folder holding its files.
+    let mut day_batches = HashSet::new();
+    for day in std::fs::read_dir(&landing).unwrap().flatten() {
+        if !day.path().is_dir() || day.file_name().to_string_lossy().starts_with('_') {
+            continue;
+        }
+        for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+            day_batches.insert((tables_of(&file.file_name().to_string_lossy()).0, day.file_name()));
+        }
+    }
+    assert_eq!(checked, day_batches.len(), "every bronze source had one batch per day folder");
 
     // 2. Every injected defect is caught: quarantined, counted (as a
     // duplicate or dropped, so absent from lineage), or flagged.
