@@ -231,8 +231,6 @@ fn ingest_text(report: &ingest::IngestReport) -> String {
     t
 }
 
-/// The silver stage: every bronze batch not yet processed, through the
-/// silver models.
 /// The silver stage's JSON document: the totals, the tables, and each
 /// round's day and counts when it ran in rounds.
 fn silver_doc(report: &quality::SilverReport, seconds: f64, rounds: &[serde_json::Value]) -> serde_json::Value {

@@ -34,7 +34,12 @@ fn ingest_twice_adds_nothing_and_the_ledger_names_the_bronze_versions() {
         .iter()
         .map(|t| (t["table"].as_str().unwrap().to_string(), t["version"].as_i64().unwrap()))
         .collect();
-    assert!(versions.contains(&("bronze_members".to_string(), 0)), "{versions:?}");
+    // One commit per day folder (versions 0, 1 and 2): the run's state is
+    // the last.
+    assert!(versions.contains(&("bronze_members".to_string(), 2)), "{versions:?}");
+    let batches = &runs[0]["summary"]["stages"][0]["sources"][0];
+    assert_eq!(batches["source"], "members");
+    assert_eq!(batches["batch_ids"], serde_json::json!(["members-000001", "members-000002", "members-000003"]));
     assert_eq!(runs[0]["summary"]["stages"][0]["stage"], "ingest");
 }
 
