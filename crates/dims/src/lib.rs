@@ -186,6 +186,31 @@ impl DimReport {
     }
 }
 
+/// The logical date of the newest silver version that a dimension has not
+/// merged yet (an earlier run stopped between its silver and dims commits,
+/// or ran silver alone), from that version's commit info; `None` when
+/// every dimension is up to date with its silver table.
+pub async fn unmerged_day(warehouse: &Warehouse, catalog: &DimCatalog) -> Result<Option<chrono::NaiveDate>> {
+    let mut day = None;
+    for dim in catalog.dims() {
+        let source = TableName::new(&dim.source)?;
+        let Some(table) = warehouse.load(&source).await? else { continue };
+        let version = table.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+        let app_id = format!("gold.dims:{}", dim.table);
+        if warehouse.txn_version(&TableName::new(&dim.table)?, &app_id).await?.is_some_and(|done| done >= version) {
+            continue;
+        }
+        let info = warehouse.commit_metadata(&source, 1).await?;
+        let logical = info
+            .first()
+            .and_then(|m| m.get("gold.logical_date"))
+            .and_then(|v| v.as_str())
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        day = day.max(logical);
+    }
+    Ok(day)
+}
+
 /// Merges each dimension's silver table, where its version is newer than
 /// the one last merged.
 pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCatalog) -> Result<Vec<DimReport>> {

@@ -465,14 +465,35 @@ async fn silver_and_dims(
     let (mut silver, mut silver_rounds, mut silver_seconds) = (quality::SilverReport::default(), Vec::new(), 0.0);
     let (mut dims, mut dims_rounds, mut dims_seconds) = (Vec::<dims::DimReport>::new(), Vec::new(), 0.0);
     let mut tables = Vec::new();
+    // A run of `day`: silver's clock stays the run's (its `_updated_at` is
+    // the facts' watermark, which must not go back), the dimensions' is
+    // the day's midnight, as a nightly build of that day reads.
+    let on_day = |day: chrono::NaiveDate| {
+        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+        let at = |now| RunContext { id: run.id, kind: run.kind, clock: RunClock::replaying(day, now) };
+        (at(run.clock.now()), at(midnight.min(run.clock.now())))
+    };
+    // A silver version of an earlier day that an earlier run left unmerged
+    // (it stopped between a round's silver and dims, or ran silver alone)
+    // is merged first, at its own day, so that day's versions are not
+    // folded into the next.
+    if with_dims
+        && let Some(day) = dims::unmerged_day(warehouse, &models.dims).await.context("stage dims")?
+        && day < run.clock.logical_date()
+    {
+        let at = std::time::Instant::now();
+        let reports = with_retries(models.retries, "dims", || async {
+            dims::build_dims(warehouse, &on_day(day).1, &models.dims).await.context("stage dims")
+        })
+        .await?;
+        dims_seconds += at.elapsed().as_secs_f64();
+        tables.extend(dims_tables(&reports));
+        dims.extend(reports);
+    }
     let last = rounds.len() - 1;
     for (i, round) in rounds.iter().enumerate() {
         let (silver_run, dims_run) = match round.day {
-            Some(day) if i < last => {
-                let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-                let at = |now| RunContext { id: run.id, kind: run.kind, clock: RunClock::replaying(day, now) };
-                (at(run.clock.now()), at(midnight.min(run.clock.now())))
-            }
+            Some(day) if i < last => on_day(day),
             _ => (run.clone(), run.clone()),
         };
         let day = round.day.map(|d| d.to_string());
@@ -487,6 +508,7 @@ async fn silver_and_dims(
         silver_rounds.push(json!({"day": day, "seconds": seconds, "bronze_rows": totals.bronze_rows, "accepted": totals.accepted, "quarantined": totals.quarantined}));
         tables.extend(report.table_versions());
         silver.absorb(report);
+        storage::failpoint("silver-round");
         if !with_dims {
             continue;
         }
