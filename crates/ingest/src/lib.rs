@@ -367,6 +367,18 @@ async fn aborted(output: Output, error: Error) -> Error {
     output.abort().await.unwrap_or(error)
 }
 
+/// `error`, after every output is aborted (the writer's own error first,
+/// when one stopped first).
+async fn abort_all(outputs: impl IntoIterator<Item = Output>, error: Error) -> Error {
+    let mut first = None;
+    for output in outputs {
+        if let Some(e) = output.abort().await {
+            first.get_or_insert(e);
+        }
+    }
+    first.unwrap_or(error)
+}
+
 /// Writes a source's batches: each one to bronze in one commit, then to
 /// the checkpoint, with the next batch sequence of the source.
 struct BatchWriter<'a> {
@@ -378,10 +390,11 @@ struct BatchWriter<'a> {
 }
 
 impl BatchWriter<'_> {
-    /// The next batch's identity, and where its rows go while they are read.
-    fn open(&self) -> Result<(i64, BatchMeta, Output)> {
+    /// The identity of the batch `ahead` batches after the next one, and
+    /// where its rows go while they are read.
+    fn open(&self, ahead: i64) -> Result<(i64, BatchMeta, Output)> {
         let source = self.source;
-        let seq = self.checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1;
+        let seq = self.checkpoint.last_seq.get(&source.name).copied().unwrap_or(0) + 1 + ahead;
         let meta = BatchMeta {
             batch_id: format!("{}-{seq:06}", source.name),
             ingested_at_micros: self.run.clock.now().timestamp_micros(),
@@ -396,23 +409,62 @@ impl BatchWriter<'_> {
         Ok((seq, meta, output))
     }
 
-    /// One batch of new files (one day folder's), read on every core.
-    async fn files_batch(&mut self, files: &[NewFile], report: &mut SourceReport) -> Result<()> {
-        let source = self.source;
-        let (seq, meta, mut output) = self.open()?;
+    /// A few batches of new files, one per day folder, read at the same
+    /// time (a day often has one file of a source, which one core reads),
+    /// then committed one after the other in day order. On an error, the
+    /// batches before it stay committed and nothing after it is.
+    async fn files_batches(&mut self, days: &[&[NewFile]], report: &mut SourceReport) -> Result<()> {
+        let mut opened = Vec::new();
+        for ahead in 0..days.len() {
+            match self.open(ahead as i64) {
+                Ok(batch) => opened.push(batch),
+                Err(e) => return Err(abort_all(opened.into_iter().map(|(_, _, o)| o), e).await),
+            }
+        }
         let reading = std::time::Instant::now();
-        let lanes = output.lanes();
         // Read on blocking threads, so that the writers' tasks run while
         // the readers wait for room in their lanes.
-        let (src, new, m) = (source.clone(), files.to_vec(), meta.clone());
-        let read = tokio::task::spawn_blocking(move || read_files(&src, &new, &m, &lanes))
-            .await
-            .map_err(|e| Error::Internal(format!("an ingest reader failed: {e}")))
-            .and_then(|r| r);
-        let read = match read {
-            Ok(read) => read,
-            Err(e) => return Err(aborted(output, e).await),
-        };
+        let reads: Vec<_> = opened
+            .iter()
+            .zip(days)
+            .map(|((_, meta, output), files)| {
+                let (src, new, m, lanes) = (self.source.clone(), files.to_vec(), meta.clone(), output.lanes());
+                tokio::task::spawn_blocking(move || read_files(&src, &new, &m, &lanes))
+            })
+            .collect();
+        let mut results = Vec::new();
+        for read in reads {
+            let read = read.await.map_err(|e| Error::Internal(format!("an ingest reader failed: {e}")));
+            results.push(read.and_then(|r| r));
+        }
+        let mut batches = opened.into_iter().zip(days).zip(results);
+        while let Some((((seq, meta, output), files), read)) = batches.next() {
+            let rest = batches.by_ref().map(|(((_, _, o), _), _)| o);
+            let read = match read {
+                Ok(read) => read,
+                Err(e) => return Err(abort_all(std::iter::once(output).chain(rest), e).await),
+            };
+            let seconds = reading.elapsed().as_secs_f64();
+            if let Err(e) = self.files_batch(seq, &meta, output, files, read, seconds, report).await {
+                return Err(abort_all(rest, e).await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits one day folder's batch of files, read into `output`.
+    #[allow(clippy::too_many_arguments)]
+    async fn files_batch(
+        &mut self,
+        seq: i64,
+        meta: &BatchMeta,
+        mut output: Output,
+        files: &[NewFile],
+        read: FilesRead,
+        read_seconds: f64,
+        report: &mut SourceReport,
+    ) -> Result<()> {
+        let source = self.source;
         if let Output::Keep(kept) = &mut output {
             kept.extend(read.batches);
         }
@@ -455,15 +507,14 @@ impl BatchWriter<'_> {
                 watermark: None,
             });
         }
-        let read_seconds = reading.elapsed().as_secs_f64();
-        self.commit(seq, &meta, output, entries, (rows_read, read.rescued), read_seconds, report).await
+        self.commit(seq, meta, output, entries, (rows_read, read.rescued), read_seconds, report).await
     }
 
     /// The source's SQL table: the rows after the watermark, or all of
     /// them unless unchanged since the last load, as one batch.
     async fn sql_batch(&mut self, landing: &Path, report: &mut SourceReport) -> Result<()> {
         let source = self.source;
-        let (seq, meta, mut output) = self.open()?;
+        let (seq, meta, mut output) = self.open(0)?;
         let reading = std::time::Instant::now();
         let lanes = output.lanes();
         let url = match source.url_env.as_deref().and_then(|v| std::env::var(v).ok()).filter(|v| !v.is_empty()) {
@@ -667,8 +718,9 @@ pub async fn ingest(
                     .collect();
                 // One batch per day folder, oldest first, so that silver can
                 // replay a catch-up day by day, as the nightly runs would have.
-                for day in plan.new.chunk_by(|a, b| a.day == b.day) {
-                    writer.files_batch(day, &mut report).await?;
+                let days: Vec<&[NewFile]> = plan.new.chunk_by(|a, b| a.day == b.day).collect();
+                for group in days.chunks(cores()) {
+                    writer.files_batches(group, &mut report).await?;
                 }
             }
             None => writer.sql_batch(options.landing, &mut report).await?,

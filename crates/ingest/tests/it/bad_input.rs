@@ -359,3 +359,66 @@ fn a_refusal_after_rows_were_streamed_leaves_no_file_behind() {
         assert_eq!(ids.len(), 200_001, "every row once");
     });
 }
+
+/// The Parquet files a table's Delta log adds, by name.
+fn logged_files(table_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(table_dir.join("_delta_log")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|x| x == "json") {
+            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(path) = action["add"]["path"].as_str() {
+                    out.insert(path.rsplit('/').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_refused_file_on_a_later_day_keeps_the_earlier_days_batches_and_leaves_no_file_of_its_own() {
+    // Days are read a few at a time (two here) and committed in order, one
+    // batch each: the days before the refused file are committed, the
+    // refused day and the one read beside it are not, no file of theirs is
+    // on disk, and the next run takes both once.
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let landing = dir.path().join("landing");
+        let day = |d: &str, rows: std::ops::Range<u32>| {
+            std::fs::create_dir_all(landing.join(d)).unwrap();
+            let mut text = String::from("id,amount,day\n");
+            for i in rows {
+                text.push_str(&format!("{d}-{i},{}.25,{d}\n", i % 1000));
+            }
+            std::fs::write(landing.join(d).join("things.csv"), text).unwrap();
+        };
+        day("2025-01-01", 0..1_000);
+        day("2025-01-02", 0..1_000);
+        std::fs::create_dir_all(landing.join("2025-01-03")).unwrap();
+        std::fs::write(landing.join("2025-01-03/things.csv"), "id;amount;day\na;1.50;2025-01-03\n").unwrap();
+        day("2025-01-04", 0..300_000);
+        let wh_dir = dir.path().join("wh");
+        let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
+        let err = ingest(&warehouse, 1, &catalog(CSV_SOURCE), &landing, date("2025-01-04")).await.unwrap_err();
+        assert!(err.is_user_error() && err.to_string().contains("2025-01-03/things.csv"), "{err}");
+        let bronze = rows(&warehouse, "bronze_things").await;
+        assert_eq!(count(&bronze), 2_000, "the first two days are in");
+        let batches: std::collections::BTreeSet<_> = strings(&bronze, "_batch_id").into_iter().flatten().collect();
+        assert_eq!(batches.into_iter().collect::<Vec<_>>(), ["things-000001", "things-000002"]);
+        let on_disk: std::collections::BTreeSet<String> = files_under(&wh_dir.join("bronze_things"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(on_disk, logged_files(&wh_dir.join("bronze_things")), "no file of an uncommitted day is left");
+
+        // Fixed, the next run takes the last two days, once each.
+        day("2025-01-03", 0..500);
+        let report = ingest(&warehouse, 2, &catalog(CSV_SOURCE), &landing, date("2025-01-04")).await.unwrap();
+        assert_eq!(report.sources[0].batch_ids, ["things-000003", "things-000004"]);
+        let bronze = rows(&warehouse, "bronze_things").await;
+        let ids: std::collections::HashSet<_> = strings(&bronze, "id").into_iter().flatten().collect();
+        assert_eq!((count(&bronze), ids.len()), (302_500, 302_500), "every row once");
+    });
+}
