@@ -464,7 +464,6 @@ async fn silver_and_dims(
     let rounds = if rounds.len() > 1 { rounds } else { vec![quality::Round::everything()] };
     let (mut silver, mut silver_rounds, mut silver_seconds) = (quality::SilverReport::default(), Vec::new(), 0.0);
     let (mut dims, mut dims_rounds, mut dims_seconds) = (Vec::<dims::DimReport>::new(), Vec::new(), 0.0);
-    let mut tables = Vec::new();
     // A run of `day`: silver's clock stays the run's (its `_updated_at` is
     // the facts' watermark, which must not go back), the dimensions' is
     // the day's midnight, as a nightly build of that day reads.
@@ -487,7 +486,6 @@ async fn silver_and_dims(
         })
         .await?;
         dims_seconds += at.elapsed().as_secs_f64();
-        tables.extend(dims_tables(&reports));
         dims.extend(reports);
     }
     let last = rounds.len() - 1;
@@ -506,7 +504,6 @@ async fn silver_and_dims(
         silver_seconds += seconds;
         let totals = report.totals();
         silver_rounds.push(json!({"day": day, "seconds": seconds, "bronze_rows": totals.bronze_rows, "accepted": totals.accepted, "quarantined": totals.quarantined}));
-        tables.extend(report.table_versions());
         silver.absorb(report);
         storage::failpoint("silver-round");
         if !with_dims {
@@ -519,7 +516,6 @@ async fn silver_and_dims(
         .await?;
         let seconds = at.elapsed().as_secs_f64();
         dims_seconds += seconds;
-        tables.extend(dims_tables(&reports));
         dims_rounds.push(json!({"day": day, "seconds": seconds, "dims": reports.iter().map(|r| json!({"table": r.table, "version": r.version, "metrics": r.metrics})).collect::<Vec<_>>()}));
         for r in reports {
             match dims.iter_mut().find(|d| d.table == r.table) {
@@ -547,6 +543,9 @@ async fn silver_and_dims(
         docs.push(doc);
     }
     tracing::debug!(rounds = rounds.len(), seconds = started.elapsed().as_secs_f64(), "silver and dims");
+    // One entry per table: its last version, over every round.
+    let mut tables = silver.table_versions();
+    tables.extend(dims_tables(&dims));
     Ok((text, docs, tables))
 }
 
