@@ -362,12 +362,7 @@ impl Output {
     }
 }
 
-/// `error`, or the writer's own error when the writer stopped first.
-async fn aborted(output: Output, error: Error) -> Error {
-    output.abort().await.unwrap_or(error)
-}
-
-/// `error`, after every output is aborted (the writer's own error first,
+/// `error`, after every output is aborted (a writer's own error instead,
 /// when one stopped first).
 async fn abort_all(outputs: impl IntoIterator<Item = Output>, error: Error) -> Error {
     let mut first = None;
@@ -528,7 +523,7 @@ impl BatchWriter<'_> {
                     );
                     let error =
                         Error::Source { source_name: source.name.clone(), location: db.display().to_string(), reason };
-                    return Err(aborted(output, error).await);
+                    return Err(abort_all([output], error).await);
                 }
                 format!("sqlite://{}?mode=ro", db.display())
             }
@@ -539,7 +534,7 @@ impl BatchWriter<'_> {
         let mut builder = BronzeBuilder::new(source, meta.clone())?;
         let read = match sql::read_table(source, &url, since.as_deref(), &mut builder, &lanes).await {
             Ok(read) => read,
-            Err(e) => return Err(aborted(output, e).await),
+            Err(e) => return Err(abort_all([output], e).await),
         };
         let counts = (builder.rows, builder.rescued_rows);
         let rest = builder.finish()?;
@@ -547,7 +542,7 @@ impl BatchWriter<'_> {
             Output::Keep(kept) => kept.extend(rest),
             Output::Stream(_) => {
                 if let Err(e) = sql::send_all(&lanes, rest).await {
-                    return Err(aborted(output, e).await);
+                    return Err(abort_all([output], e).await);
                 }
             }
         }
