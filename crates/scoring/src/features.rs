@@ -1,21 +1,21 @@
 //! Claim and provider features, computed from the facts with DataFusion and
 //! normalised within peer groups.
 //!
-//! The SQL gathers, per claim, what the facts say (amount, procedure
-//! signature, E/M level, duplicate rank, coverage, unbundled components,
-//! weekend service). How much more often a claim's provider bills its codes
-//! than the provider's specialty does, and how many members providers
-//! share, are counted in Rust over integer ids. Peer normalisation (robust
-//! z-scores within the claim's code signature or specialty) is done here in
-//! Rust on the collected columns.
+//! The SQL gathers, per claim, what the facts and the dimensions say
+//! (amount, status, specialty, coverage, weekend service). What depends on
+//! a claim's procedure codes (signature, E/M level, duplicate rank,
+//! unbundled components), how much more often a claim's provider bills its
+//! codes than the provider's specialty does, and how many members
+//! providers share, are counted in Rust over integer ids. Peer
+//! normalisation (robust z-scores within the claim's code signature or
+//! specialty) is done here in Rust on the collected columns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Schema};
-use deltalake::datafusion::datasource::MemTable;
+use deltalake::arrow::datatypes::{DataType, Float64Type, Int32Type};
 use deltalake::datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use ndarray::Array2;
@@ -127,7 +127,8 @@ pub struct ProviderTable {
     pub values: Array2<f64>,
 }
 
-/// Raw per-claim columns as the SQL returns them.
+/// Raw per-claim columns: what the SQL returns, then what is counted in Rust.
+#[derive(Default)]
 struct RawClaims {
     claim_id: Vec<String>,
     provider_id: Vec<String>,
@@ -136,6 +137,7 @@ struct RawClaims {
     signature: Vec<String>,
     first_code: Vec<String>,
     service_date_key: Vec<i32>,
+    claim_date_key: Vec<i32>,
     amount: Vec<f64>,
     status: Vec<String>,
     n_proc: Vec<f64>,
@@ -149,117 +151,253 @@ struct RawClaims {
     set_overuse: Vec<f64>,
 }
 
-/// The claims serviced in the window (`{from}`/`{to}` are date keys). A
+/// The claims serviced in the window (`{from}`/`{to}` are date keys), in
+/// claim id order, with what the joins say of each: the provider's
+/// specialty, whether the claim was serviced after the extract that showed
+/// the member's coverage ended, and whether on a weekend or holiday. A
 /// claim whose feed sends no service date (the claims stream, the
 /// care-management feed: its key is the unknown date, -1) counts as
 /// serviced on its claim date, for the window and for every date feature.
-const WINDOW_CLAIMS_SQL: &str = r#"
+///
+/// What depends on a claim's procedure codes (its signature, duplicate
+/// rank, unbundling) is counted in Rust over integer ids ([`Procedures`]):
+/// the same in SQL (an ordered `array_agg` per claim, a window function
+/// partitioned by four string keys, and self-joins of the day's codes)
+/// took two thirds of the score stage at a million members.
+const CLAIMS_SQL: &str = r#"
 WITH f AS (
   SELECT *, CASE WHEN service_date_key > 0 THEN service_date_key ELSE claim_date_key END AS serviced_key
   FROM fact_claims
-)
-SELECT claim_id,
-       coalesce(member_id, concat('#', claim_id)) AS member_id,
-       coalesce(provider_id, '') AS provider_id,
-       member_sk, serviced_key AS service_date_key, claim_date_key,
-       CAST(billed_amount AS DOUBLE) AS amount,
-       upper(coalesce(status, '')) AS status
-FROM f
-WHERE serviced_key BETWEEN {from} AND {to}
-"#;
-
-/// The distinct procedure codes of the window's claims (`c`, registered
-/// from [`WINDOW_CLAIMS_SQL`]), with how many lines bill each.
-const WINDOW_PROCEDURES_SQL: &str = r#"
-SELECT fp.claim_id, fp.procedure_code AS code, count(*) AS units
-FROM fact_claim_procedures fp JOIN c ON c.claim_id = fp.claim_id
-GROUP BY fp.claim_id, fp.procedure_code
-"#;
-
-/// The claim SQL, over the window's claims `c` and their procedures `p`,
-/// both collected first: each is read by several joins, and a collected
-/// table has exact statistics to plan them by.
-const CLAIMS_SQL: &str = r#"
-WITH spec AS (
+),
+c AS (
+  SELECT claim_id,
+         coalesce(member_id, concat('#', claim_id)) AS member_id,
+         coalesce(provider_id, '') AS provider_id,
+         member_sk, serviced_key AS service_date_key, claim_date_key,
+         CAST(billed_amount AS DOUBLE) AS amount,
+         upper(coalesce(status, '')) AS status
+  FROM f
+  WHERE serviced_key BETWEEN {from} AND {to}
+),
+spec AS (
   SELECT provider_id, min(specialty) AS specialty
   FROM silver_provider_specialties WHERE position = 1 GROUP BY provider_id
-),
-cs AS (
-  SELECT c.*, coalesce(spec.specialty, '') AS specialty
-  FROM c LEFT JOIN spec ON spec.provider_id = c.provider_id
-),
-sig AS (
-  SELECT p.claim_id,
-         array_to_string(array_agg(p.code ORDER BY p.code), ';') AS signature,
-         min(p.code) AS first_code,
-         sum(p.units) AS n_proc,
-         max(coalesce(e.level, 0)) AS em_level
-  FROM p LEFT JOIN scoring_em_levels e ON e.code = p.code
-  GROUP BY p.claim_id
-),
-day_codes AS (
-  SELECT DISTINCT c.member_id, c.provider_id, c.service_date_key, p.code
-  FROM c JOIN p ON p.claim_id = c.claim_id
-),
-unbundled_days AS (
-  SELECT d.member_id, d.provider_id, d.service_date_key, b.bundle
-  FROM day_codes d JOIN scoring_bundles b ON b.component = d.code
-  GROUP BY d.member_id, d.provider_id, d.service_date_key, b.bundle
-  HAVING count(DISTINCT d.code) >= 2
-),
-unbundled_open AS (
-  SELECT u.* FROM unbundled_days u
-  LEFT ANTI JOIN day_codes d
-    ON d.member_id = u.member_id AND d.provider_id = u.provider_id
-   AND d.service_date_key = u.service_date_key AND d.code = u.bundle
-),
-claim_unbundled AS (
-  SELECT DISTINCT c.claim_id
-  FROM c JOIN p ON p.claim_id = c.claim_id
-  JOIN scoring_bundles b ON b.component = p.code
-  JOIN unbundled_open u
-    ON u.member_id = c.member_id AND u.provider_id = c.provider_id
-   AND u.service_date_key = c.service_date_key AND u.bundle = b.bundle
 )
-SELECT cs.claim_id, cs.provider_id, cs.member_id, cs.specialty,
-       coalesce(sig.signature, '') AS signature,
-       coalesce(sig.first_code, '') AS first_code,
-       cs.service_date_key,
-       coalesce(cs.amount, 0.0) AS amount,
-       cs.status,
-       CAST(coalesce(sig.n_proc, 0) AS DOUBLE) AS n_proc,
-       CAST(coalesce(sig.em_level, 0) AS DOUBLE) AS em_level,
-       -- Earlier claims with the same member, provider, service date and
-       -- codes (a claim without a provider or a code has no signature).
-       CASE WHEN cs.provider_id = '' OR sig.signature IS NULL THEN 0.0
-            ELSE CAST(row_number() OVER (
-              PARTITION BY cs.member_id, cs.provider_id, cs.service_date_key, sig.signature
-              ORDER BY cs.claim_date_key, cs.claim_id) - 1 AS DOUBLE) END AS dup_rank,
-       -- The amount of the claim just before it in that order.
-       lag(coalesce(cs.amount, 0.0)) OVER (
-         PARTITION BY cs.member_id, cs.provider_id, cs.service_date_key, sig.signature
-         ORDER BY cs.claim_date_key, cs.claim_id) AS prev_amount,
+SELECT c.claim_id, c.provider_id, c.member_id,
+       coalesce(spec.specialty, '') AS specialty,
+       c.service_date_key, c.claim_date_key,
+       coalesce(c.amount, 0.0) AS amount,
+       c.status,
        -- Serviced after the extract that showed the member's coverage ended.
        CASE WHEN m.is_active = false AND dt.date > CAST(m.last_updated AS DATE) THEN 1.0 ELSE 0.0 END AS after_coverage,
-       CASE WHEN u.claim_id IS NULL THEN 0.0 ELSE 1.0 END AS unbundled,
        CASE WHEN coalesce(dt.is_weekend, false) OR coalesce(dt.is_federal_holiday, false) THEN 1.0 ELSE 0.0 END AS weekend
-FROM cs
-LEFT JOIN sig ON sig.claim_id = cs.claim_id
-LEFT JOIN dim_members m ON m.member_sk = cs.member_sk
-LEFT JOIN claim_unbundled u ON u.claim_id = cs.claim_id
-LEFT JOIN dim_date dt ON dt.date_key = cs.service_date_key
-ORDER BY cs.claim_id
+FROM c
+LEFT JOIN spec ON spec.provider_id = c.provider_id
+LEFT JOIN dim_members m ON m.member_sk = c.member_sk
+LEFT JOIN dim_date dt ON dt.date_key = c.service_date_key
+ORDER BY c.claim_id
 "#;
 
-/// Every (claim, code) pair: the window's procedure codes (`p`, collected
-/// already) as `P:code`, and diagnosis codes as `D:code` (a pair may
-/// repeat; [`code_overuse`] keeps claims of the window only, each pair once).
-const CLAIM_CODES_SQL: &str = r#"
-SELECT claim_id, concat('P:', code) AS code FROM p
-UNION ALL
-SELECT fd.claim_id, concat('D:', dd.code) AS code
+/// Every procedure line; [`Procedures::read`] keeps the window's claims.
+const PROCEDURES_SQL: &str = "SELECT claim_id, procedure_code FROM fact_claim_procedures";
+
+/// Every (claim, diagnosis code) pair (a pair may repeat; [`code_overuse`]
+/// keeps claims of the window only, each pair once).
+const DIAGNOSES_SQL: &str = r#"
+SELECT fd.claim_id, dd.code
 FROM fact_claim_diagnoses fd JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diagnosis_key
 "#;
+
+/// The procedure codes of the window's claims, over integer ids.
+struct Procedures {
+    /// Code names by id; ids are in the names' byte order.
+    names: Vec<String>,
+    /// Claim `i`'s distinct codes are `codes[starts[i]..starts[i + 1]]`,
+    /// ascending, with how many lines bill each in `units`.
+    starts: Vec<usize>,
+    codes: Vec<u32>,
+    units: Vec<u32>,
+}
+
+impl Procedures {
+    /// Streams the procedure lines and keeps those of the claims
+    /// `claim_index` numbers.
+    async fn read(ctx: &SessionContext, claim_index: &HashMap<&str, u32>) -> Result<Self> {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut lines: Vec<(u32, u32)> = Vec::new();
+        stream_pairs(ctx, PROCEDURES_SQL, "procedure_code", claim_index, |claim, code| {
+            let next = ids.len() as u32;
+            let id = match ids.get(code) {
+                Some(&id) => id,
+                None => *ids.entry(code.to_string()).or_insert(next),
+            };
+            lines.push((claim, id));
+        })
+        .await?;
+        Ok(Self::new(ids, lines, claim_index.len()))
+    }
+
+    /// From the lines (claim index, code id) of `claims` claims, with
+    /// `ids` naming the codes.
+    fn new(ids: HashMap<String, u32>, mut lines: Vec<(u32, u32)>, claims: usize) -> Self {
+        // Renumber the codes in their names' order, so that a claim's codes
+        // sorted by id are sorted by name.
+        let mut names: Vec<(String, u32)> = ids.into_iter().collect();
+        names.sort_unstable();
+        let mut rank = vec![0u32; names.len()];
+        for (r, (_, id)) in names.iter().enumerate() {
+            rank[*id as usize] = r as u32;
+        }
+        for line in &mut lines {
+            line.1 = rank[line.1 as usize];
+        }
+        lines.sort_unstable();
+        let (mut starts, mut codes, mut units) = (vec![0usize; claims + 1], Vec::new(), Vec::new());
+        for run in lines.chunk_by(|a, b| a == b) {
+            starts[run[0].0 as usize + 1] += 1;
+            codes.push(run[0].1);
+            units.push(run.len() as u32);
+        }
+        for i in 0..claims {
+            starts[i + 1] += starts[i];
+        }
+        Self { names: names.into_iter().map(|(n, _)| n).collect(), starts, codes, units }
+    }
+
+    fn of(&self, claim: usize) -> &[u32] {
+        &self.codes[self.starts[claim]..self.starts[claim + 1]]
+    }
+
+    fn id(&self, code: &str) -> Option<u32> {
+        self.names.binary_search_by(|n| n.as_str().cmp(code)).ok().map(|i| i as u32)
+    }
+
+    /// The (claim, code id) pairs, sorted and distinct.
+    fn pairs(&self) -> Vec<(u32, u32)> {
+        (0..self.starts.len() - 1).flat_map(|i| self.of(i).iter().map(move |&c| (i as u32, c))).collect()
+    }
+}
+
+/// Streams the `claim_id` and `value` columns of `sql`, calling `each`
+/// with the claim's index for every row of a claim `claim_index` holds.
+async fn stream_pairs(
+    ctx: &SessionContext,
+    sql: &str,
+    value: &str,
+    claim_index: &HashMap<&str, u32>,
+    mut each: impl FnMut(u32, &str),
+) -> Result<()> {
+    let frame = ctx.sql(sql).await.map_err(|e| Error::query("features", e))?;
+    let mut stream = frame.execute_stream().await.map_err(|e| Error::query("features", e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| Error::query("features", e))?;
+        let claims = cast(column(&batch, "claim_id")?, &DataType::Utf8).map_err(|e| Error::arrow("claim_id", e))?;
+        let values = cast(column(&batch, value)?, &DataType::Utf8).map_err(|e| Error::arrow(value, e))?;
+        let (claims, values) = (claims.as_string::<i32>(), values.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            if let Some(&claim) = claims.is_valid(i).then(|| claim_index.get(claims.value(i))).flatten() {
+                each(claim, if values.is_valid(i) { values.value(i) } else { "" });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each claim's signature (its distinct procedure codes joined by `;`),
+/// first code, procedure lines and highest E/M level, from `procs`.
+fn signatures(r: &mut RawClaims, procs: &Procedures, config: &ScoringConfig) {
+    let level: Vec<f64> =
+        procs.names.iter().map(|n| f64::from(config.em_levels.get(n).copied().unwrap_or(0))).collect();
+    for i in 0..r.claim_id.len() {
+        let codes = procs.of(i);
+        let names: Vec<&str> = codes.iter().map(|&c| procs.names[c as usize].as_str()).collect();
+        r.signature.push(names.join(";"));
+        r.first_code.push(names.first().map_or_else(String::new, |n| n.to_string()));
+        r.n_proc.push(procs.units[procs.starts[i]..procs.starts[i + 1]].iter().map(|&u| f64::from(u)).sum());
+        r.em_level.push(codes.iter().map(|&c| level[c as usize]).fold(0.0, f64::max));
+    }
+}
+
+/// Each claim's rank among the claims of the same member, provider,
+/// service date and codes, ordered by claim date and claim id (earlier
+/// such claims; 0 for a claim without a provider or a code), and the
+/// amount of the claim just before it in that order.
+fn duplicate_ranks(r: &mut RawClaims, procs: &Procedures, member: &[u32], provider: &[u32]) {
+    let n = r.claim_id.len();
+    let mut set_ids: HashMap<&[u32], u32> = HashMap::new();
+    let signature: Vec<u32> = (0..n)
+        .map(|i| {
+            let next = set_ids.len() as u32;
+            *set_ids.entry(procs.of(i)).or_insert(next)
+        })
+        .collect();
+    let key = |i: usize| (member[i], provider[i], r.service_date_key[i], signature[i]);
+    let mut order: Vec<usize> = (0..n).collect();
+    // Claims are in claim id order: the index breaks ties as the id does.
+    order.sort_unstable_by_key(|&i| (key(i), r.claim_date_key[i], i));
+    r.dup_rank = vec![0.0; n];
+    r.prev_amount = vec![0.0; n];
+    for run in order.chunk_by(|&a, &b| key(a) == key(b)) {
+        for (rank, pair) in run.windows(2).enumerate() {
+            let (before, i) = (pair[0], pair[1]);
+            r.prev_amount[i] = r.amount[before];
+            if !r.provider_id[i].is_empty() && !procs.of(i).is_empty() {
+                r.dup_rank[i] = (rank + 1) as f64;
+            }
+        }
+    }
+}
+
+/// 1.0 for each claim billing a component of a bundle whose other
+/// components the same provider billed the same member on the same day
+/// (two components or more, across the day's claims), without billing the
+/// bundle's own code that day.
+fn unbundled(r: &RawClaims, procs: &Procedures, config: &ScoringConfig, member: &[u32], provider: &[u32]) -> Vec<f64> {
+    let n = r.claim_id.len();
+    // Each bundle's code and distinct component ids, for codes billed at all.
+    let bundles: Vec<(Option<u32>, Vec<u32>)> = config
+        .bundles
+        .iter()
+        .map(|b| {
+            let mut components: Vec<u32> = b.components.iter().filter_map(|c| procs.id(c)).collect();
+            components.sort_unstable();
+            components.dedup();
+            (procs.id(&b.code), components)
+        })
+        .filter(|(_, components)| components.len() >= 2)
+        .collect();
+    let mut out = vec![0.0; n];
+    if bundles.is_empty() {
+        return out;
+    }
+    let key = |i: usize| (member[i], provider[i], r.service_date_key[i]);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| key(i));
+    let mut day: Vec<u32> = Vec::new();
+    let mut open: Vec<u32> = Vec::new();
+    for run in order.chunk_by(|&a, &b| key(a) == key(b)) {
+        day.clear();
+        day.extend(run.iter().flat_map(|&i| procs.of(i)));
+        day.sort_unstable();
+        day.dedup();
+        let billed = |c: &u32| day.binary_search(c).is_ok();
+        open.clear();
+        for (code, components) in &bundles {
+            if components.iter().filter(|c| billed(c)).count() >= 2 && !code.as_ref().is_some_and(billed) {
+                open.extend(components);
+            }
+        }
+        if open.is_empty() {
+            continue;
+        }
+        for &i in run {
+            if procs.of(i).iter().any(|c| open.contains(c)) {
+                out[i] = 1.0;
+            }
+        }
+    }
+    out
+}
 
 /// For each claim of `r`, how far above its specialty's rate the claim's
 /// provider bills the claim's codes, as a Poisson z-score; the claim keeps
@@ -268,36 +406,28 @@ FROM fact_claim_diagnoses fd JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diag
 /// provider billing one template claim over and over (the same visit code
 /// with the same lone diagnosis, claim after claim) stands out on the set
 /// although each of its codes is common. The (claim, code) pairs are
-/// streamed and counted over integer ids, not joined in SQL with
-/// string-keyed per-provider and per-specialty counts, which did not fit in
-/// memory at a million members.
-async fn code_overuse(ctx: &SessionContext, r: &RawClaims) -> Result<(Vec<f64>, Vec<f64>)> {
-    let claim_index: HashMap<&str, u32> = r.claim_id.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
-    let mut code_ids: HashMap<String, u32> = HashMap::new();
-    let mut pairs: Vec<(u32, u32)> = Vec::new();
-    let frame = ctx.sql(CLAIM_CODES_SQL).await.map_err(|e| Error::query("features", e))?;
-    let mut stream = frame.execute_stream().await.map_err(|e| Error::query("features", e))?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| Error::query("features", e))?;
-        let claims = cast(column(&batch, "claim_id")?, &DataType::Utf8).map_err(|e| Error::arrow("claim_id", e))?;
-        let codes = cast(column(&batch, "code")?, &DataType::Utf8).map_err(|e| Error::arrow("code", e))?;
-        let (claims, codes) = (claims.as_string::<i32>(), codes.as_string::<i32>());
-        for i in 0..batch.num_rows() {
-            let Some(&claim) = claims.is_valid(i).then(|| claim_index.get(claims.value(i))).flatten() else {
-                continue;
-            };
-            let code = if codes.is_valid(i) { codes.value(i) } else { "" };
-            let id = match code_ids.get(code) {
-                Some(&id) => id,
-                None => {
-                    let id = code_ids.len() as u32;
-                    code_ids.insert(code.to_string(), id);
-                    id
-                }
-            };
-            pairs.push((claim, id));
-        }
-    }
+/// counted over integer ids, not joined in SQL with string-keyed
+/// per-provider and per-specialty counts, which did not fit in memory at a
+/// million members.
+async fn code_overuse(
+    ctx: &SessionContext,
+    r: &RawClaims,
+    claim_index: &HashMap<&str, u32>,
+    procs: &Procedures,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    // Procedure codes keep their ids; diagnosis codes follow them.
+    let mut pairs = procs.pairs();
+    let first = procs.names.len() as u32;
+    let mut diagnoses: HashMap<String, u32> = HashMap::new();
+    stream_pairs(ctx, DIAGNOSES_SQL, "code", claim_index, |claim, code| {
+        let next = first + diagnoses.len() as u32;
+        let id = match diagnoses.get(code) {
+            Some(&id) => id,
+            None => *diagnoses.entry(code.to_string()).or_insert(next),
+        };
+        pairs.push((claim, id));
+    })
+    .await?;
     pairs.sort_unstable();
     pairs.dedup();
     let groups = ClaimGroups::new(&r.provider_id, &r.specialty);
@@ -494,18 +624,32 @@ pub async fn compute(
     for (t, v) in &versions {
         warehouse.register(&ctx, &TableName::new(t)?, Some(*v)).await?;
     }
-    register_policy(&ctx, config)?;
-    let sql = |s: &str| s.replace("{from}", &window.from_key.to_string()).replace("{to}", &window.to_key.to_string());
+    let sql = CLAIMS_SQL.replace("{from}", &window.from_key.to_string()).replace("{to}", &window.to_key.to_string());
     let started = std::time::Instant::now();
-    register_collected(&ctx, "c", &sql(WINDOW_CLAIMS_SQL)).await?;
-    register_collected(&ctx, "p", WINDOW_PROCEDURES_SQL).await?;
-    let mut raw = raw_claims(&collect(&ctx, CLAIMS_SQL).await?)?;
+    let mut raw = raw_claims(&collect(&ctx, &sql).await?)?;
+    tracing::info!(claims = raw.claim_id.len(), seconds = started.elapsed().as_secs_f64(), "claim columns read");
+    let claim_index: HashMap<&str, u32> =
+        raw.claim_id.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let procs = Procedures::read(&ctx, &claim_index).await?;
+    tracing::info!(
+        lines = procs.units.iter().map(|&u| u as usize).sum::<usize>(),
+        seconds = started.elapsed().as_secs_f64(),
+        "procedures read"
+    );
+    let (overuse, set_overuse) = code_overuse(&ctx, &raw, &claim_index, &procs).await?;
+    drop(claim_index);
+    (raw.overuse, raw.set_overuse) = (overuse, set_overuse);
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "code over-use counted");
+    signatures(&mut raw, &procs, config);
+    let (member, _) = dense_ids(&raw.member_id);
+    let (provider, _) = dense_ids(&raw.provider_id);
+    duplicate_ranks(&mut raw, &procs, &member, &provider);
     if let Some(tolerance) = config.scores.duplicate_amount_tolerance {
         keep_same_amount_duplicates(&mut raw, tolerance);
     }
-    tracing::info!(claims = raw.claim_id.len(), seconds = started.elapsed().as_secs_f64(), "claim columns read");
-    (raw.overuse, raw.set_overuse) = code_overuse(&ctx, &raw).await?;
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "code over-use counted");
+    raw.unbundled = unbundled(&raw, &procs, config, &member, &provider);
+    drop(procs);
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "signatures, duplicates and bundles counted");
     let sharing = member_sharing(&raw.member_id, &raw.provider_id);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "shared members counted");
     let claims = claim_features(&raw, &sharing.claim_excess);
@@ -516,49 +660,6 @@ pub async fn compute(
         "features normalised"
     );
     Ok(FeatureSet { claims, providers, versions })
-}
-
-/// The bundles and E/M levels of the policy, as tables the SQL joins.
-fn register_policy(ctx: &SessionContext, config: &ScoringConfig) -> Result<()> {
-    let (bundle, component): (Vec<&str>, Vec<&str>) =
-        config.bundles.iter().flat_map(|b| b.components.iter().map(move |c| (b.code.as_str(), c.as_str()))).unzip();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("bundle", DataType::Utf8, false),
-        Field::new("component", DataType::Utf8, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(StringArray::from(bundle)), Arc::new(StringArray::from(component))],
-    )
-    .map_err(|e| Error::arrow("scoring_bundles", e))?;
-    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::query("scoring_bundles", e))?;
-    ctx.register_table("scoring_bundles", Arc::new(table)).map_err(|e| Error::query("scoring_bundles", e))?;
-
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("code", DataType::Utf8, false),
-        Field::new("level", DataType::Int32, false),
-    ]));
-    let codes: Vec<&str> = config.em_levels.keys().map(String::as_str).collect();
-    let levels: Vec<i32> = config.em_levels.values().copied().collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(StringArray::from(codes)), Arc::new(deltalake::arrow::array::Int32Array::from(levels))],
-    )
-    .map_err(|e| Error::arrow("scoring_em_levels", e))?;
-    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::query("scoring_em_levels", e))?;
-    ctx.register_table("scoring_em_levels", Arc::new(table)).map_err(|e| Error::query("scoring_em_levels", e))?;
-    Ok(())
-}
-
-/// Runs `sql` and registers its result in memory as table `name`.
-async fn register_collected(ctx: &SessionContext, name: &str, sql: &str) -> Result<()> {
-    let frame = ctx.sql(sql).await.map_err(|e| Error::query(name, e))?;
-    let planned = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(|e| Error::query(name, e))?;
-    let schema = batches.first().map_or(planned, RecordBatch::schema);
-    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::query(name, e))?;
-    ctx.register_table(name, Arc::new(table)).map_err(|e| Error::query(name, e))?;
-    Ok(())
 }
 
 async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
@@ -588,43 +689,19 @@ fn ints(batch: &RecordBatch, name: &str) -> Result<Vec<i32>> {
     Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { -1 }).collect())
 }
 
+/// The columns [`CLAIMS_SQL`] returns; the others are counted later.
 fn raw_claims(batches: &[RecordBatch]) -> Result<RawClaims> {
-    let mut r = RawClaims {
-        claim_id: Vec::new(),
-        provider_id: Vec::new(),
-        member_id: Vec::new(),
-        specialty: Vec::new(),
-        signature: Vec::new(),
-        first_code: Vec::new(),
-        service_date_key: Vec::new(),
-        amount: Vec::new(),
-        status: Vec::new(),
-        n_proc: Vec::new(),
-        em_level: Vec::new(),
-        dup_rank: Vec::new(),
-        prev_amount: Vec::new(),
-        after_coverage: Vec::new(),
-        unbundled: Vec::new(),
-        weekend: Vec::new(),
-        overuse: Vec::new(),
-        set_overuse: Vec::new(),
-    };
+    let mut r = RawClaims::default();
     for b in batches {
         r.claim_id.extend(strings(b, "claim_id")?);
         r.provider_id.extend(strings(b, "provider_id")?);
         r.member_id.extend(strings(b, "member_id")?);
         r.specialty.extend(strings(b, "specialty")?);
-        r.signature.extend(strings(b, "signature")?);
-        r.first_code.extend(strings(b, "first_code")?);
         r.service_date_key.extend(ints(b, "service_date_key")?);
+        r.claim_date_key.extend(ints(b, "claim_date_key")?);
         r.amount.extend(floats(b, "amount")?);
         r.status.extend(strings(b, "status")?);
-        r.n_proc.extend(floats(b, "n_proc")?);
-        r.em_level.extend(floats(b, "em_level")?);
-        r.dup_rank.extend(floats(b, "dup_rank")?);
-        r.prev_amount.extend(floats(b, "prev_amount")?);
         r.after_coverage.extend(floats(b, "after_coverage")?);
-        r.unbundled.extend(floats(b, "unbundled")?);
         r.weekend.extend(floats(b, "weekend")?);
     }
     Ok(r)
@@ -943,6 +1020,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Bundle;
 
     #[test]
     fn the_scale_has_a_floor_when_most_peers_sit_at_zero() {
@@ -1056,6 +1134,97 @@ mod tests {
         // predicts 20 x 10 / 100 = 2.
         assert!((by_set[0] - (10.0 - 2.0) / 3.0f64.sqrt()).abs() < 1e-12, "{}", by_set[0]);
         assert!(by_set[0] > by_code[0] + 2.0, "set {} against code {}", by_set[0], by_code[0]);
+    }
+
+    /// A claim: member, provider, service date key, claim date key, amount
+    /// and procedure lines.
+    type Row<'a> = (&'a str, &'a str, i32, i32, f64, &'a [&'a str]);
+
+    /// Claims in claim id order, and their procedures.
+    fn claims_of(rows: &[Row]) -> (RawClaims, Procedures) {
+        let mut r = RawClaims::default();
+        let (mut ids, mut lines) = (HashMap::new(), Vec::new());
+        for (i, (member, provider, serviced, claimed, amount, codes)) in rows.iter().enumerate() {
+            r.claim_id.push(format!("C{i:03}"));
+            r.member_id.push(member.to_string());
+            r.provider_id.push(provider.to_string());
+            r.service_date_key.push(*serviced);
+            r.claim_date_key.push(*claimed);
+            r.amount.push(*amount);
+            for code in *codes {
+                let next = ids.len() as u32;
+                lines.push((i as u32, *ids.entry(code.to_string()).or_insert(next)));
+            }
+        }
+        (r, Procedures::new(ids, lines, rows.len()))
+    }
+
+    #[test]
+    fn a_claims_signature_is_its_distinct_codes_in_order_with_its_lines_and_highest_e_m_level() {
+        let (mut r, procs) =
+            claims_of(&[("m", "A", 1, 1, 10.0, &["99215", "36415", "99213", "36415"]), ("m", "A", 1, 1, 10.0, &[])]);
+        let config = ScoringConfig::default_config().unwrap();
+        signatures(&mut r, &procs, &config);
+        assert_eq!(r.signature, ["36415;99213;99215", ""]);
+        assert_eq!(r.first_code, ["36415", ""]);
+        assert_eq!(r.n_proc, [4.0, 0.0], "every line counts, a repeated code too");
+        assert_eq!(r.em_level, [f64::from(config.em_levels["99215"]), 0.0]);
+    }
+
+    #[test]
+    fn a_duplicate_is_ranked_among_claims_of_the_same_member_provider_day_and_codes_by_claim_date() {
+        let (mut r, procs) = claims_of(&[
+            ("m", "A", 20250105, 20250109, 100.0, &["99213"]),
+            ("m", "A", 20250105, 20250106, 90.0, &["99213"]),
+            ("m", "A", 20250105, 20250107, 80.0, &["99213", "99213"]),
+            // Another code set, another day, another member, another
+            // provider: none is a duplicate of the claims above.
+            ("m", "A", 20250105, 20250106, 70.0, &["99213", "36415"]),
+            ("m", "A", 20250106, 20250106, 60.0, &["99213"]),
+            ("n", "A", 20250105, 20250106, 50.0, &["99213"]),
+            ("m", "B", 20250105, 20250106, 40.0, &["99213"]),
+            // No provider, no codes: never a duplicate.
+            ("m", "", 20250105, 20250106, 30.0, &["99213"]),
+            ("m", "", 20250105, 20250107, 30.0, &["99213"]),
+            ("m", "A", 20250105, 20250106, 20.0, &[]),
+            ("m", "A", 20250105, 20250107, 20.0, &[]),
+        ]);
+        let (member, _) = dense_ids(&r.member_id);
+        let (provider, _) = dense_ids(&r.provider_id);
+        duplicate_ranks(&mut r, &procs, &member, &provider);
+        assert_eq!(r.dup_rank, [2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        // Each duplicate carries the amount of the claim just before it.
+        assert_eq!((r.prev_amount[2], r.prev_amount[0]), (90.0, 80.0));
+        // With a 5% tolerance, a duplicate billing another amount is not one.
+        keep_same_amount_duplicates(&mut r, 0.05);
+        assert_eq!(r.dup_rank[..3], [0.0, 0.0, 0.0]);
+        r.amount[2] = 89.0;
+        r.prev_amount[2] = 90.0;
+        r.dup_rank[2] = 1.0;
+        keep_same_amount_duplicates(&mut r, 0.05);
+        assert_eq!(r.dup_rank[2], 1.0, "89 against 90 is within 5%");
+    }
+
+    #[test]
+    fn components_of_one_bundle_billed_on_one_day_without_the_bundle_are_unbundled() {
+        let mut config = ScoringConfig::default_config().unwrap();
+        config.bundles =
+            vec![Bundle { code: "80053".into(), components: vec!["82565".into(), "84132".into(), "84295".into()] }];
+        let (r, procs) = claims_of(&[
+            // Day 1: two components on two claims, and an unrelated claim.
+            ("m", "A", 1, 1, 0.0, &["82565"]),
+            ("m", "A", 1, 1, 0.0, &["84132", "99213"]),
+            ("m", "A", 1, 1, 0.0, &["99213"]),
+            // Day 2: the components with the bundle itself.
+            ("m", "A", 2, 2, 0.0, &["82565", "84132"]),
+            ("m", "A", 2, 2, 0.0, &["80053"]),
+            // Day 3: one component only; the other at another provider.
+            ("m", "A", 3, 3, 0.0, &["82565", "82565"]),
+            ("m", "B", 3, 3, 0.0, &["84295"]),
+        ]);
+        let (member, _) = dense_ids(&r.member_id);
+        let (provider, _) = dense_ids(&r.provider_id);
+        assert_eq!(unbundled(&r, &procs, &config, &member, &provider), [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
     }
 
     fn sharing_of(rows: &[(&str, &str)]) -> Sharing {
