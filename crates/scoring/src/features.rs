@@ -226,12 +226,7 @@ impl Procedures {
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut lines: Vec<(u32, u32)> = Vec::new();
         stream_pairs(ctx, PROCEDURES_SQL, "procedure_code", claim_index, |claim, code| {
-            let next = ids.len() as u32;
-            let id = match ids.get(code) {
-                Some(&id) => id,
-                None => *ids.entry(code.to_string()).or_insert(next),
-            };
-            lines.push((claim, id));
+            lines.push((claim, intern(&mut ids, code, 0)));
         })
         .await?;
         Ok(Self::new(ids, lines, claim_index.len()))
@@ -275,6 +270,18 @@ impl Procedures {
     /// The (claim, code id) pairs, sorted and distinct.
     fn pairs(&self) -> Vec<(u32, u32)> {
         (0..self.starts.len() - 1).flat_map(|i| self.of(i).iter().map(move |&c| (i as u32, c))).collect()
+    }
+}
+
+/// The id of `code` in `ids`, numbered from `first` in order of arrival.
+fn intern(ids: &mut HashMap<String, u32>, code: &str, first: u32) -> u32 {
+    match ids.get(code) {
+        Some(&id) => id,
+        None => {
+            let id = first + ids.len() as u32;
+            ids.insert(code.to_string(), id);
+            id
+        }
     }
 }
 
@@ -420,12 +427,7 @@ async fn code_overuse(
     let first = procs.names.len() as u32;
     let mut diagnoses: HashMap<String, u32> = HashMap::new();
     stream_pairs(ctx, DIAGNOSES_SQL, "code", claim_index, |claim, code| {
-        let next = first + diagnoses.len() as u32;
-        let id = match diagnoses.get(code) {
-            Some(&id) => id,
-            None => *diagnoses.entry(code.to_string()).or_insert(next),
-        };
-        pairs.push((claim, id));
+        pairs.push((claim, intern(&mut diagnoses, code, first)));
     })
     .await?;
     pairs.sort_unstable();
