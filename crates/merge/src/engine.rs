@@ -92,11 +92,20 @@ struct Existing {
     to: Vec<i64>,
     cmp: Vec<Hash128>,
     t1: Vec<Hash128>,
+    /// The stored `attr_hash`; empty when `cmp` is that hash.
+    attr: Vec<Hash128>,
     sk: Vec<i64>,
     deleted: Vec<bool>,
     inferred: Vec<bool>,
     file: Vec<u32>,
     row_in_file: Vec<u32>,
+}
+
+impl Existing {
+    /// The `attr_hash` stored with row `r`.
+    fn stored_attr(&self, r: usize) -> Hash128 {
+        self.attr.get(r).copied().unwrap_or(self.cmp[r])
+    }
 }
 
 /// Key, compared, full and type-1 hashes of a run of source rows.
@@ -220,6 +229,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     // version is settled here: in a snapshot that is most of them, and they
     // are never sorted, grouped or placed on a timeline.
     let mut seen_current = vec![false; n_current];
+    // The source row that left each current row as it is.
+    let mut partner = vec![u32::MAX; n_current];
     let mut at_current: Vec<u32> = vec![u32::MAX; inc.key.len()];
     let mut hits = vec![0u8; n_current];
     for (i, k) in inc.key.iter().enumerate() {
@@ -232,6 +243,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     for (i, &c) in at_current.iter().enumerate() {
         if mode == Mode::Changes && c != u32::MAX && hits[c as usize] == 1 && unchanged(&inc, &ex, i, c as usize) {
             seen_current[c as usize] = true;
+            partner[c as usize] = i as u32;
             outcome.metrics.unchanged += 1;
         } else {
             slow.push(i as u32);
@@ -394,7 +406,16 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         }
     }
     let mut current_rows = n_current as i64;
-    let builder = Builder { layout: &layout, inc: &inc, ex: &ex, schema: &schema, batch: &batch };
+    let matched = matched_from_source(spec, &layout);
+    let builder = Builder {
+        layout: &layout,
+        inc: &inc,
+        ex: &ex,
+        schema: &schema,
+        batch: &batch,
+        partner: &partner,
+        matched: &matched,
+    };
     let mut replaced = vec![false; ex.key.len()];
     for &r in &plan.replaced {
         replaced[r as usize] = true;
@@ -406,28 +427,13 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             rows_of_file.entry(f).or_default().push(r as u32);
         }
     }
-    // The touched files are read a few at a time ahead of the one being
-    // rewritten, so decoding overlaps building and encoding.
-    let sources: Vec<(u32, Option<RecordBatch>)> = touched.iter().map(|&f| (f, held.remove(&f))).collect();
-    let table_ref = table.as_ref();
-    let files_ref = &files;
-    let mut reads = std::pin::pin!(
-        futures::stream::iter(sources.into_iter().map(|(f, held)| async move {
-            let batch = match held {
-                Some(b) => b,
-                None => {
-                    let table = table_ref.ok_or_else(|| Error::data("merge", "a file without a table"))?;
-                    io::read_files(table, std::slice::from_ref(&files_ref[f as usize]), None).await?.remove(0)
-                }
-            };
-            Ok::<_, Error>((f, batch))
-        }))
-        .buffered(READ_AHEAD_FILES)
-    );
-    while let Some(next) = reads.next().await {
-        let (f, file_batch) = next?;
-        let file = &files[f as usize];
-        actions.push(Action::Remove(file.remove.clone()));
+    // Each touched file's rows to write, and what to read of it. A current
+    // file whose rows mostly matched a source row unchanged is read slim:
+    // those rows take their business values from the source row, so only
+    // the engine's kept columns and the columns a source row cannot supply
+    // are decoded for every row, and the rest for the other rows only.
+    let mut jobs: Vec<(u32, Vec<OutRow>, FileRead)> = Vec::with_capacity(touched.len());
+    for &f in &touched {
         let mut rows = by_file.remove(&f).unwrap_or_default();
         // Rows of this file that the merge did not touch are copied.
         for &r in rows_of_file.get(&f).map(Vec::as_slice).unwrap_or_default() {
@@ -435,20 +441,77 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
                 rows.push(OutRow::copy(&ex, r));
             }
         }
-        if file.current {
-            current_rows -= file_batch.num_rows() as i64;
-        }
-        let rows = current_first(rows);
-        current_rows += rows.iter().filter(|r| r.to == OPEN_END).count() as i64;
-        let out = builder.build(&rows, Some(&file_batch))?;
-        writer.write(out).await?;
+        let read = match held.remove(&f) {
+            Some(b) => FileRead::Held(b),
+            None => {
+                let matched_rows = rows.iter().filter(|o| o.matched(&partner).is_some()).count();
+                if files[f as usize].current && !matched.is_empty() && matched_rows * 2 >= rows.len() {
+                    let mut wide: Vec<u32> = rows
+                        .iter()
+                        .filter(|o| o.matched(&partner).is_none())
+                        .filter_map(|o| match o.content {
+                            Content::Existing(r) | Content::Updated { base: r, .. } => Some(ex.row_in_file[r as usize]),
+                            Content::Incoming(_) => None,
+                        })
+                        .collect();
+                    wide.sort_unstable();
+                    wide.dedup();
+                    FileRead::Slim(wide)
+                } else {
+                    FileRead::Whole
+                }
+            }
+        };
+        jobs.push((f, rows, read));
     }
     if !by_file.is_empty() {
         return Err(Error::data("merge", "planned rows for a file that is not rewritten"));
     }
+    let slim_cols: Vec<String> = [columns::RECORDED_AT, columns::BATCH_ID]
+        .into_iter()
+        .map(String::from)
+        .chain(layout.business.iter().map(|f| f.name().clone()).filter(|n| !matched.contains(n)))
+        .collect();
+    let wide_cols: Vec<String> = matched.iter().cloned().collect();
+    // The touched files are read a few at a time ahead of the one being
+    // rewritten, so decoding overlaps building and encoding.
+    let table_ref = table.as_ref();
+    let (files_ref, slim_ref, wide_ref) = (&files, &slim_cols, &wide_cols);
+    let mut reads = std::pin::pin!(
+        futures::stream::iter(jobs.into_iter().map(|(f, rows, read)| async move {
+            let file = &files_ref[f as usize];
+            let table = || table_ref.ok_or_else(|| Error::data("merge", "a file without a table"));
+            let data = match read {
+                FileRead::Held(b) => FileData::whole(b),
+                FileRead::Whole => {
+                    FileData::whole(io::read_files(table()?, std::slice::from_ref(file), None).await?.remove(0))
+                }
+                FileRead::Slim(wide_rows) => {
+                    let (slim, wide) = io::read_split(table()?, file, slim_ref, wide_ref, wide_rows.clone()).await?;
+                    FileData { slim, wide, wide_rows: Some(wide_rows) }
+                }
+            };
+            Ok::<_, Error>((f, rows, data))
+        }))
+        .buffered(READ_AHEAD_FILES)
+    );
+    while let Some(next) = reads.next().await {
+        let (f, rows, data) = next?;
+        let file = &files[f as usize];
+        actions.push(Action::Remove(file.remove.clone()));
+        if file.current {
+            current_rows -= data.slim.num_rows() as i64;
+        }
+        let rows = current_first(rows);
+        current_rows += rows.iter().filter(|r| r.to == OPEN_END).count() as i64;
+        for chunk in rows.chunks(BUILD_ROWS) {
+            let out = builder.build(chunk, Some(&data))?;
+            writer.write(out).await?;
+        }
+    }
     let fresh = current_first(fresh);
     current_rows += fresh.iter().filter(|r| r.to == OPEN_END).count() as i64;
-    for chunk in fresh.chunks(256 * 1024) {
+    for chunk in fresh.chunks(BUILD_ROWS) {
         let out = builder.build(chunk, None)?;
         writer.write(out).await?;
     }
@@ -753,9 +816,11 @@ fn load_existing(
             continue;
         }
         ex.key.push(key);
+        let stored = hash::from_stored(attrs.value(r));
         ex.cmp.push(match &cmp {
-            None => hash::from_stored(attrs.value(r)),
+            None => stored,
             Some(cols) => {
+                ex.attr.push(stored);
                 encode_attrs(cols, r, &mut buf);
                 hash128(&buf)
             }
@@ -1185,6 +1250,56 @@ fn delete_at(spec: &Spec, versions: &mut Vec<Ver>, t: i64, m: &mut Metrics) {
 /// Touched files decoded ahead of the one being rewritten.
 const READ_AHEAD_FILES: usize = 2;
 
+/// Output rows built into one batch for the writers.
+const BUILD_ROWS: usize = 128 * 1024;
+
+/// What to read of a touched file.
+enum FileRead {
+    /// Already read whole (a history file the plan loaded).
+    Held(RecordBatch),
+    Whole,
+    /// The slim columns of every row, the others of these rows only.
+    Slim(Vec<u32>),
+}
+
+/// A touched file as read for its rewrite.
+struct FileData {
+    /// Every row: its `recorded_at`, `batch_id` and the business columns a
+    /// matched source row cannot supply (or every column).
+    slim: RecordBatch,
+    /// The other business columns, of the rows `wide_rows` of the file
+    /// (`None`: of every row).
+    wide: RecordBatch,
+    wide_rows: Option<Vec<u32>>,
+}
+
+impl FileData {
+    fn whole(batch: RecordBatch) -> Self {
+        FileData { slim: batch.clone(), wide: batch, wide_rows: None }
+    }
+}
+
+/// Business columns whose value in a current row equals that of the source
+/// row that matched it unchanged: the key and the compared tracked and
+/// type-1 columns, whose hashes matched, where the hash encoding is exact
+/// for the type. Floats are normalised and nanoseconds truncated before
+/// hashing, so those columns are always read from the file.
+fn matched_from_source(spec: &Spec, layout: &Layout) -> HashSet<String> {
+    let exact = |t: &DataType| match t {
+        DataType::Timestamp(unit, _) => *unit != TimeUnit::Nanosecond,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => false,
+        other => Col::new("", &new_null_array(other, 0)).is_ok(),
+    };
+    layout
+        .business
+        .iter()
+        .filter(|f| layout.existed.contains(f.name()) && exact(f.data_type()))
+        .map(|f| f.name())
+        .filter(|n| spec.key.contains(n) || layout.cmp_cols.contains(n) || layout.t1_cols.contains(n))
+        .cloned()
+        .collect()
+}
+
 /// The rows in the order the writers take them: the current partition's
 /// first, then the history's, each in the order given.
 fn current_first(rows: Vec<OutRow>) -> Vec<OutRow> {
@@ -1216,6 +1331,14 @@ impl OutRow {
             deleted: ex.deleted[i],
             inferred: ex.inferred[i],
             content: Content::Existing(r),
+        }
+    }
+
+    /// The source row that left this existing row unchanged, if any.
+    fn matched(&self, partner: &[u32]) -> Option<usize> {
+        match self.content {
+            Content::Existing(r) => partner.get(r as usize).filter(|&&i| i != u32::MAX).map(|&i| i as usize),
+            _ => None,
         }
     }
 
@@ -1391,58 +1514,82 @@ struct Builder<'a> {
     ex: &'a Existing,
     schema: &'a SchemaRef,
     batch: &'a Batch,
+    /// The source row that left each current row unchanged (`u32::MAX`: none).
+    partner: &'a [u32],
+    /// Columns a matched row takes from its source row.
+    matched: &'a HashSet<String>,
 }
 
 impl Builder<'_> {
-    fn build(&self, rows: &[OutRow], file: Option<&RecordBatch>) -> Result<RecordBatch> {
+    fn build(&self, rows: &[OutRow], file: Option<&FileData>) -> Result<RecordBatch> {
         let n = rows.len();
         let ex_row = |r: u32| self.ex.row_in_file[r as usize] as usize;
-        // (array, row) per output row: array 0 is the batch, 1 the file.
-        let base: Vec<(usize, usize)> = rows
-            .iter()
-            .map(|o| match o.content {
-                Content::Existing(r) | Content::Updated { base: r, .. } => (1, ex_row(r)),
-                Content::Incoming(i) => (0, i as usize),
-            })
-            .collect();
-        let fresh: Vec<(usize, usize)> = rows
-            .iter()
-            .map(|o| match o.content {
-                Content::Existing(r) => (1, ex_row(r)),
-                Content::Updated { from: i, .. } | Content::Incoming(i) => (0, i as usize),
-            })
-            .collect();
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        let pick = |name: &str, data_type: &DataType, refs: &[(usize, usize)]| -> Result<ArrayRef> {
-            let from_batch = column(&self.inc.batch, name)?.clone();
-            let from_file = match file.and_then(|f| f.column_by_name(name)) {
-                Some(c) if c.data_type() == data_type => Arc::clone(c),
-                Some(c) => cast(c, data_type).map_err(|e| Error::data(name, e))?,
-                None => new_null_array(data_type, file.map_or(0, |f| f.num_rows())),
-            };
-            interleave(&[from_batch.as_ref(), from_file.as_ref()], refs).map_err(|e| Error::data(name, e))
+        let wide_rows = file.and_then(|d| d.wide_rows.as_deref());
+        let wide_row = |r: u32| -> Result<usize> {
+            let row = ex_row(r);
+            match wide_rows {
+                None => Ok(row),
+                Some(w) => w
+                    .binary_search(&(row as u32))
+                    .map_err(|_| Error::data("merge", format!("row {row} of a rewritten file was not read"))),
+            }
         };
+        // (array, row) per output row: array 0 is the batch, 1 the file's
+        // slim columns, 2 its wide ones. `fresh`: the column takes an
+        // updated row's source value (type-1 and new columns); `wide`: the
+        // column is one a matched row takes from its source row.
+        let refs = |fresh: bool, wide: bool| -> Result<Vec<(usize, usize)>> {
+            rows.iter()
+                .map(|o| match o.content {
+                    Content::Incoming(i) => Ok((0, i as usize)),
+                    Content::Updated { from: i, .. } if fresh => Ok((0, i as usize)),
+                    Content::Existing(r) | Content::Updated { base: r, .. } => match o.matched(self.partner) {
+                        _ if !wide => Ok((1, ex_row(r))),
+                        Some(i) if wide_rows.is_some() => Ok((0, i)),
+                        _ => Ok((2, wide_row(r)?)),
+                    },
+                })
+                .collect()
+        };
+        let mut memo: [Option<Vec<(usize, usize)>>; 4] = Default::default();
+        let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+        let (slim, wide) = file.map_or((&empty, &empty), |d| (&d.slim, &d.wide));
+        let from_file = |b: &RecordBatch, name: &str, data_type: &DataType| -> Result<ArrayRef> {
+            match b.column_by_name(name) {
+                Some(c) if c.data_type() == data_type => Ok(Arc::clone(c)),
+                Some(c) => cast(c, data_type).map_err(|e| Error::data(name, e)),
+                None => Ok(new_null_array(data_type, b.num_rows())),
+            }
+        };
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         cols.push(Arc::new(Int64Array::from_iter_values(rows.iter().map(|o| o.sk))));
         for f in &self.layout.business {
-            let name = f.name();
-            let takes_fresh = self.layout.type1.contains(name) || !self.layout.existed.contains(name);
-            cols.push(pick(name, f.data_type(), if takes_fresh { &fresh } else { &base })?);
+            let (name, data_type) = (f.name(), f.data_type());
+            let fresh = self.layout.type1.contains(name) || !self.layout.existed.contains(name);
+            let is_wide = self.matched.contains(name);
+            let slot = &mut memo[usize::from(fresh) * 2 + usize::from(is_wide)];
+            if slot.is_none() {
+                *slot = Some(refs(fresh, is_wide)?);
+            }
+            let arrays = [
+                column(&self.inc.batch, name)?.clone(),
+                from_file(slim, name, data_type)?,
+                from_file(wide, name, data_type)?,
+            ];
+            let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            cols.push(interleave(&arrays, slot.as_deref().unwrap_or_default()).map_err(|e| Error::data(name, e))?);
         }
         let business = RecordBatch::try_new(Arc::new(Schema::new(self.layout.business.clone())), cols[1..].to_vec())
             .map_err(|e| Error::data("business columns", e))?;
         let mut key_hash = BinaryBuilder::with_capacity(n, n * 16);
         let mut attr_hash = BinaryBuilder::with_capacity(n, n * 16);
-        let file_attrs = file.map(|f| binary_col(f, columns::ATTR_HASH)).transpose()?;
         let tracked = attr_cols(&business, &self.layout.tracked)?;
         let mut buf = Vec::new();
         for (row, o) in rows.iter().enumerate() {
             key_hash.append_value(o.key.to_le_bytes());
             // An updated row mixes two sources: its hash comes from what is written.
             let attr = match o.content {
-                Content::Existing(r) => match file_attrs {
-                    Some(a) => hash::from_stored(a.value(ex_row(r))),
-                    None => return Err(Error::data("merge", "an existing row without its file")),
-                },
+                Content::Existing(r) => self.ex.stored_attr(r as usize),
                 Content::Incoming(i) => self.inc.full[i as usize],
                 Content::Updated { .. } => {
                     encode_attrs(&tracked, row, &mut buf);
@@ -1469,11 +1616,8 @@ impl Builder<'_> {
         let now: ArrayRef = ts(vec![batch_at(self.batch)]);
         let id: ArrayRef = Arc::new(StringArray::from(vec![self.batch.id.clone()]));
         for (name, own) in [(columns::RECORDED_AT, now), (columns::BATCH_ID, id)] {
-            let from_file = match file.and_then(|f| f.column_by_name(name)) {
-                Some(c) => Arc::clone(c),
-                None => new_null_array(own.data_type(), file.map_or(0, |f| f.num_rows())),
-            };
-            cols.push(interleave(&[own.as_ref(), from_file.as_ref()], &meta_refs).map_err(|e| Error::data(name, e))?);
+            let kept = from_file(slim, name, own.data_type())?;
+            cols.push(interleave(&[own.as_ref(), kept.as_ref()], &meta_refs).map_err(|e| Error::data(name, e))?);
         }
         cols.push(Arc::new(BooleanArray::from(rows.iter().map(|o| o.to == OPEN_END).collect::<Vec<_>>())));
         RecordBatch::try_new(Arc::clone(self.schema), cols).map_err(|e| Error::data("output rows", e))

@@ -11,9 +11,10 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::reader::ChunkReader;
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -90,26 +91,88 @@ pub(crate) async fn read_files(
     Ok(out)
 }
 
-async fn read_file(store: Arc<dyn ObjectStore>, file: &DataFile, projection: Option<&[String]>) -> Result<RecordBatch> {
+/// Reads one file as two batches from one fetch: the columns `all` of
+/// every row, and the columns `some` of the rows `rows` only (ascending
+/// positions in the file, in that order).
+pub(crate) async fn read_split(
+    table: &DeltaTable,
+    file: &DataFile,
+    all: &[String],
+    some: &[String],
+    rows: Vec<u32>,
+) -> Result<(RecordBatch, RecordBatch)> {
+    let bytes = fetch(table.object_store(), file).await?;
+    let (context, all, some) = (format!("reading {}", file.path), all.to_vec(), some.to_vec());
+    let split = move || -> Result<(RecordBatch, RecordBatch)> {
+        let every = decode(&context, bytes.clone(), Some(&all), None)?;
+        let selected = match rows.is_empty() {
+            true => RecordBatch::new_empty(Arc::new(Schema::empty())),
+            false => decode(&context, bytes, Some(&some), Some(&rows))?,
+        };
+        Ok((every, selected))
+    };
+    tokio::task::spawn_blocking(split).await.map_err(|e| Error::data("reading table files", e))?
+}
+
+async fn fetch(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<impl ChunkReader + Clone + Send + 'static> {
     let context = format!("reading {}", file.path);
     let bytes = store.get(&file.path).await.map_err(|e| Error::data(&context, e))?.bytes().await;
-    let bytes = bytes.map_err(|e| Error::data(&context, e))?;
-    let projection = projection.map(<[String]>::to_vec);
-    let decode = move || -> Result<RecordBatch> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::data(&context, e))?;
-        let builder = match &projection {
-            Some(names) => {
-                let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().map(String::as_str));
-                builder.with_projection(mask)
-            }
-            None => builder,
-        };
-        let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::data(&context, e))?;
-        let schema = reader.schema();
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(&context, e))?;
-        concat_batches(&schema, &batches).map_err(|e| Error::data(&context, e))
+    bytes.map_err(|e| Error::data(&context, e))
+}
+
+async fn read_file(store: Arc<dyn ObjectStore>, file: &DataFile, projection: Option<&[String]>) -> Result<RecordBatch> {
+    let bytes = fetch(store, file).await?;
+    let (context, projection) = (format!("reading {}", file.path), projection.map(<[String]>::to_vec));
+    tokio::task::spawn_blocking(move || decode(&context, bytes, projection.as_deref(), None))
+        .await
+        .map_err(|e| Error::data("reading table files", e))?
+}
+
+/// Decodes the columns `projection` (all: `None`) of the rows `rows` (all:
+/// `None`) of a Parquet file into one batch.
+fn decode(
+    context: &str,
+    bytes: impl ChunkReader + 'static,
+    projection: Option<&[String]>,
+    rows: Option<&[u32]>,
+) -> Result<RecordBatch> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::data(context, e))?;
+    let builder = match projection {
+        Some(names) => {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().map(String::as_str));
+            builder.with_projection(mask)
+        }
+        None => builder,
     };
-    tokio::task::spawn_blocking(decode).await.map_err(|e| Error::data("reading table files", e))?
+    let builder = match rows {
+        Some(rows) => {
+            let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+            if let Some(&last) = rows.last().filter(|&&r| r as usize >= total) {
+                return Err(Error::data(context, format!("row {last} is past the file's {total} rows")));
+            }
+            builder.with_row_selection(RowSelection::from_consecutive_ranges(runs(rows), total))
+        }
+        None => builder,
+    };
+    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::data(context, e))?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(context, e))?;
+    concat_batches(&schema, &batches).map_err(|e| Error::data(context, e))
+}
+
+/// Ascending row positions as runs of consecutive rows.
+fn runs(rows: &[u32]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let start = *rows.get(i)? as usize;
+        let mut end = start + 1;
+        i += 1;
+        while rows.get(i).is_some_and(|&r| r as usize == end) {
+            end += 1;
+            i += 1;
+        }
+        Some(start..end)
+    })
 }
 
 /// Writes batches (with an `is_current` column) as Parquet files of the

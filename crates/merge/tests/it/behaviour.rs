@@ -260,3 +260,82 @@ async fn a_version_deleted_at_its_start_and_recreated_keeps_its_identity() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].value.as_deref(), rows[0].from, rows[0].sk), (Some("v2"), micros(1), first[0].sk));
 }
+
+/// A snapshot that leaves most keys as they are: their rewritten current
+/// rows keep the stored untracked values and the stored float bits (the
+/// hash treats -0.0 as 0.0), while the changed key's closed version keeps
+/// every old value.
+#[tokio::test]
+async fn unchanged_rows_rewritten_beside_changes_keep_their_stored_values() {
+    use deltalake::arrow::array::{AsArray as _, Float64Array};
+    let t = Table::new();
+    let spec = snapshot_spec();
+    let ids = ["a", "b", "c", "d", "e", "f"];
+    let snapshot_of = |seq: i64, d: u32, values: &[&str], touched: &str, score: f64| {
+        let ids: Vec<Option<&str>> = ids.iter().map(|s| Some(*s)).collect();
+        let values: Vec<Option<&str>> = values.iter().map(|s| Some(*s)).collect();
+        let scores: Vec<f64> = (0..ids.len()).map(|i| if i == 0 { score } else { i as f64 }).collect();
+        batch(
+            &format!("day{d}"),
+            seq,
+            day(d),
+            vec![
+                ("id", strings(&ids)),
+                ("value", strings(&values)),
+                ("touched", strings(&vec![Some(touched); ids.len()])),
+                ("score", std::sync::Arc::new(Float64Array::from(scores))),
+            ],
+        )
+    };
+    t.merge(&spec, snapshot_of(1, 1, &["1", "1", "1", "1", "1", "1"], "x", -0.0)).await;
+    let second = t.merge(&spec, snapshot_of(2, 2, &["1", "1", "1", "1", "1", "2"], "y", 0.0)).await;
+    let m = &second.metrics;
+    assert_eq!((m.unchanged, m.closed, m.inserted), (5, 1, 1), "{m:?}");
+
+    let table = deltalake::open_table(t.target.url.clone()).await.expect("open table");
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    ctx.register_table("dim", table.table_provider().await.expect("provider")).expect("register");
+    let batches = ctx
+        .sql("SELECT id, value, touched, score, is_current, batch_id FROM dim ORDER BY id, valid_from")
+        .await
+        .expect("query")
+        .collect()
+        .await
+        .expect("collect");
+    let mut rows = Vec::new();
+    for b in &batches {
+        let text = |c: usize| {
+            let a = deltalake::arrow::compute::cast(b.column(c), &deltalake::arrow::datatypes::DataType::Utf8)
+                .expect("text");
+            (0..b.num_rows()).map(|r| a.as_string::<i32>().value(r).to_string()).collect::<Vec<_>>()
+        };
+        let (id, value, touched, batch_id) = (text(0), text(1), text(2), text(5));
+        let score = b.column(3).as_primitive::<deltalake::arrow::datatypes::Float64Type>();
+        let current = b.column(4).as_boolean();
+        for r in 0..b.num_rows() {
+            rows.push((
+                id[r].clone(),
+                value[r].clone(),
+                touched[r].clone(),
+                score.value(r).to_bits(),
+                current.value(r),
+                batch_id[r].clone(),
+            ));
+        }
+    }
+    let row = |id: &str, value: &str, touched: &str, score: f64, current: bool, batch: &str| {
+        (id.to_string(), value.to_string(), touched.to_string(), score.to_bits(), current, batch.to_string())
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row("a", "1", "x", -0.0, true, "day1"),
+            row("b", "1", "x", 1.0, true, "day1"),
+            row("c", "1", "x", 2.0, true, "day1"),
+            row("d", "1", "x", 3.0, true, "day1"),
+            row("e", "1", "x", 4.0, true, "day1"),
+            row("f", "1", "x", 5.0, false, "day1"),
+            row("f", "2", "y", 5.0, true, "day2"),
+        ]
+    );
+}
