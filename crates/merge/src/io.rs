@@ -114,7 +114,7 @@ pub(crate) async fn read_split(
     tokio::task::spawn_blocking(split).await.map_err(|e| Error::data("reading table files", e))?
 }
 
-async fn fetch(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<impl ChunkReader + Clone + Send + 'static> {
+async fn fetch(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<impl ChunkReader + Clone + 'static> {
     let context = format!("reading {}", file.path);
     let bytes = store.get(&file.path).await.map_err(|e| Error::data(&context, e))?.bytes().await;
     bytes.map_err(|e| Error::data(&context, e))
