@@ -21,6 +21,7 @@ if [ -z "${SCRATCH:-}" ]; then
   SCRATCH="$(mktemp -d)"
   trap 'rm -rf "$SCRATCH"' EXIT
 fi
+mkdir -p "$SCRATCH"
 DAYS=($(ls "$LANDING" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort))
 [ "${#DAYS[@]}" -ge 2 ] || { echo "the landing needs two days at least" >&2; exit 1; }
 for day in "${DAYS[0]}" "${DAYS[1]}"; do
