@@ -680,12 +680,13 @@ async fn aggregates_stage(
 
 fn train_text(t: &scoring::TrainReport) -> String {
     format!(
-        "  trained model {} on {} claims and {} providers serviced {}..{}{} ({:.1} s)",
+        "  trained model {} on {} claims and {} providers serviced {}..{}{}{} ({:.1} s)",
         t.model_version,
         thousands(t.training_claims as u64),
         thousands(t.training_providers as u64),
         t.window_from,
         t.window_to,
+        if t.reused_features { " (the features computed for scoring)" } else { "" },
         if t.written { "" } else { "; the same model was already stored" },
         t.seconds
     )

@@ -123,6 +123,9 @@ pub struct TrainReport {
     pub data_versions: BTreeMap<String, i64>,
     pub claim_features: Vec<String>,
     pub provider_features: Vec<String>,
+    /// `true` when the model was fitted to the features the score stage
+    /// had computed for scoring, not computed again for the window.
+    pub reused_features: bool,
     pub seconds: f64,
 }
 
@@ -130,12 +133,38 @@ pub struct TrainReport {
 /// the run's date, and stores it in [`MODELS`] unless the same model is
 /// already there.
 pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConfig) -> Result<TrainReport> {
+    train_from(warehouse, run, config, None).await
+}
+
+/// [`train`], reusing `computed`: features computed with `config` for
+/// every claim up to the run's date, at the data versions current now.
+/// They are the training window's own features when every one of those
+/// claims was serviced inside the window (the warehouse holds less history
+/// than the window), and are then fitted as they are, not computed again;
+/// otherwise the window's features are computed.
+async fn train_from(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    config: &ScoringConfig,
+    computed: Option<&FeatureSet>,
+) -> Result<TrainReport> {
     let started = std::time::Instant::now();
     let to = run.clock.logical_date();
     let from = window_start(config, to);
-    let versions = features::input_versions(warehouse).await?;
     let window = Window { from_key: date_key(from), to_key: date_key(to) };
-    let set = features::compute(warehouse, config, window, versions).await?;
+    let owned;
+    let reused = computed.filter(|set| within(set, window));
+    let set = match reused {
+        Some(set) => {
+            tracing::info!(claims = set.claims.claim_id.len(), "training on the features already computed");
+            set
+        }
+        None => {
+            let versions = features::input_versions(warehouse).await?;
+            owned = features::compute(warehouse, config, window, versions).await?;
+            &owned
+        }
+    };
     let seed = config.training.seed;
     let claims_x = training_sample(&set.claims.values, config.training.max_training_claims, seed);
     let fitting = std::time::Instant::now();
@@ -174,6 +203,7 @@ pub async fn train(warehouse: &Warehouse, run: &RunContext, config: &ScoringConf
         data_versions,
         claim_features: stored.artifact.claim_features.clone(),
         provider_features: stored.artifact.provider_features.clone(),
+        reused_features: reused.is_some(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -248,17 +278,27 @@ pub async fn score(
             features::FEATURES_REVISION
         );
     }
+    // Every claim up to the run's date, the features computed at most once
+    // per setting: a model trained here is fitted to the same features
+    // when the warehouse holds no claim older than its window.
+    let versions = features::input_versions(warehouse).await?;
+    let tables: BTreeMap<_, _> = versions.iter().cloned().collect();
+    let window = Window { from_key: -1, to_key: date_key(date) };
+    let mut features_seconds = 0.0;
+    let mut computed: Option<(ScoringConfig, FeatureSet)> = None;
     let mut trained = None;
     if stale && training == Training::WhenStale {
-        trained = Some(train(warehouse, run, config).await?);
+        let started = std::time::Instant::now();
+        let set = features::compute(warehouse, config, window, versions.clone()).await?;
+        features_seconds += started.elapsed().as_secs_f64();
+        trained = Some(train_from(warehouse, run, config, Some(&set)).await?);
+        computed = Some((config.clone(), set));
         current = current_model(warehouse, date).await?;
     }
     let mut model = current.ok_or(Error::NoModel { date })?;
 
     // Scores of these input versions with this model are already there:
     // nothing to compute or write.
-    let versions = features::input_versions(warehouse).await?;
-    let tables: BTreeMap<_, _> = versions.iter().cloned().collect();
     let mut inputs = serde_json::json!({"model_version": model.version, "tables": tables});
     let scores_name = TableName::new(FRAUD_SCORES)?;
     let last = warehouse.commit_metadata(&scores_name, 1).await?;
@@ -272,20 +312,26 @@ pub async fn score(
             claims_version: None,
             providers_version: None,
             up_to_date: true,
-            features_seconds: 0.0,
+            features_seconds,
             apply_seconds: 0.0,
             claims_per_second: 0.0,
         });
     }
-    let started = std::time::Instant::now();
-    let window = Window { from_key: -1, to_key: date_key(date) };
-    let mut set = features::compute(warehouse, &model.artifact.config, window, versions.clone()).await?;
-    let mut features_seconds = started.elapsed().as_secs_f64();
+    // The features follow the model's own settings.
+    let mut set = match computed {
+        Some((settings, set)) if settings == model.artifact.config => set,
+        _ => {
+            let started = std::time::Instant::now();
+            let set = features::compute(warehouse, &model.artifact.config, window, versions.clone()).await?;
+            features_seconds += started.elapsed().as_secs_f64();
+            set
+        }
+    };
     if trained.is_none() && training == Training::WhenStale && outgrown(config, &model, &set, date) {
-        trained = Some(train(warehouse, run, config).await?);
+        let reuse = (*config == model.artifact.config).then_some(&set);
+        trained = Some(train_from(warehouse, run, config, reuse).await?);
         let newer = current_model(warehouse, date).await?.ok_or(Error::NoModel { date })?;
-        // The features follow the model's own settings: computed again
-        // only if the new model's differ.
+        // Computed again only if the new model's settings differ.
         if newer.artifact.config != model.artifact.config {
             let again = std::time::Instant::now();
             set = features::compute(warehouse, &newer.artifact.config, window, versions).await?;
@@ -340,6 +386,11 @@ fn outgrown(config: &ScoringConfig, model: &StoredModel, set: &FeatureSet, date:
     let (from, to) = (date_key(window_start(config, date)), date_key(date));
     let in_window = set.claims.serviced_key.iter().filter(|k| (from..=to).contains(*k)).count();
     in_window as f64 >= growth * model.training_claims.max(1) as f64
+}
+
+/// Whether every claim of `set` was serviced inside `window`.
+fn within(set: &FeatureSet, window: Window) -> bool {
+    set.claims.serviced_key.iter().all(|k| (window.from_key..=window.to_key).contains(k))
 }
 
 /// Scores of one level (claims or providers), ready to write.

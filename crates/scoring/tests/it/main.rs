@@ -134,7 +134,11 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
     let b = Warehouse::open(dir.path().join("b").to_str().unwrap()).unwrap();
     build(&b, &landing, last).await;
     let report_b = scoring::score(&b, &run(2, RunKind::Build, last), &config, Training::WhenStale).await.unwrap();
-    assert_eq!(report_b.trained.as_ref().map(|t| t.model_version.as_str()), Some(first.model_version.as_str()));
+    // It fits the features it computed for scoring (every claim is inside
+    // the training window), and they give the model `gold train` fitted.
+    let trained_b = report_b.trained.as_ref().expect("no model is current, so the build trains");
+    assert_eq!(trained_b.model_version, first.model_version);
+    assert!(trained_b.reused_features && !first.reused_features);
     let claims_b = scores(&b, scoring::FRAUD_SCORES, "claim_id").await;
     assert!(claims == claims_b, "scores differ between two identical builds");
 
@@ -164,6 +168,9 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
     let big = night6.trained.expect("the grown window trains a new model");
     assert!(big.training_claims as f64 >= growth * small.training_claims as f64, "{big:?} after {small:?}");
     assert_eq!(night6.model_version, big.model_version);
+    assert!(big.reused_features, "{big:?}");
+    let fresh = scoring::train(&c, &run(4, RunKind::Train, last), &config).await.unwrap();
+    assert_eq!((fresh.model_version.as_str(), fresh.written), (big.model_version.as_str(), false));
     let claims_c = scores(&c, scoring::FRAUD_SCORES, "claim_id").await;
     assert!(claims_c.values().all(|(_, _, _, m)| *m == big.model_version));
     // Scoring again the same night neither trains nor writes.
@@ -199,6 +206,19 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
     let current = scoring::current_model(&c, last).await.unwrap().unwrap();
     assert_eq!(current.artifact.features_revision, scoring::features::FEATURES_REVISION);
     assert_eq!(upgraded.model_version, big.model_version);
+
+    // A window shorter than the warehouse's history leaves claims out of
+    // training: the window's own features are computed, and give the model
+    // `gold train` fits with the same settings.
+    let mut short = config.clone();
+    short.training.window_days = 3;
+    short.training.retrain_after_days = 0;
+    let night = scoring::score(&c, &run(8, RunKind::Build, last), &short, Training::WhenStale).await.unwrap();
+    let windowed = night.trained.expect("a model trained on this date is stale after 0 days");
+    assert!(!windowed.reused_features && windowed.window_from == last - Duration::days(2), "{windowed:?}");
+    assert!(windowed.training_claims < big.training_claims, "{windowed:?}");
+    let fresh = scoring::train(&c, &run(9, RunKind::Train, last), &short).await.unwrap();
+    assert_eq!((fresh.model_version, fresh.written), (windowed.model_version, false));
 }
 
 #[test]
