@@ -4,6 +4,7 @@
 # STAGE`), so each has its own wall time and peak RSS (benches/measure.py).
 #
 #   bash benches/build.sh LANDING      (e.g. gold generate --out LANDING --members 1000000 --days 2)
+#   GOLD=path/to/gold bash benches/build.sh LANDING   # that binary, not a fresh release build
 #
 # After the last day it also times `gold report` over the warehouse.
 #
@@ -14,8 +15,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LANDING="$(cd "${1:?usage: benches/build.sh LANDING}" && pwd)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gold/target}
-cargo build --release -p gold-cli -j 2 -q >&2
-BIN="$CARGO_TARGET_DIR/release/gold"
+# GOLD=path/to/gold runs that binary instead of building the release one.
+if [ -n "${GOLD:-}" ]; then
+  BIN="$GOLD"
+else
+  cargo build --release -p gold-cli -j 2 -q >&2
+  BIN="$CARGO_TARGET_DIR/release/gold"
+fi
 # The scratch warehouse: $SCRATCH if set (kept), else a temporary folder.
 if [ -z "${SCRATCH:-}" ]; then
   SCRATCH="$(mktemp -d)"
