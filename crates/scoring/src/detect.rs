@@ -1,7 +1,10 @@
 //! The anomaly detectors, fitted with linfa and applied from their stored
 //! parameters: Gaussian-mixture negative log-likelihood, distance to the
 //! nearest k-means centroid, PCA reconstruction error and the mean distance
-//! to the k nearest training points (linfa-nn). Each detector's raw score
+//! to the k nearest training points (linfa-nn), and one without linfa: how
+//! far a row's features go beyond their own training tails, summed
+//! ([`Excess`]), so that fraud showing in one or two features is not
+//! averaged away by the geometry of the others. Each detector's raw score
 //! is measured in the tail of its training distribution: 0 at the training
 //! median, 1 at the training 99th percentile, and on beyond it. A row's
 //! combined score is the weighted mean of those (the weights are the
@@ -25,7 +28,16 @@ use crate::config::Detectors;
 use crate::{Error, Result};
 
 /// The detectors, in the order of their score columns.
-pub const DETECTORS: [&str; 4] = ["gmm_nll", "kmeans_distance", "pca_reconstruction", "knn_distance"];
+pub const DETECTORS: [&str; 5] = ["gmm_nll", "kmeans_distance", "pca_reconstruction", "knn_distance", "feature_excess"];
+
+/// The training quantile that marks the end of a feature's ordinary range
+/// for [`Excess`].
+const EXCESS_QUANTILE: f64 = 0.995;
+/// The smallest ordinary range of a feature above its median, in the
+/// features' robust z units: a feature at its median for 99.5% of the rows
+/// (most claims are no duplicate) would otherwise make any value
+/// infinitely far out.
+const EXCESS_FLOOR: f64 = 1.0;
 
 /// Points of each detector's training-score distribution kept for
 /// calibration.
@@ -48,6 +60,10 @@ pub struct DetectorSet {
     pub kmeans_centroids: Vec<Vec<f64>>,
     pub pca: PcaModel,
     pub knn: Knn,
+    /// Absent from models stored before the detector existed; such a model
+    /// has no calibration for it, so it neither scores nor weighs.
+    #[serde(default)]
+    pub excess: Excess,
     /// Per detector, sorted quantiles of its training scores.
     pub calibration: Vec<Vec<f64>>,
 }
@@ -71,6 +87,37 @@ pub struct PcaModel {
 pub struct Knn {
     pub k: usize,
     pub reference: Vec<Vec<f64>>,
+}
+
+/// Each feature's training median and ordinary range: the distance from
+/// the median to the [`EXCESS_QUANTILE`] quantile, at least
+/// [`EXCESS_FLOOR`]. A row's raw score is the sum, over its features, of
+/// how many ranges each lies beyond the end of its ordinary range (0 for a
+/// feature inside it). A claim whose one feature is twice as far out as
+/// any ordinary claim's scores high even when every other feature is
+/// ordinary and the distance-based detectors see little.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Excess {
+    pub median: Vec<f64>,
+    pub range: Vec<f64>,
+}
+
+impl Excess {
+    fn fit(x: &Array2<f64>) -> Self {
+        let (mut median, mut range) = (Vec::new(), Vec::new());
+        for col in x.axis_iter(Axis(1)) {
+            let mut v = col.to_vec();
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+            median.push(at(0.5));
+            range.push((at(EXCESS_QUANTILE) - at(0.5)).max(EXCESS_FLOOR));
+        }
+        Self { median, range }
+    }
+
+    fn score(&self, x: ArrayView1<'_, f64>) -> f64 {
+        x.iter().zip(self.median.iter().zip(&self.range)).map(|(v, (m, r))| ((v - m) / r - 1.0).max(0.0)).sum()
+    }
 }
 
 fn rows(a: &Array2<f64>) -> Vec<Vec<f64>> {
@@ -218,6 +265,7 @@ impl DetectorSet {
             kmeans_centroids: rows(kmeans.centroids()),
             pca,
             knn: Knn { k: knn_k, reference },
+            excess: Excess::fit(x),
             calibration: Vec::new(),
         };
         let raw = set.raw_scores(x.view())?;
@@ -271,6 +319,7 @@ impl DetectorSet {
                             })?;
                             let sum: f64 = hits.iter().map(|(p, _)| L2Dist.distance(p.view(), row.view())).sum();
                             out[[i, 3]] = sum / hits.len().max(1) as f64;
+                            out[[i, 4]] = self.excess.score(row.view());
                         }
                         Ok(())
                     })
@@ -285,8 +334,11 @@ impl DetectorSet {
     /// The combined anomaly score of each row (the mean of its detectors'
     /// [`tail_score`]s weighted by `weights`, in the order of [`DETECTORS`]:
     /// about 1 for a row at the training 99th percentile, unbounded above),
-    /// and each detector's percentile and tail score.
+    /// and each detector's percentile and tail score. A detector the model
+    /// has no calibration for (it was stored before the detector existed)
+    /// scores 0 and weighs nothing, so an older model scores as it did.
     pub fn score(&self, x: ArrayView2<'_, f64>, weights: &[f64]) -> Result<Scores> {
+        let weights = &weights[..weights.len().min(self.calibration.len())];
         let raw = self.raw_scores(x)?;
         let (mut pct, mut tail) = (Array2::zeros(raw.dim()), Array2::zeros(raw.dim()));
         for (j, cal) in self.calibration.iter().enumerate() {
@@ -427,6 +479,49 @@ mod tests {
         assert!((b / a - 2.0).abs() < 1e-12, "{a} {b}");
         assert_eq!(tail_score(&[], 3.0), 0.0);
         assert!(tail_score(&cal, f64::INFINITY).is_finite());
+    }
+
+    #[test]
+    fn feature_excess_counts_only_what_lies_beyond_each_features_ordinary_range() {
+        // Feature 0 spreads over 0..=10; feature 1 is 0 on every row, so
+        // its ordinary range is the floor.
+        let x = Array2::from_shape_fn((1001, 2), |(i, j)| if j == 0 { i as f64 / 100.0 } else { 0.0 });
+        let e = Excess::fit(&x);
+        assert_eq!(e.median, vec![5.0, 0.0]);
+        assert!((e.range[0] - 4.95).abs() < 1e-9, "{:?}", e.range);
+        assert_eq!(e.range[1], EXCESS_FLOOR);
+        let score = |a: f64, b: f64| e.score(ndarray::arr1(&[a, b]).view());
+        assert_eq!(score(5.0, 0.0), 0.0);
+        assert_eq!(score(9.9, 0.0), 0.0);
+        assert_eq!(score(0.0, -4.0), 0.0);
+        assert!((score(5.0 + 2.0 * 4.95, 0.0) - 1.0).abs() < 1e-9);
+        assert_eq!(score(5.0, 3.0), 2.0);
+        assert!((score(5.0 + 2.0 * 4.95, 3.0) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_model_stored_before_feature_excess_scores_as_it_did() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let x = Array2::from_shape_fn((300, 3), |_| rand::Rng::gen_range(&mut rng, -1.0..1.0));
+        let config = crate::ScoringConfig::default_config().unwrap().detectors;
+        let now = DetectorSet::fit(&x, &config, 1, "test").unwrap();
+        assert_eq!(now.calibration.len(), DETECTORS.len());
+        // What an older gold stored: no excess, four calibrations.
+        let mut older = now.clone();
+        older.excess = Excess::default();
+        older.calibration.truncate(4);
+        let json = serde_json::to_string(&older).unwrap().replace(",\"excess\":{\"median\":[],\"range\":[]}", "");
+        assert!(!json.contains("excess"));
+        let older: DetectorSet = serde_json::from_str(&json).unwrap();
+        let weights = [1.0, 1.0, 1.0, 4.0, 4.0];
+        let (a, b) = (now.score(x.view(), &weights).unwrap(), older.score(x.view(), &weights).unwrap());
+        for i in 0..x.nrows() {
+            let four: f64 = (0..4).map(|j| weights[j] * a.tail[[i, j]]).sum::<f64>() / 7.0;
+            assert!((b.combined[i] - four).abs() < 1e-12, "row {i}: {} vs {four}", b.combined[i]);
+            assert_eq!(b.tail[[i, 4]], 0.0);
+        }
+        // The current model does weigh it.
+        assert!((0..x.nrows()).any(|i| (a.combined[i] - b.combined[i]).abs() > 1e-9));
     }
 
     #[test]
