@@ -281,21 +281,28 @@ pub async fn score(
     // Every claim up to the run's date, the features computed at most once
     // per setting: a model trained here is fitted to the same features
     // when the warehouse holds no claim older than its window.
-    let versions = features::input_versions(warehouse).await?;
-    let tables: BTreeMap<_, _> = versions.iter().cloned().collect();
     let window = Window { from_key: -1, to_key: date_key(date) };
     let mut features_seconds = 0.0;
     let mut computed: Option<(ScoringConfig, FeatureSet)> = None;
+    let mut versions = None;
     let mut trained = None;
     if stale && training == Training::WhenStale {
         let started = std::time::Instant::now();
-        let set = features::compute(warehouse, config, window, versions.clone()).await?;
+        let read = features::input_versions(warehouse).await?;
+        let set = features::compute(warehouse, config, window, read.clone()).await?;
+        versions = Some(read);
         features_seconds += started.elapsed().as_secs_f64();
         trained = Some(train_from(warehouse, run, config, Some(&set)).await?);
         computed = Some((config.clone(), set));
         current = current_model(warehouse, date).await?;
     }
+    // Without a model, that is the error (before any table is read).
     let mut model = current.ok_or(Error::NoModel { date })?;
+    let versions = match versions {
+        Some(v) => v,
+        None => features::input_versions(warehouse).await?,
+    };
+    let tables: BTreeMap<_, _> = versions.iter().cloned().collect();
 
     // Scores of these input versions with this model are already there:
     // nothing to compute or write.
