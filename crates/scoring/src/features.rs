@@ -35,8 +35,13 @@ pub const INPUT_TABLES: [&str; 7] = [
     "silver_provider_specialties",
 ];
 
+/// Input tables a warehouse may not have yet (a landing without a medical
+/// events feed): the features are computed without them, and the versions
+/// name them only when they were read.
+pub const OPTIONAL_INPUT_TABLES: [&str; 1] = ["fact_medical_events"];
+
 /// Claim-level features, in the order of the model's columns.
-pub const CLAIM_FEATURES: [&str; 15] = [
+pub const CLAIM_FEATURES: [&str; 17] = [
     "amount_vs_code_peers",
     "amount_vs_specialty_peers",
     "duplicate_signature",
@@ -52,6 +57,8 @@ pub const CLAIM_FEATURES: [&str; 15] = [
     "amount_above_peers_at_provider",
     "high_level_at_provider",
     "code_set_overuse_at_provider",
+    "high_level_new_to_provider",
+    "new_member_at_provider",
 ];
 
 /// Provider-level features, in the order of the model's columns.
@@ -75,7 +82,7 @@ pub const PROVIDER_FEATURES: [&str; 13] = [
 /// A model fitted to features computed another way is stale: the score
 /// stage of `gold build` trains a new one rather than apply it to features
 /// it was not fitted on. Bump it whenever a feature's definition changes.
-pub const FEATURES_REVISION: u32 = 2;
+pub const FEATURES_REVISION: u32 = 3;
 
 /// The smallest peer group whose own statistics are used; smaller groups
 /// fall back to a wider peer group.
@@ -149,6 +156,8 @@ struct RawClaims {
     weekend: Vec<f64>,
     overuse: Vec<f64>,
     set_overuse: Vec<f64>,
+    /// The other records tying the claim's member to its provider.
+    ties: Vec<f64>,
 }
 
 /// The claims serviced in the window (`{from}`/`{to}` are date keys), in
@@ -207,6 +216,87 @@ const DIAGNOSES_SQL: &str = r#"
 SELECT fd.claim_id, dd.code
 FROM fact_claim_diagnoses fd JOIN dim_diagnosis dd ON dd.diagnosis_key = fd.diagnosis_key
 "#;
+
+/// Every (member, provider) record up to the window's end (`{to}`): the
+/// claims of every feed that names both, and the medical events whose
+/// provider resolved to a known one. [`Ties`] counts them.
+const CLAIM_TIES_SQL: &str = r#"
+SELECT member_id, provider_id FROM fact_claims
+WHERE member_id IS NOT NULL AND provider_id IS NOT NULL
+  AND CASE WHEN service_date_key > 0 THEN service_date_key ELSE claim_date_key END <= {to}
+"#;
+const EVENT_TIES_SQL: &str = r#"
+SELECT patient_id AS member_id, provider_id FROM fact_medical_events
+WHERE patient_id IS NOT NULL AND provider_id IS NOT NULL AND event_date_key <= {to}
+"#;
+
+/// How well each claim's member knows its provider: the member's other
+/// claims with it and the medical events it recorded. An established-patient
+/// visit billed at a high level by a provider the member has no other record
+/// with is what upcoding looks like; an honest practice's high-level visits
+/// are mostly with its own patients.
+struct Ties<'a> {
+    members: HashMap<&'a str, u32>,
+    providers: HashMap<&'a str, u32>,
+    counts: HashMap<u64, u32>,
+}
+
+impl<'a> Ties<'a> {
+    /// Ties among the members and providers of `r`'s claims (claims
+    /// without a member or a provider take no part).
+    fn new(r: &'a RawClaims) -> Self {
+        let (mut members, mut providers) = (HashMap::new(), HashMap::new());
+        for (m, p) in r.member_id.iter().zip(&r.provider_id) {
+            if !p.is_empty() && !m.starts_with('#') {
+                let next = members.len() as u32;
+                members.entry(m.as_str()).or_insert(next);
+                let next = providers.len() as u32;
+                providers.entry(p.as_str()).or_insert(next);
+            }
+        }
+        Self { members, providers, counts: HashMap::new() }
+    }
+
+    fn key(&self, member: &str, provider: &str) -> Option<u64> {
+        let (m, p) = (self.members.get(member)?, self.providers.get(provider)?);
+        Some((u64::from(*m) << 32) | u64::from(*p))
+    }
+
+    /// One record of `member` with `provider`.
+    fn add(&mut self, member: &str, provider: &str) {
+        if let Some(k) = self.key(member, provider) {
+            *self.counts.entry(k).or_default() += 1;
+        }
+    }
+
+    /// Per claim of `r`: the records of its member with its provider other
+    /// than the claim itself (which the records include).
+    fn others(&self, r: &RawClaims) -> Vec<f64> {
+        r.member_id
+            .iter()
+            .zip(&r.provider_id)
+            .map(|(m, p)| {
+                let n = self.key(m, p).and_then(|k| self.counts.get(&k)).copied().unwrap_or(0);
+                f64::from(n.saturating_sub(1))
+            })
+            .collect()
+    }
+}
+
+/// [`Ties::others`] for the claims of `r`, read from the claims and, when
+/// `events`, the medical events serviced up to `to`.
+async fn ties(ctx: &SessionContext, r: &RawClaims, to: i32, events: bool) -> Result<Vec<f64>> {
+    let mut ties = Ties::new(r);
+    let to = to.to_string();
+    let mut sqls = vec![CLAIM_TIES_SQL.replace("{to}", &to)];
+    if events {
+        sqls.push(EVENT_TIES_SQL.replace("{to}", &to));
+    }
+    for sql in sqls {
+        stream_strings(ctx, &sql, "member_id", "provider_id", |m, p| ties.add(m, p)).await?;
+    }
+    Ok(ties.others(r))
+}
 
 /// The procedure codes of the window's claims, over integer ids.
 struct Procedures {
@@ -294,16 +384,33 @@ async fn stream_pairs(
     claim_index: &HashMap<&str, u32>,
     mut each: impl FnMut(u32, &str),
 ) -> Result<()> {
+    stream_strings(ctx, sql, "claim_id", value, |claim, value| {
+        if let Some(&claim) = claim_index.get(claim) {
+            each(claim, value);
+        }
+    })
+    .await
+}
+
+/// Streams the `first` and `second` columns of `sql` as strings, calling
+/// `each` for every row whose `first` is not NULL (a NULL `second` is "").
+async fn stream_strings(
+    ctx: &SessionContext,
+    sql: &str,
+    first: &str,
+    second: &str,
+    mut each: impl FnMut(&str, &str),
+) -> Result<()> {
     let frame = ctx.sql(sql).await.map_err(|e| Error::query("features", e))?;
     let mut stream = frame.execute_stream().await.map_err(|e| Error::query("features", e))?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::query("features", e))?;
-        let claims = cast(column(&batch, "claim_id")?, &DataType::Utf8).map_err(|e| Error::arrow("claim_id", e))?;
-        let values = cast(column(&batch, value)?, &DataType::Utf8).map_err(|e| Error::arrow(value, e))?;
-        let (claims, values) = (claims.as_string::<i32>(), values.as_string::<i32>());
+        let keys = cast(column(&batch, first)?, &DataType::Utf8).map_err(|e| Error::arrow(first, e))?;
+        let values = cast(column(&batch, second)?, &DataType::Utf8).map_err(|e| Error::arrow(second, e))?;
+        let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
         for i in 0..batch.num_rows() {
-            if let Some(&claim) = claims.is_valid(i).then(|| claim_index.get(claims.value(i))).flatten() {
-                each(claim, if values.is_valid(i) { values.value(i) } else { "" });
+            if keys.is_valid(i) {
+                each(keys.value(i), if values.is_valid(i) { values.value(i) } else { "" });
             }
         }
     }
@@ -611,6 +718,13 @@ pub async fn input_versions(warehouse: &Warehouse) -> Result<Vec<(String, i64)>>
             table.version().and_then(|v| i64::try_from(v).ok()).ok_or_else(|| Error::MissingInput(t.to_string()))?;
         versions.push((t.to_string(), v));
     }
+    for t in OPTIONAL_INPUT_TABLES {
+        if let Some(table) = warehouse.load(&TableName::new(t)?).await?
+            && let Some(v) = table.version().and_then(|v| i64::try_from(v).ok())
+        {
+            versions.push((t.to_string(), v));
+        }
+    }
     Ok(versions)
 }
 
@@ -652,6 +766,9 @@ pub async fn compute(
     raw.unbundled = unbundled(&raw, &procs, config, &member, &provider);
     drop(procs);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "signatures, duplicates and bundles counted");
+    let events = versions.iter().any(|(t, _)| t == "fact_medical_events");
+    raw.ties = ties(&ctx, &raw, window.to_key, events).await?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "member and provider ties counted");
     let sharing = member_sharing(&raw.member_id, &raw.provider_id);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "shared members counted");
     let claims = claim_features(&raw, &sharing.claim_excess);
@@ -831,11 +948,15 @@ fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
     let high_amount_z = provider_rate_z(r, &high_amount, &specialty);
     let high_level: Vec<f64> = r.em_level.iter().map(|l| f64::from(u8::from(*l >= HIGH_LEVEL))).collect();
     let high_level_z = provider_rate_z(r, &high_level, &specialty);
+    let new_member: Vec<f64> = r.ties.iter().map(|t| f64::from(u8::from(*t == 0.0))).collect();
+    let new_member_z = provider_rate_z(r, &new_member, &specialty);
+    let new_high: Vec<f64> = (0..n).map(|i| high_level[i] * new_member[i]).collect();
+    let new_high_z = provider_rate_z(r, &new_high, &specialty);
     // A flag the claim raises, weighed by how far above its specialty its
     // provider raises it.
     let at_provider = |flag: &[f64], z: &[f64]| -> Vec<f64> { (0..n).map(|i| clip(flag[i] * z[i].max(0.0))).collect() };
 
-    let columns: [Vec<f64>; 15] = [
+    let columns: [Vec<f64>; 17] = [
         amount_z,
         peer_z(&ln_amount, &specialty, None, 0.05),
         peer_z(&r.dup_rank, &everyone, None, 0.05),
@@ -851,6 +972,8 @@ fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
         at_provider(&high_amount, &high_amount_z),
         at_provider(&high_level, &high_level_z),
         peer_z(&r.set_overuse, &specialty, None, 0.5),
+        at_provider(&new_high, &new_high_z),
+        at_provider(&new_member, &new_member_z),
     ];
     let mut values = Array2::zeros((n, CLAIM_FEATURES.len()));
     for (j, col) in columns.iter().enumerate() {
@@ -1227,6 +1350,28 @@ mod tests {
         let (member, _) = dense_ids(&r.member_id);
         let (provider, _) = dense_ids(&r.provider_id);
         assert_eq!(unbundled(&r, &procs, &config, &member, &provider), [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_claims_ties_are_its_members_other_records_with_its_provider() {
+        let (r, _) = claims_of(&[
+            ("m1", "A", 1, 1, 10.0, &["99215"]),
+            ("m1", "A", 2, 2, 10.0, &["99213"]),
+            ("m1", "B", 2, 2, 10.0, &["99215"]),
+            ("m2", "A", 3, 3, 10.0, &["99215"]),
+            ("#C004", "A", 3, 3, 10.0, &["99215"]),
+            ("m2", "", 3, 3, 10.0, &["99215"]),
+        ]);
+        let mut ties = Ties::new(&r);
+        // The records: every claim above, an event of m2 at A, an event of
+        // m1 at a provider none of the claims names, and m3's claim at A.
+        for (m, p) in [("m1", "A"), ("m1", "A"), ("m1", "B"), ("m2", "A"), ("m2", "A"), ("m1", "Z"), ("m3", "A")] {
+            ties.add(m, p);
+        }
+        // m1 saw A twice, so each of those claims has one other record; B
+        // once; m2's claim at A has the event. Claims without a member or
+        // a provider have no ties.
+        assert_eq!(ties.others(&r), [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
     }
 
     fn sharing_of(rows: &[(&str, &str)]) -> Sharing {

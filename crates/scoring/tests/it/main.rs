@@ -74,6 +74,9 @@ async fn train_score_and_evaluate_a_synthetic_insurer() {
     assert!(first.written);
     assert_eq!(first.claim_features.len(), scoring::features::CLAIM_FEATURES.len());
     assert!(first.data_versions.contains_key("fact_claims"));
+    // The member-provider ties read the medical events, so the model names
+    // the version it read.
+    assert!(first.data_versions.contains_key("fact_medical_events"), "{:?}", first.data_versions);
     let again = scoring::train(&a, &run(4, RunKind::Train, last), &config).await.unwrap();
     assert_eq!(again.model_version, first.model_version);
     assert!(!again.written);
