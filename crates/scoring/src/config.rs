@@ -76,6 +76,25 @@ pub struct Scores {
     /// any amount.
     #[serde(default)]
     pub duplicate_amount_tolerance: Option<f64>,
+    /// A provider whose risk reaches this counts as fully risky when its
+    /// claims are scored; absent (models trained before it), a claim's
+    /// weight grows with its provider's risk all the way to 1.
+    #[serde(default)]
+    pub provider_risk_full: Option<f64>,
+}
+
+impl Scores {
+    /// What a claim's anomaly score is multiplied by, given its provider's
+    /// risk: from 0.5 (a provider of no risk) to 1.5 (a provider at
+    /// `provider_risk_full` or above, or of risk 1 without it); 1 for a
+    /// claim without a provider.
+    pub fn provider_factor(&self, risk: Option<f64>) -> f64 {
+        match (risk, self.provider_risk_full) {
+            (None, _) => 1.0,
+            (Some(r), Some(full)) => 0.5 + (r / full).clamp(0.0, 1.0),
+            (Some(r), None) => 0.5 + r,
+        }
+    }
 }
 
 /// A code and the component codes it bundles.
@@ -143,11 +162,45 @@ impl ScoringConfig {
         {
             return Err(bad(format!("[scores]: duplicate_amount_tolerance must be within [0, 1], got {t}")));
         }
+        if let Some(f) = config.scores.provider_risk_full
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(bad(format!("[scores]: provider_risk_full must be above 0 and at most 1, got {f}")));
+        }
         for b in &config.bundles {
             if b.components.len() < 2 {
                 return Err(bad(format!("bundle {}: it needs at least two components", b.code)));
             }
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_weighs_fully_at_a_provider_as_risky_as_provider_risk_full() {
+        let mut scores = ScoringConfig::default_config().unwrap().scores;
+        scores.provider_risk_full = Some(0.2);
+        assert_eq!(scores.provider_factor(Some(0.0)), 0.5);
+        assert_eq!(scores.provider_factor(Some(0.1)), 1.0);
+        assert_eq!(scores.provider_factor(Some(0.2)), 1.5);
+        assert_eq!(scores.provider_factor(Some(0.9)), 1.5);
+        // No provider is neutral.
+        assert_eq!(scores.provider_factor(None), 1.0);
+        // A model stored before the setting weighs claims as it did.
+        scores.provider_risk_full = None;
+        assert_eq!(scores.provider_factor(Some(0.2)), 0.7);
+        assert_eq!(scores.provider_factor(Some(1.0)), 1.5);
+    }
+
+    #[test]
+    fn provider_risk_full_outside_its_range_is_refused() {
+        let text = DEFAULT_SCORING.replace("provider_risk_full = 0.2", "provider_risk_full = 0.0");
+        assert_ne!(text, DEFAULT_SCORING, "the default config sets provider_risk_full");
+        let err = ScoringConfig::parse(&text, "test").unwrap_err().to_string();
+        assert!(err.contains("provider_risk_full must be above 0"), "{err}");
     }
 }

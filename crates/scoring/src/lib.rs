@@ -479,15 +479,16 @@ fn squash(s: f64) -> f64 {
 
 /// A claim's score is its own anomaly score (the claim detectors) scaled
 /// by its provider's risk, from half as much (a provider of no risk) to
-/// 1.5 times (the riskiest): the same oddity weighs more at a provider
-/// whose whole billing stands out (a claim with no provider counts a risk
-/// of 0.5, neutral). A claim hitting one of the floor rules scores at
-/// least the rule floor.
+/// 1.5 times (a provider at `provider_risk_full` or above): the same
+/// oddity weighs more at a provider whose whole billing stands out (a
+/// claim with no provider is weighed once, neutral). A claim hitting one
+/// of the floor rules scores at least the rule floor.
 fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Result<Scored> {
     let c = &set.claims;
     let combined =
         model.artifact.claims.score(model.claim_inputs(&c.values)?.view(), &model.artifact.claim_weights())?.combined;
-    let floor = model.artifact.config.scores.rule_floor;
+    let scores = &model.artifact.config.scores;
+    let floor = scores.rule_floor;
     let risk: std::collections::HashMap<&str, f64> =
         providers.ids.iter().map(String::as_str).zip(providers.score.iter().copied()).collect();
     let mut score = Vec::with_capacity(combined.len());
@@ -504,7 +505,7 @@ fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Re
         .filter_map(|(hit, name)| hit.then_some(name))
         .collect();
         let provider_risk = risk.get(c.provider_id[i].as_str()).copied();
-        let s = squash(s.max(0.0) * (0.5 + provider_risk.unwrap_or(0.5)));
+        let s = squash(s.max(0.0) * scores.provider_factor(provider_risk));
         let floored = hits.iter().any(|h| model.artifact.config.scores.floor_rules.iter().any(|f| f == h));
         let s = if floored { s.max(floor + (1.0 - floor) * s) } else { s };
         score.push(s.clamp(0.0, 1.0));
