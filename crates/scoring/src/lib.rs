@@ -506,7 +506,7 @@ fn apply_claims(model: &StoredModel, set: &FeatureSet, providers: &Scored) -> Re
         .collect();
         let provider_risk = risk.get(c.provider_id[i].as_str()).copied();
         let s = squash(s.max(0.0) * scores.provider_factor(provider_risk));
-        let floored = hits.iter().any(|h| model.artifact.config.scores.floor_rules.iter().any(|f| f == h));
+        let floored = hits.iter().any(|h| scores.floor_rules.iter().any(|f| f == h));
         let s = if floored { s.max(floor + (1.0 - floor) * s) } else { s };
         score.push(s.clamp(0.0, 1.0));
         let mut named = hits.clone();
