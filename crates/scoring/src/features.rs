@@ -766,7 +766,7 @@ pub async fn compute(
     raw.unbundled = unbundled(&raw, &procs, config, &member, &provider);
     drop(procs);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "signatures, duplicates and bundles counted");
-    let events = versions.iter().any(|(t, _)| t == "fact_medical_events");
+    let events = versions.iter().any(|(t, _)| t == OPTIONAL_INPUT_TABLES[0]);
     raw.ties = ties(&ctx, &raw, window.to_key, events).await?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "member and provider ties counted");
     let sharing = member_sharing(&raw.member_id, &raw.provider_id);
