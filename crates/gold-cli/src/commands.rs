@@ -890,6 +890,7 @@ pub(crate) async fn snapshot(
         None => RunClock::from_wall_clock(),
     };
     let at = clock.now();
+    let digest = merge::source::digest(&args.source, &spec)?;
     let target = merge::Target {
         url: table_url(&args.target)?,
         storage_options: storage.clone(),
@@ -898,8 +899,30 @@ pub(crate) async fn snapshot(
             ("gold.operation".to_string(), json!("snapshot")),
             ("gold.source".to_string(), json!(args.source.display().to_string())),
             ("gold.logical_date".to_string(), json!(clock.logical_date().to_string())),
+            (merge::SOURCE_DIGEST.to_string(), json!(digest)),
         ],
     };
+    // The very file (and options) the table's newest version applied: the
+    // table is already its result.
+    if let Some(version) = merge::applied_source(&target, &digest).await? {
+        printer.result(
+            json!({
+                "status": "ok",
+                "target": target.url.as_str(),
+                "version": null,
+                "already_applied": true,
+                "source_applied_in_version": version,
+                "source_digest": digest,
+            }),
+            format!(
+                "{}: {} is, byte for byte and with the same options, the snapshot version {version} applied; \
+                 nothing to do\n",
+                target.url,
+                args.source.display()
+            ),
+        );
+        return Ok(());
+    }
     let known = merge::business_schema(&target, &spec).await?;
     let rows = merge::source::read_snapshot(&args.source, known.as_ref()).await?;
     let file_name = args.source.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());

@@ -307,6 +307,17 @@ impl ParallelWriter {
     }
 }
 
+/// The newest version of `table` and the `info` of its commit.
+pub(crate) async fn newest_commit_info(
+    table: &DeltaTable,
+    target: &Target,
+) -> Result<Option<(u64, HashMap<String, serde_json::Value>)>> {
+    use futures::TryStreamExt as _;
+    let Some(version) = table.version() else { return Ok(None) };
+    let infos: Vec<_> = table.history(Some(1)).try_collect().await.map_err(delta_err(target))?;
+    Ok(infos.into_iter().next().map(|info| (version as u64, info.info)))
+}
+
 /// Commits `actions` as one version with the batch's transaction; creates
 /// the table (schema, partitioning, properties) when `table` is `None`.
 pub(crate) async fn commit(

@@ -356,6 +356,26 @@ pub async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<delt
     engine::business_schema(target, spec).await
 }
 
+/// The commit-info key under which a merge records its source's
+/// [`source::digest`], when the caller puts it in [`Target::commit_info`].
+pub const SOURCE_DIGEST: &str = "gold.source_digest";
+
+/// The table's newest version, if that version was written by a merge of
+/// a source with this `digest` (recorded under [`SOURCE_DIGEST`]). The
+/// same source merged again under the same spec is then a no-op: the
+/// table is exactly what that source made it, and re-applying a batch to
+/// its own result changes nothing. Any later commit (another batch, a
+/// restore, an optimize) makes this `None`, and the source is merged.
+pub async fn applied_source(target: &Target, digest: &str) -> Result<Option<u64>> {
+    let Some(table) = io::open(target).await? else { return Ok(None) };
+    let newest = io::newest_commit_info(&table, target).await?;
+    let recorded = newest.as_ref().and_then(|(_, info)| info.get(SOURCE_DIGEST)).and_then(|v| v.as_str());
+    Ok(match (newest.as_ref(), recorded) {
+        (Some((version, _)), Some(d)) if d == digest => Some(*version),
+        _ => None,
+    })
+}
+
 /// Formats a key hash as the 32 hex digits stored in `key_hash`.
 pub fn key_hash_hex(hash: hash::Hash128) -> String {
     format!("{hash:032x}")

@@ -7,7 +7,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
-use crate::{Error, Result};
+use crate::{Error, Result, Spec};
 
 /// How many rows of a CSV file are read to infer the types of columns the
 /// table does not have yet.
@@ -51,6 +51,27 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
         return Err(Error::Source { path: context, reason: "holds no rows".into() });
     }
     Ok(batches)
+}
+
+/// A digest of the snapshot file's bytes together with the spec it is
+/// merged under, in 64 hex digits. [`crate::applied_source`] compares it
+/// with the digest the table's newest version recorded under
+/// [`crate::SOURCE_DIGEST`]: the same bytes merged again under the same
+/// spec into the table they produced change nothing, and are known to
+/// without parsing a row. The file is read once, in blocks.
+pub fn digest(path: &Path, spec: &Spec) -> Result<String> {
+    let context = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| Error::Source {
+        path: context.clone(),
+        reason: if e.kind() == std::io::ErrorKind::NotFound { "no such file".into() } else { e.to_string() },
+    })?;
+    let mut hasher = blake3::Hasher::new();
+    // The spec (and the hash encoding) first: another spec over the same
+    // bytes can change the table (a snapshot that now deletes), so it is
+    // another digest.
+    hasher.update(format!("gold.snapshot:{}:{spec:?}\0", crate::hash::ENCODING_VERSION).as_bytes());
+    hasher.update_reader(file).map_err(|e| Error::Source { path: context, reason: e.to_string() })?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Strings and binaries as plain `Utf8`/`Binary`, which every Delta reader

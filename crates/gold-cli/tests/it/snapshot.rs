@@ -95,6 +95,52 @@ fn snapshot_builds_history_that_another_reader_sees_and_reruns_as_no_ops() {
     assert_eq!(day1["rows"], 3);
 }
 
+fn snapshot_with(dir: &std::path::Path, file: &str, date: &str, deletes: &str) -> serde_json::Value {
+    let args = ["snapshot", "--source", file, "--target", "dim_members", "--key", "MemberID"];
+    let (code, out) = gold_json(
+        dir,
+        &[&args[..], &["--hard-deletes", deletes, "--date", date, "--track-all-except", "LastUpdated"]].concat(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    out
+}
+
+#[test]
+fn a_snapshot_applied_again_is_known_by_its_digest_unless_its_bytes_or_options_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "all.csv", &["M1,Ann,1980-01-02,North,1.0,2025-01-01", "M2,Bob,1975-03-04,South,1.0,2025-01-01"]);
+    // M1 changed, M2 missing.
+    write(d, "one.csv", &["M1,Ann,1980-01-02,West,1.0,2025-01-02"]);
+    assert_eq!(snapshot_with(d, "all.csv", "2025-01-01", "invalidate")["version"], 0);
+    let first = snapshot_with(d, "one.csv", "2025-01-02", "ignore");
+    assert_eq!((first["version"].as_u64(), first["metrics"]["deleted"].as_u64()), (Some(1), Some(0)), "{first}");
+
+    // The same bytes and options on a later day: known without a merge.
+    let again = snapshot_with(d, "one.csv", "2025-01-03", "ignore");
+    assert_eq!(again["already_applied"], true, "{again}");
+    assert_eq!(again["source_applied_in_version"], 1, "{again}");
+    assert!(again["version"].is_null() && again["metrics"].is_null(), "{again}");
+
+    // The same rows in other bytes are merged, and change nothing.
+    write(d, "one-quoted.csv", &["\"M1\",\"Ann\",1980-01-02,West,1.0,2025-01-02"]);
+    let same = snapshot_with(d, "one-quoted.csv", "2025-01-03", "ignore");
+    assert_eq!(same["already_applied"], false, "{same}");
+    assert!(same["version"].is_null(), "{same}");
+    assert_eq!(same["metrics"]["unchanged"], 1, "{same}");
+
+    // The same bytes under other options are another source: as a full
+    // snapshot, the file now deletes M2.
+    let deleting = snapshot_with(d, "one.csv", "2025-01-03", "invalidate");
+    assert_eq!(deleting["already_applied"], false, "{deleting}");
+    assert_eq!(
+        (deleting["version"].as_u64(), deleting["metrics"]["deleted"].as_u64()),
+        (Some(2), Some(1)),
+        "{deleting}"
+    );
+    assert_eq!(deleting["current_rows"], 1, "{deleting}");
+}
+
 #[test]
 fn snapshot_bad_input_names_the_file_column_or_row_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
