@@ -50,6 +50,38 @@ impl std::hash::Hasher for PrehashedHasher {
 type Prehashed = std::hash::BuildHasherDefault<PrehashedHasher>;
 type KeyMap<V> = HashMap<Hash128, V, Prehashed>;
 
+/// The current row of each key: a table of bare row numbers into
+/// [`Existing`], hashed by the key hash's low bits, so an entry takes 4
+/// bytes rather than a copy of the 16-byte key (10 million keys: about
+/// 90 MB instead of 550).
+struct CurrentIndex(hashbrown::HashTable<u32>);
+
+impl CurrentIndex {
+    /// Indexes the first `n` rows of `ex`; two current rows of one key
+    /// break the SCD2 invariant.
+    fn of(ex: &Existing, n: usize) -> Result<Self> {
+        let mut table = hashbrown::HashTable::with_capacity(n);
+        for (i, &k) in ex.key[..n].iter().enumerate() {
+            match table.entry(k as u64, |&r: &u32| ex.key[r as usize] == k, |&r: &u32| ex.key[r as usize] as u64) {
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    return Err(Error::Invariant {
+                        key_hash: key_hash_hex(k),
+                        reason: "two current rows in the table".into(),
+                    });
+                }
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(i as u32);
+                }
+            }
+        }
+        Ok(Self(table))
+    }
+
+    fn get(&self, ex: &Existing, k: Hash128) -> Option<u32> {
+        self.0.find(k as u64, |&r| ex.key[r as usize] == k).copied()
+    }
+}
+
 const PROP_ENCODING: &str = "gold.scd2.encoding";
 const PROP_KEY: &str = "gold.scd2.key";
 const PROP_SK: &str = "gold.scd2.surrogate_key";
@@ -91,6 +123,7 @@ struct Existing {
     from: Vec<i64>,
     to: Vec<i64>,
     cmp: Vec<Hash128>,
+    /// Type-1 hashes; empty when the table has no type-1 columns (all 0).
     t1: Vec<Hash128>,
     /// The stored `attr_hash`; empty when `cmp` is that hash.
     attr: Vec<Hash128>,
@@ -106,6 +139,34 @@ impl Existing {
     fn stored_attr(&self, r: usize) -> Hash128 {
         self.attr.get(r).copied().unwrap_or(self.cmp[r])
     }
+
+    /// Room for `n` more rows, exactly: a million-row table's vectors
+    /// would otherwise grow to the next power of two.
+    fn reserve_exact(&mut self, n: usize, layout: &Layout) {
+        for v in [&mut self.key, &mut self.cmp] {
+            v.reserve_exact(n);
+        }
+        if !layout.t1_cols.is_empty() {
+            self.t1.reserve_exact(n);
+        }
+        if !layout.stored_hash_comparable {
+            self.attr.reserve_exact(n);
+        }
+        for v in [&mut self.from, &mut self.to, &mut self.sk] {
+            v.reserve_exact(n);
+        }
+        for v in [&mut self.deleted, &mut self.inferred] {
+            v.reserve_exact(n);
+        }
+        for v in [&mut self.file, &mut self.row_in_file] {
+            v.reserve_exact(n);
+        }
+    }
+
+    /// The type-1 hash of row `r` (0 without type-1 columns).
+    fn t1(&self, r: usize) -> Hash128 {
+        self.t1.get(r).copied().unwrap_or(0)
+    }
 }
 
 /// Key, compared, full and type-1 hashes of a run of source rows.
@@ -116,12 +177,25 @@ struct Incoming {
     batch: RecordBatch,
     key: Vec<Hash128>,
     cmp: Vec<Hash128>,
+    /// Hashes of every tracked column the source has; empty when those
+    /// are exactly the compared ones (`cmp`).
     full: Vec<Hash128>,
+    /// Type-1 hashes; empty without type-1 columns (all 0).
     t1: Vec<Hash128>,
     eff: Vec<i64>,
     delete: Vec<bool>,
     /// The key hash of a row whose key is all NULL (inferring only).
     unknown_key: Option<Hash128>,
+}
+
+impl Incoming {
+    fn full(&self, i: usize) -> Hash128 {
+        self.full.get(i).copied().unwrap_or(self.cmp[i])
+    }
+
+    fn t1(&self, i: usize) -> Hash128 {
+        self.t1.get(i).copied().unwrap_or(0)
+    }
 }
 
 /// The columns of the table in their roles.
@@ -209,20 +283,13 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     if let Some(table) = &table {
         let projection = phase1_columns(spec, &layout);
         let batches = io::read_files(table, &current_files, Some(&projection)).await?;
+        ex.reserve_exact(batches.iter().map(RecordBatch::num_rows).sum(), &layout);
         for (file, b) in batches.iter().enumerate() {
             load_existing(&mut ex, spec, &layout, b, file as u32, true, |_, _| true)?;
         }
     }
     let n_current = ex.key.len();
-    let mut current_of: KeyMap<u32> = KeyMap::with_capacity_and_hasher(n_current, Prehashed::default());
-    for (i, k) in ex.key.iter().enumerate() {
-        if current_of.insert(*k, i as u32).is_some() {
-            return Err(Error::Invariant {
-                key_hash: key_hash_hex(*k),
-                reason: "two current rows in the table".into(),
-            });
-        }
-    }
+    let current_of = CurrentIndex::of(&ex, n_current)?;
     lap("read_current");
 
     // A source row that is its key's only row and matches the key's current
@@ -234,7 +301,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     let mut at_current: Vec<u32> = vec![u32::MAX; inc.key.len()];
     let mut hits = vec![0u8; n_current];
     for (i, k) in inc.key.iter().enumerate() {
-        if let Some(&c) = current_of.get(k) {
+        if let Some(c) = current_of.get(&ex, *k) {
             at_current[i] = c;
             hits[c as usize] = hits[c as usize].saturating_add(1);
         }
@@ -273,11 +340,11 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         for g in &groups {
             let g = &order[g.clone()];
             let key = inc.key[g[0] as usize];
-            match current_of.get(&key) {
+            match current_of.get(&ex, key) {
                 None => {
                     wanted.insert(key);
                 }
-                Some(&c) if g.iter().any(|&i| inc.eff[i as usize] < ex.from[c as usize]) => {
+                Some(c) if g.iter().any(|&i| inc.eff[i as usize] < ex.from[c as usize]) => {
                     wanted.insert(key);
                 }
                 Some(_) => {}
@@ -299,6 +366,15 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         let mut projection = phase1_columns(spec, &layout);
         projection.push(columns::VALID_TO.to_string());
         let slim = io::read_files(table, &to_read, Some(&projection)).await?;
+        let mut keep = 0;
+        for b in &slim {
+            keep += binary_col(b, columns::KEY_HASH)?
+                .iter()
+                .flatten()
+                .filter(|k| wanted.contains(&hash::from_stored(k)))
+                .count();
+        }
+        ex.reserve_exact(keep, &layout);
         for (&f, b) in needed_files.iter().zip(slim) {
             let file_id = (current_files.len() + f) as u32;
             let start = ex.key.len();
@@ -321,7 +397,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         if let Some(rows) = history_of.get(&key) {
             initial.extend(rows);
         }
-        if let Some(&c) = current_of.get(&key) {
+        if let Some(c) = current_of.get(&ex, key) {
             seen_current[c as usize] = true;
             initial.push(c);
         }
@@ -368,6 +444,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         }
     }
     drop(history_ids);
+    drop(std::mem::take(&mut plan.new_sks));
     lap("plan");
 
     outcome.changed = std::mem::take(&mut plan.changed);
@@ -376,6 +453,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         outcome.timings_ms = timings;
         return Ok(outcome);
     }
+    // What only the plan needed goes before the files are read.
+    drop((current_of, seen_current, history_of, order, groups, versions, initial));
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
@@ -383,8 +462,10 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     let mut actions: Vec<Action> = Vec::new();
     let touched: Vec<u32> = plan.touched_files(&ex);
     let mut by_file: HashMap<u32, Vec<OutRow>> = HashMap::new();
-    let mut fresh: Vec<OutRow> = Vec::new();
-    for row in plan.rows.drain(..) {
+    // The plan's own list is freed once its rows are sorted out.
+    let planned = std::mem::take(&mut plan.rows);
+    let mut fresh: Vec<OutRow> = Vec::with_capacity(planned.iter().filter(|r| r.file(&ex).is_none()).count());
+    for row in planned {
         match row.file(&ex) {
             Some(f) => by_file.entry(f).or_default().push(row),
             None => fresh.push(row),
@@ -432,16 +513,23 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     // those rows take their business values from the source row, so only
     // the engine's kept columns and the columns a source row cannot supply
     // are decoded for every row, and the rest for the other rows only.
-    let mut jobs: Vec<(u32, Vec<OutRow>, FileRead)> = Vec::with_capacity(touched.len());
+    // A file's rows are listed only when its turn to be read comes, so
+    // the copies of its untouched rows exist for a few files at a time.
+    let mut jobs: Vec<(u32, Vec<OutRow>, Option<RecordBatch>)> = Vec::with_capacity(touched.len());
     for &f in &touched {
-        let mut rows = by_file.remove(&f).unwrap_or_default();
+        jobs.push((f, by_file.remove(&f).unwrap_or_default(), held.remove(&f)));
+    }
+    if !by_file.is_empty() {
+        return Err(Error::data("merge", "planned rows for a file that is not rewritten"));
+    }
+    let plan_file = |f: u32, mut rows: Vec<OutRow>, held: Option<RecordBatch>| {
         // Rows of this file that the merge did not touch are copied.
         for &r in rows_of_file.get(&f).map(Vec::as_slice).unwrap_or_default() {
             if !replaced[r as usize] {
                 rows.push(OutRow::copy(&ex, r));
             }
         }
-        let read = match held.remove(&f) {
+        let read = match held {
             Some(b) => FileRead::Held(b),
             None => {
                 let matched_rows = rows.iter().filter(|o| o.matched(&partner).is_some()).count();
@@ -462,11 +550,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
                 }
             }
         };
-        jobs.push((f, rows, read));
-    }
-    if !by_file.is_empty() {
-        return Err(Error::data("merge", "planned rows for a file that is not rewritten"));
-    }
+        (rows, read)
+    };
     let slim_cols: Vec<String> = [columns::RECORDED_AT, columns::BATCH_ID]
         .into_iter()
         .map(String::from)
@@ -478,7 +563,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     let table_ref = table.as_ref();
     let (files_ref, slim_ref, wide_ref) = (&files, &slim_cols, &wide_cols);
     let mut reads = std::pin::pin!(
-        futures::stream::iter(jobs.into_iter().map(|(f, rows, read)| async move {
+        futures::stream::iter(jobs.into_iter().map(|(f, rows, held)| async move {
+            let (rows, read) = plan_file(f, rows, held);
             let file = &files_ref[f as usize];
             let table = || table_ref.ok_or_else(|| Error::data("merge", "a file without a table"));
             let data = match read {
@@ -825,12 +911,16 @@ fn load_existing(
                 hash128(&buf)
             }
         });
-        ex.t1.push(if t1.is_empty() {
-            0
-        } else {
-            encode_attrs(&t1, r, &mut buf);
-            hash128(&buf)
-        });
+        // Decided by the layout, not the file: a file written before a
+        // type-1 column was added lacks it, and its rows hash to 0.
+        if !layout.t1_cols.is_empty() {
+            ex.t1.push(if t1.is_empty() {
+                0
+            } else {
+                encode_attrs(&t1, r, &mut buf);
+                hash128(&buf)
+            });
+        }
         ex.from.push(from.value(r));
         ex.to.push(if current { OPEN_END } else { to.value(r) });
         ex.deleted.push(deleted.value(r));
@@ -919,18 +1009,14 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
                         encode_attrs(cmp_cols, r, &mut buf);
                         let cmp = hash128(&buf);
                         out.1.push(cmp);
-                        out.2.push(if full_cols.len() == cmp_cols.len() {
-                            cmp
-                        } else {
+                        if full_cols.len() != cmp_cols.len() {
                             encode_attrs(full_cols, r, &mut buf);
-                            hash128(&buf)
-                        });
-                        out.3.push(if t1_cols.is_empty() {
-                            0
-                        } else {
+                            out.2.push(hash128(&buf));
+                        }
+                        if !t1_cols.is_empty() {
                             encode_attrs(t1_cols, r, &mut buf);
-                            hash128(&buf)
-                        });
+                            out.3.push(hash128(&buf));
+                        }
                     }
                     out
                 })
@@ -939,13 +1025,16 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         parts = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
     });
     let unknown_row = (mode == Mode::Infer).then(|| (0..n).find(|&r| key_cols.iter().all(|c| c.is_null(r)))).flatten();
+    let (full_n, t1_n) =
+        (if full_cols.len() != cmp_cols.len() { n } else { 0 }, if t1_cols.is_empty() { 0 } else { n });
+    drop((key_cols, cmp_cols, full_cols, t1_cols));
     let mut inc = Incoming {
         unknown_key: None,
         batch: full,
         key: Vec::with_capacity(n),
         cmp: Vec::with_capacity(n),
-        full: Vec::with_capacity(n),
-        t1: Vec::with_capacity(n),
+        full: Vec::with_capacity(full_n),
+        t1: Vec::with_capacity(t1_n),
         eff,
         delete,
     };
@@ -1037,7 +1126,7 @@ fn sort_incoming(spec: &Spec, inc: &Incoming, subset: Vec<u32>) -> Result<Vec<u3
     };
     for w in order.windows(2) {
         let (a, b) = (w[0] as usize, w[1] as usize);
-        if tie(a, b) && (inc.full[a] != inc.full[b] || inc.t1[a] != inc.t1[b] || inc.delete[a] != inc.delete[b]) {
+        if tie(a, b) && (inc.full(a) != inc.full(b) || inc.t1(a) != inc.t1(b) || inc.delete[a] != inc.delete[b]) {
             return Err(Error::Row {
                 row: b + 1,
                 reason: format!(
@@ -1062,8 +1151,8 @@ fn group(inc: &Incoming, order: &mut Vec<u32>, metrics: &mut Metrics) -> Vec<std
         match kept.last().map(|&p| p as usize) {
             Some(p) if inc.key[p] == inc.key[r] => {
                 if inc.eff[p] == inc.eff[r]
-                    && inc.full[p] == inc.full[r]
-                    && inc.t1[p] == inc.t1[r]
+                    && inc.full(p) == inc.full(r)
+                    && inc.t1(p) == inc.t1(r)
                     && inc.delete[p] == inc.delete[r]
                 {
                     metrics.duplicates += 1;
@@ -1107,8 +1196,8 @@ fn ver_cmp(v: &Ver, ex: &Existing, inc: &Incoming) -> Hash128 {
 
 fn ver_t1(v: &Ver, ex: &Existing, inc: &Incoming) -> Hash128 {
     match v.content {
-        Content::Existing(r) => ex.t1[r as usize],
-        Content::Updated { from: i, .. } | Content::Incoming(i) => inc.t1[i as usize],
+        Content::Existing(r) => ex.t1(r as usize),
+        Content::Updated { from: i, .. } | Content::Incoming(i) => inc.t1(i as usize),
     }
 }
 
@@ -1174,8 +1263,8 @@ fn apply(spec: &Spec, inc: &Incoming, ex: &Existing, versions: &mut Vec<Ver>, i:
         Pos::Inside(p) => {
             let v = versions[p];
             if !v.tomb && !v.inferred && ver_cmp(&v, ex, inc) == inc.cmp[r] {
-                let fills_new = inc.full[r] != inc.cmp[r];
-                if ver_t1(&v, ex, inc) != inc.t1[r] || fills_new {
+                let fills_new = inc.full(r) != inc.cmp[r];
+                if ver_t1(&v, ex, inc) != inc.t1(r) || fills_new {
                     versions[p].content = match v.content {
                         Content::Incoming(_) => Content::Incoming(i),
                         Content::Existing(base) | Content::Updated { base, .. } => Content::Updated { base, from: i },
@@ -1248,10 +1337,10 @@ fn delete_at(spec: &Spec, versions: &mut Vec<Ver>, t: i64, m: &mut Metrics) {
 }
 
 /// Touched files decoded ahead of the one being rewritten.
-const READ_AHEAD_FILES: usize = 2;
+const READ_AHEAD_FILES: usize = 1;
 
 /// Output rows built into one batch for the writers.
-const BUILD_ROWS: usize = 128 * 1024;
+const BUILD_ROWS: usize = 64 * 1024;
 
 /// What to read of a touched file.
 enum FileRead {
@@ -1467,8 +1556,8 @@ fn unchanged(inc: &Incoming, ex: &Existing, i: usize, c: usize) -> bool {
         && !ex.deleted[c]
         && !ex.inferred[c]
         && inc.cmp[i] == ex.cmp[c]
-        && inc.full[i] == inc.cmp[i]
-        && inc.t1[i] == ex.t1[c]
+        && inc.full(i) == inc.cmp[i]
+        && inc.t1(i) == ex.t1(c)
 }
 
 /// The SCD2 invariants on one key: every interval is non-empty, none
@@ -1590,7 +1679,7 @@ impl Builder<'_> {
             // An updated row mixes two sources: its hash comes from what is written.
             let attr = match o.content {
                 Content::Existing(r) => self.ex.stored_attr(r as usize),
-                Content::Incoming(i) => self.inc.full[i as usize],
+                Content::Incoming(i) => self.inc.full(i as usize),
                 Content::Updated { .. } => {
                     encode_attrs(&tracked, row, &mut buf);
                     hash128(&buf)

@@ -5,13 +5,16 @@ use std::path::Path;
 
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use deltalake::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::{Error, Result, Spec};
 
 /// How many rows of a CSV file are read to infer the types of columns the
 /// table does not have yet.
 const INFER_ROWS: usize = 10_000;
+
+/// Rows per batch read from a snapshot file.
+const READ_BATCH_ROWS: usize = 512 * 1024;
 
 /// Reads a CSV (with a header) or Parquet snapshot. Columns the table
 /// already has (`known`) are read with the table's types, so a value that
@@ -24,7 +27,10 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
         return Err(Error::Source { path: context.clone(), reason: "no such file".into() });
     }
     let location = path.to_str().ok_or_else(|| Error::Source { path: context.clone(), reason: "not UTF-8".into() })?;
-    let ctx = SessionContext::new();
+    // Large batches: the merge holds the snapshot as one batch, and
+    // gathering it from DataFusion's default 8,192-row pieces would hold it
+    // twice, the pieces scattered over the allocator's per-thread heaps.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(READ_BATCH_ROWS));
     let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let frame = if is_parquet {
         ctx.read_parquet(location, ParquetReadOptions::default()).await.map_err(|e| fail(&e))?
