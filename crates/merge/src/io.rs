@@ -322,7 +322,7 @@ pub(crate) async fn newest_commit_info(
     use futures::TryStreamExt as _;
     let Some(version) = table.version() else { return Ok(None) };
     let infos: Vec<_> = table.history(Some(1)).try_collect().await.map_err(delta_err(target))?;
-    Ok(infos.into_iter().next().map(|info| (version as u64, info.info)))
+    Ok(infos.into_iter().next().map(|info| (version, info.info)))
 }
 
 /// Commits `actions` as one version with the batch's transaction; creates

@@ -67,6 +67,9 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
 /// without parsing a row. The file is read once, in blocks.
 pub fn digest(path: &Path, spec: &Spec) -> Result<String> {
     let context = path.display().to_string();
+    if !path.is_file() {
+        return Err(Error::Source { path: context, reason: "no such file".into() });
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::Source {
         path: context.clone(),
         reason: if e.kind() == std::io::ErrorKind::NotFound { "no such file".into() } else { e.to_string() },
