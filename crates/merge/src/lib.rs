@@ -368,12 +368,8 @@ pub const SOURCE_DIGEST: &str = "gold.source_digest";
 /// restore, an optimize) makes this `None`, and the source is merged.
 pub async fn applied_source(target: &Target, digest: &str) -> Result<Option<u64>> {
     let Some(table) = io::open(target).await? else { return Ok(None) };
-    let newest = io::newest_commit_info(&table, target).await?;
-    let recorded = newest.as_ref().and_then(|(_, info)| info.get(SOURCE_DIGEST)).and_then(|v| v.as_str());
-    Ok(match (newest.as_ref(), recorded) {
-        (Some((version, _)), Some(d)) if d == digest => Some(*version),
-        _ => None,
-    })
+    let Some((version, info)) = io::newest_commit_info(&table, target).await? else { return Ok(None) };
+    Ok((info.get(SOURCE_DIGEST).and_then(|v| v.as_str()) == Some(digest)).then_some(version))
 }
 
 /// Formats a key hash as the 32 hex digits stored in `key_hash`.

@@ -70,10 +70,7 @@ pub fn digest(path: &Path, spec: &Spec) -> Result<String> {
     if !path.is_file() {
         return Err(Error::Source { path: context, reason: "no such file".into() });
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::Source {
-        path: context.clone(),
-        reason: if e.kind() == std::io::ErrorKind::NotFound { "no such file".into() } else { e.to_string() },
-    })?;
+    let file = std::fs::File::open(path).map_err(|e| Error::Source { path: context.clone(), reason: e.to_string() })?;
     let mut hasher = blake3::Hasher::new();
     // The spec (and the hash encoding) first: another spec over the same
     // bytes can change the table (a snapshot that now deletes), so it is
