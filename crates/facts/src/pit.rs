@@ -6,7 +6,9 @@
 //! versions of its own key. There are no per-row hash lookups and no nested
 //! loops over the tables.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::Hasher;
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
@@ -17,50 +19,81 @@ use storage::{TableName, Warehouse};
 
 use crate::{Error, Result};
 
-/// Intervals of keys, sorted by `(key, from)`.
+/// The hash that orders keys in the join ([`ranked`]).
+fn key_hash(key: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(key.as_bytes());
+    h.finish()
+}
+
+/// The rows of `keys` that are not NULL, with their key hashes, sorted by
+/// key rank (the hash, then the key) and then by `then`. Only the grouping
+/// by key matters to the join; both of its sides are sorted this way.
+fn ranked(keys: &StringArray, hash: fn(&str) -> u64, then: impl Fn(usize, usize) -> Ordering) -> Vec<(u64, u32)> {
+    let mut rows: Vec<(u64, u32)> =
+        (0..keys.len()).filter(|&i| keys.is_valid(i)).map(|i| (hash(keys.value(i)), i as u32)).collect();
+    // Sorted by the hash alone, rows of one key come together without a
+    // string comparison; two keys sharing a hash would interleave, and are
+    // then put in order by the keys themselves.
+    rows.sort_unstable_by(|&(ha, a), &(hb, b)| ha.cmp(&hb).then_with(|| then(a as usize, b as usize)));
+    let shared =
+        rows.windows(2).any(|w| w[0].0 == w[1].0 && keys.value(w[0].1 as usize) != keys.value(w[1].1 as usize));
+    if shared {
+        rows.sort_unstable_by(|&(ha, a), &(hb, b)| {
+            let (a, b) = (a as usize, b as usize);
+            ha.cmp(&hb).then_with(|| keys.value(a).cmp(keys.value(b))).then_with(|| then(a, b))
+        });
+    }
+    rows
+}
+
+/// Intervals of keys, sorted by key rank ([`ranked`]) and `from`.
 pub(crate) struct Intervals {
     keys: StringArray,
     pub(crate) from: Vec<i64>,
     pub(crate) to: Vec<i64>,
-    /// Row numbers with a non-NULL key, in `(key, from)` order.
+    /// Rows with a non-NULL key, in key rank and `from` order.
     order: Vec<u32>,
+    /// The key hash of each row of `order`.
+    hash: Vec<u64>,
+    hasher: fn(&str) -> u64,
 }
 
 impl Intervals {
     pub(crate) fn new(keys: StringArray, from: Vec<i64>, to: Vec<i64>) -> Self {
-        let mut order: Vec<u32> = (0..keys.len() as u32).filter(|&i| keys.is_valid(i as usize)).collect();
-        order.sort_unstable_by(|&a, &b| {
-            keys.value(a as usize).cmp(keys.value(b as usize)).then(from[a as usize].cmp(&from[b as usize]))
-        });
-        Self { keys, from, to, order }
+        Self::hashed_by(keys, from, to, key_hash)
+    }
+
+    fn hashed_by(keys: StringArray, from: Vec<i64>, to: Vec<i64>, hasher: fn(&str) -> u64) -> Self {
+        let (hash, order) = ranked(&keys, hasher, |a, b| from[a].cmp(&from[b])).into_iter().unzip();
+        Self { keys, from, to, order, hash, hasher }
     }
 
     /// Calls `f(fact, versions)` for every fact row whose key is not NULL,
     /// with the rows of the intervals of its key in `from` order (empty when
-    /// the key has none). Facts are visited in `(key, date)` order.
+    /// the key has none). Facts are visited in key rank and date order.
     pub(crate) fn sweep(&self, keys: &StringArray, dates: &[Option<i64>], mut f: impl FnMut(usize, &[u32])) {
-        let mut facts: Vec<u32> = (0..keys.len() as u32).filter(|&i| keys.is_valid(i as usize)).collect();
-        facts.sort_unstable_by(|&a, &b| {
-            keys.value(a as usize).cmp(keys.value(b as usize)).then(dates[a as usize].cmp(&dates[b as usize]))
-        });
+        let facts = ranked(keys, self.hasher, |a, b| dates[a].cmp(&dates[b]));
+        let at = |p: usize| (self.hash[p], self.keys.value(self.order[p] as usize));
+        let rows = &self.order;
         let mut start = 0;
         let mut end = 0;
-        let mut block_key: Option<&str> = None;
-        for &i in &facts {
-            let key = keys.value(i as usize);
-            if block_key != Some(key) {
+        let mut block: Option<(u64, &str)> = None;
+        for &(h, i) in &facts {
+            let key = (h, keys.value(i as usize));
+            if block != Some(key) {
                 // Advance to the first interval whose key is not below this one.
                 start = end.max(start);
-                while start < self.order.len() && self.keys.value(self.order[start] as usize) < key {
+                while start < rows.len() && at(start) < key {
                     start += 1;
                 }
                 end = start;
-                while end < self.order.len() && self.keys.value(self.order[end] as usize) == key {
+                while end < rows.len() && at(end) == key {
                     end += 1;
                 }
-                block_key = Some(key);
+                block = Some(key);
             }
-            f(i as usize, &self.order[start..end]);
+            f(i as usize, &rows[start..end]);
         }
     }
 }
@@ -256,5 +289,22 @@ mod tests {
         // fact dated inside it.
         let touched = index.touched_by(&[(2, 10, merge::OPEN_END)], &keys, &dates);
         assert_eq!(touched, vec![true, false, false, false, false, false]);
+    }
+
+    #[test]
+    fn keys_that_share_a_hash_still_meet_only_their_own_versions() {
+        // Every key hashes alike: only the keys themselves keep A and B apart.
+        let dim = Intervals::hashed_by(
+            StringArray::from(vec![Some("B"), Some("A"), Some("B"), Some("A")]),
+            vec![0, 0, 10, 10],
+            vec![10, 10, merge::OPEN_END, merge::OPEN_END],
+            |_| 7,
+        );
+        let keys = StringArray::from(vec![Some("A"), Some("B"), Some("A"), Some("B"), Some("C")]);
+        let dates = vec![Some(5), Some(5), Some(15), Some(15), Some(5)];
+        let mut met: Vec<(usize, Vec<u32>)> = Vec::new();
+        dim.sweep(&keys, &dates, |fact, versions| met.push((fact, versions.to_vec())));
+        met.sort();
+        assert_eq!(met, vec![(0, vec![1, 3]), (1, vec![0, 2]), (2, vec![1, 3]), (3, vec![0, 2]), (4, vec![])]);
     }
 }

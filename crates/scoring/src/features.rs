@@ -602,15 +602,8 @@ fn overuse_z(pairs: &[(u32, u32)], groups: &ClaimGroups) -> Vec<f64> {
 
 /// Dense ids for `keys` (equal keys, equal ids) and how many distinct keys.
 fn dense_ids(keys: &[String]) -> (Vec<u32>, usize) {
-    let mut index: HashMap<&str, u32> = HashMap::new();
-    let ids = keys
-        .iter()
-        .map(|k| {
-            let next = index.len() as u32;
-            *index.entry(k.as_str()).or_insert(next)
-        })
-        .collect();
-    (ids, index.len())
+    let groups = Groups::of(keys);
+    (groups.id, groups.count)
 }
 
 /// What the members that providers share say, counted over the window's
@@ -871,61 +864,124 @@ fn clip(z: f64) -> f64 {
     if z.is_finite() { z.clamp(-Z_CLIP, Z_CLIP) } else { 0.0 }
 }
 
-/// Robust z-scores of `values` within the groups `group` assigns, falling
-/// back to `fallback`'s groups (and then to all values) for groups of
-/// fewer than [`MIN_PEERS`] and for [`NO_PEERS`].
-fn peer_z(values: &[f64], group: &[&str], fallback: Option<&[&str]>, floor: f64) -> Vec<f64> {
-    let stats = |keys: &[&str]| -> HashMap<String, (usize, f64, f64)> {
-        let mut by: HashMap<&str, Vec<f64>> = HashMap::new();
-        for (k, v) in keys.iter().zip(values) {
-            by.entry(k).or_default().push(*v);
+/// Dense group ids of one grouping of the rows, computed once and shared
+/// by every statistic taken within it (equal keys, equal ids).
+struct Groups {
+    id: Vec<u32>,
+    count: usize,
+    /// The id of [`NO_PEERS`], when a row has it.
+    no_peers: Option<u32>,
+}
+
+impl Groups {
+    fn of<S: AsRef<str>>(keys: &[S]) -> Self {
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        let id = keys
+            .iter()
+            .map(|k| {
+                let next = index.len() as u32;
+                *index.entry(k.as_ref()).or_insert(next)
+            })
+            .collect();
+        let no_peers = index.get(NO_PEERS).copied();
+        Self { id, count: index.len(), no_peers }
+    }
+
+    /// One group of every row.
+    fn all(rows: usize) -> Self {
+        Self { id: vec![0; rows], count: usize::from(rows > 0), no_peers: None }
+    }
+
+    /// Each group's values, in row order.
+    fn split(&self, values: &[f64]) -> Vec<Vec<f64>> {
+        let mut by: Vec<Vec<f64>> = vec![Vec::new(); self.count];
+        for (&g, &v) in self.id.iter().zip(values) {
+            by[g as usize].push(v);
         }
-        by.into_iter()
-            .map(|(k, mut vs)| {
+        by
+    }
+}
+
+/// Robust z-scores of `values` within `group`, falling back to
+/// `fallback`'s groups (and then to all values) for groups of fewer than
+/// [`MIN_PEERS`] and for [`NO_PEERS`].
+fn peer_z(values: &[f64], group: &Groups, fallback: Option<&Groups>, floor: f64) -> Vec<f64> {
+    let stats = |groups: &Groups| -> Vec<(usize, f64, f64)> {
+        groups
+            .split(values)
+            .into_iter()
+            .map(|mut vs| {
                 let n = vs.len();
                 let (m, s) = robust_center_scale(&mut vs, floor);
-                (k.to_string(), (n, m, s))
+                (n, m, s)
             })
             .collect()
     };
     let primary = stats(group);
     let secondary = fallback.map(stats);
-    let (_, gm, gs) = {
-        let mut all = values.to_vec();
-        let (m, s) = robust_center_scale(&mut all, floor);
-        (values.len(), m, s)
-    };
+    let (gm, gs) = robust_center_scale(&mut values.to_vec(), floor);
     (0..values.len())
         .map(|i| {
-            let (m, s) = match primary.get(group[i]) {
-                Some(&(n, m, s)) if n >= MIN_PEERS && group[i] != NO_PEERS => (m, s),
-                _ => match secondary.as_ref().and_then(|f| fallback.and_then(|keys| f.get(keys[i]))) {
-                    Some(&(n, m, s)) if n >= MIN_PEERS => (m, s),
+            let g = group.id[i];
+            let (n, m, s) = primary[g as usize];
+            let (m, s) = if n >= MIN_PEERS && Some(g) != group.no_peers {
+                (m, s)
+            } else {
+                match (fallback, &secondary) {
+                    (Some(f), Some(stats)) if stats[f.id[i] as usize].0 >= MIN_PEERS => {
+                        let (_, m, s) = stats[f.id[i] as usize];
+                        (m, s)
+                    }
                     _ => (gm, gs),
-                },
+                }
             };
             clip((values[i] - m) / s)
         })
         .collect()
 }
 
-/// The 99th percentile of `values` within each group (with the same
-/// fallback as [`peer_z`]); `true` where a value is above it.
-fn above_p99(values: &[f64], group: &[&str]) -> Vec<bool> {
-    let mut by: HashMap<&str, Vec<f64>> = HashMap::new();
-    for (k, v) in group.iter().zip(values) {
-        by.entry(k).or_default().push(*v);
-    }
-    let p99: HashMap<&str, f64> = by
+/// The 99th percentile of `values` within each group of at least
+/// [`MIN_PEERS`]; `true` where a value is above it.
+fn above_p99(values: &[f64], group: &Groups) -> Vec<bool> {
+    let p99: Vec<Option<f64>> = group
+        .split(values)
         .into_iter()
-        .filter(|(_, vs)| vs.len() >= MIN_PEERS)
-        .map(|(k, mut vs)| {
-            vs.sort_by(f64::total_cmp);
-            let at = ((vs.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(vs.len() - 1);
-            (k, vs[at])
+        .map(|mut vs| {
+            (vs.len() >= MIN_PEERS).then(|| {
+                vs.sort_by(f64::total_cmp);
+                let at = ((vs.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(vs.len() - 1);
+                vs[at]
+            })
         })
         .collect();
-    values.iter().zip(group).map(|(v, k)| p99.get(k).is_some_and(|p| v > p)).collect()
+    values.iter().zip(&group.id).map(|(v, &g)| p99[g as usize].is_some_and(|p| *v > p)).collect()
+}
+
+/// Runs `jobs` on up to as many threads as there are cores; their results
+/// in the jobs' order.
+fn in_parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(jobs.len()).max(1);
+    let queue = std::sync::Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>());
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        // A poisoned queue only means another job panicked; that
+                        // panic is re-raised by its join below.
+                        let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+                        let Some((i, job)) = next else { break };
+                        out.push((i, job()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
 }
 
 /// A claim's amount is high for its codes above this robust z-score.
@@ -936,42 +992,62 @@ const HIGH_LEVEL: f64 = 4.0;
 fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
     let n = r.claim_id.len();
     let ln_amount: Vec<f64> = r.amount.iter().map(|a| a.max(1.0).ln()).collect();
-    let signature: Vec<&str> = r.signature.iter().map(String::as_str).collect();
-    let first: Vec<&str> = r.first_code.iter().map(String::as_str).collect();
-    let specialty: Vec<&str> = r.specialty.iter().map(String::as_str).collect();
-    let everyone = vec![""; n];
+    let signature = Groups::of(&r.signature);
+    let first = Groups::of(&r.first_code);
+    let specialty = Groups::of(&r.specialty);
+    let provider = Groups::of(&r.provider_id);
+    let everyone = Groups::all(n);
+    let rate_z = |flag: &[f64]| provider_rate_z(r, &provider, &specialty, flag);
 
-    let weekend_z = provider_rate_z(r, &r.weekend, &specialty);
-    let coverage_z = provider_rate_z(r, &r.after_coverage, &specialty);
+    let weekend_z = rate_z(&r.weekend);
+    let coverage_z = rate_z(&r.after_coverage);
     let amount_z = peer_z(&ln_amount, &signature, Some(&first), 0.05);
     let high_amount: Vec<f64> = amount_z.iter().map(|z| f64::from(u8::from(*z > HIGH_AMOUNT_Z))).collect();
-    let high_amount_z = provider_rate_z(r, &high_amount, &specialty);
+    let high_amount_z = rate_z(&high_amount);
     let high_level: Vec<f64> = r.em_level.iter().map(|l| f64::from(u8::from(*l >= HIGH_LEVEL))).collect();
-    let high_level_z = provider_rate_z(r, &high_level, &specialty);
+    let high_level_z = rate_z(&high_level);
     let new_member: Vec<f64> = r.ties.iter().map(|t| f64::from(u8::from(*t == 0.0))).collect();
-    let new_member_z = provider_rate_z(r, &new_member, &specialty);
+    let new_member_z = rate_z(&new_member);
     let new_high: Vec<f64> = (0..n).map(|i| high_level[i] * new_member[i]).collect();
-    let new_high_z = provider_rate_z(r, &new_high, &specialty);
+    let new_high_z = rate_z(&new_high);
     // A flag the claim raises, weighed by how far above its specialty its
     // provider raises it.
     let at_provider = |flag: &[f64], z: &[f64]| -> Vec<f64> { (0..n).map(|i| clip(flag[i] * z[i].max(0.0))).collect() };
 
+    // The peer statistics (a median per group, twice) are independent of
+    // each other: they run side by side.
+    type Job<'a> = Box<dyn FnOnce() -> Vec<f64> + Send + 'a>;
+    let (ln, sp, all) = (&ln_amount, &specialty, &everyone);
+    let peer: Vec<Job<'_>> = vec![
+        Box::new(move || peer_z(ln, sp, None, 0.05)),
+        Box::new(move || peer_z(&r.dup_rank, all, None, 0.05)),
+        Box::new(move || peer_z(&r.after_coverage, all, None, 0.05)),
+        Box::new(move || peer_z(&r.unbundled, all, None, 0.05)),
+        Box::new(move || peer_z(&r.n_proc, sp, None, 0.25)),
+        Box::new(move || peer_z(&r.em_level, sp, None, 0.25)),
+        Box::new(move || peer_z(&r.overuse, sp, None, 0.5)),
+        Box::new(move || peer_z(&r.weekend, all, None, 0.25)),
+        Box::new(move || peer_z(shared_excess, all, None, 0.5)),
+        Box::new(move || peer_z(&r.set_overuse, sp, None, 0.5)),
+    ];
+    let [by_specialty, dup, coverage, unbundled, n_proc, em, overuse, weekend, shared, set_overuse]: [Vec<f64>; 10] =
+        in_parallel(peer).try_into().unwrap_or_else(|_| unreachable!("ten jobs give ten columns"));
     let columns: [Vec<f64>; 17] = [
         amount_z,
-        peer_z(&ln_amount, &specialty, None, 0.05),
-        peer_z(&r.dup_rank, &everyone, None, 0.05),
-        peer_z(&r.after_coverage, &everyone, None, 0.05),
-        peer_z(&r.unbundled, &everyone, None, 0.05),
-        peer_z(&r.n_proc, &specialty, None, 0.25),
-        peer_z(&r.em_level, &specialty, None, 0.25),
-        peer_z(&r.overuse, &specialty, None, 0.5),
-        peer_z(&r.weekend, &everyone, None, 0.25),
+        by_specialty,
+        dup,
+        coverage,
+        unbundled,
+        n_proc,
+        em,
+        overuse,
+        weekend,
         (0..n).map(|i| clip(r.weekend[i] * weekend_z[i].max(0.0))).collect(),
         (0..n).map(|i| clip(r.after_coverage[i] * coverage_z[i].max(0.0))).collect(),
-        peer_z(shared_excess, &everyone, None, 0.5),
+        shared,
         at_provider(&high_amount, &high_amount_z),
         at_provider(&high_level, &high_level_z),
-        peer_z(&r.set_overuse, &specialty, None, 0.5),
+        set_overuse,
         at_provider(&new_high, &new_high_z),
         at_provider(&new_member, &new_member_z),
     ];
@@ -994,15 +1070,15 @@ fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
 
 /// For each claim, how far its provider's rate of `flag` is above its
 /// specialty's, as a binomial z-score (0 for a claim without a provider).
-fn provider_rate_z(r: &RawClaims, flag: &[f64], specialty: &[&str]) -> Vec<f64> {
-    let mut by_provider: HashMap<&str, (f64, f64)> = HashMap::new();
-    let mut by_specialty: HashMap<&str, (f64, f64)> = HashMap::new();
-    for i in 0..flag.len() {
-        let p = by_provider.entry(&r.provider_id[i]).or_default();
-        p.0 += flag[i];
+fn provider_rate_z(r: &RawClaims, provider: &Groups, specialty: &Groups, flag: &[f64]) -> Vec<f64> {
+    let mut by_provider = vec![(0.0, 0.0); provider.count];
+    let mut by_specialty = vec![(0.0, 0.0); specialty.count];
+    for (i, &f) in flag.iter().enumerate() {
+        let p = &mut by_provider[provider.id[i] as usize];
+        p.0 += f;
         p.1 += 1.0;
-        let s = by_specialty.entry(specialty[i]).or_default();
-        s.0 += flag[i];
+        let s = &mut by_specialty[specialty.id[i] as usize];
+        s.0 += f;
         s.1 += 1.0;
     }
     (0..flag.len())
@@ -1010,8 +1086,8 @@ fn provider_rate_z(r: &RawClaims, flag: &[f64], specialty: &[&str]) -> Vec<f64> 
             if r.provider_id[i].is_empty() {
                 return 0.0;
             }
-            let (w, t) = by_provider[r.provider_id[i].as_str()];
-            let (sw, st) = by_specialty[specialty[i]];
+            let (w, t) = by_provider[provider.id[i] as usize];
+            let (sw, st) = by_specialty[specialty.id[i] as usize];
             binomial_z(w, t, sw / st)
         })
         .collect()
@@ -1119,7 +1195,7 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
     let spec_keys: Vec<&str> = specialty.iter().map(|s| if s.is_empty() { NO_PEERS } else { s.as_str() }).collect();
     let volume: Vec<String> = ids.iter().map(|id| (by[id].claims as u64).max(1).ilog2().to_string()).collect();
     let volume: Vec<&str> = volume.iter().map(String::as_str).collect();
-    let everyone = vec![""; ids.len()];
+    let (spec_keys, volume, everyone) = (Groups::of(&spec_keys), Groups::of(&volume), Groups::all(ids.len()));
     let mut values = Array2::zeros((ids.len(), PROVIDER_FEATURES.len()));
     for j in 0..PROVIDER_FEATURES.len() {
         let col: Vec<f64> = raw.iter().map(|row| row[j]).collect();
@@ -1166,7 +1242,7 @@ mod tests {
         values.extend([5.0, 5.0]);
         let mut group = vec!["big"; 40];
         group.extend(["tiny", "tiny"]);
-        let z = peer_z(&values, &group, None, 0.1);
+        let z = peer_z(&values, &Groups::of(&group), None, 0.1);
         // "tiny" has 2 peers: it is measured against everyone, so it stands out.
         assert!(z[40] > 10.0, "{}", z[40]);
         assert_eq!(z[0], 0.0);
@@ -1183,7 +1259,7 @@ mod tests {
         group.extend(["family"; 40]);
         let mut volume = vec!["0"; 38];
         volume.extend(["7"; 42]);
-        let z = peer_z(&values, &group, Some(&volume), 0.05);
+        let z = peer_z(&values, &Groups::of(&group), Some(&Groups::of(&volume)), 0.05);
         // Against the other unknowns the large two would be far out; among
         // the providers of their volume they are ordinary.
         assert_eq!(z[38..40], [0.0, 0.0]);
@@ -1191,7 +1267,7 @@ mod tests {
         // Named as a group of their own, the 38 small ones set the scale.
         let mut named = group.clone();
         named[..40].fill("unknown");
-        let z = peer_z(&values, &named, Some(&volume), 0.05);
+        let z = peer_z(&values, &Groups::of(&named), Some(&Groups::of(&volume)), 0.05);
         assert!(z[38] > 10.0, "{}", z[38]);
     }
 
