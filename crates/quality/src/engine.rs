@@ -374,7 +374,8 @@ struct SourceRows {
 struct Planned {
     model: TableModel,
     report: TableReport,
-    state: Option<RecordBatch>,
+    /// The new table, in parts (kept rows, then new and changed ones).
+    state: Option<Vec<RecordBatch>>,
     quarantine_new: Option<RecordBatch>,
     /// Quarantine rows, by `(batch, file, row)`, now in silver.
     released: HashSet<(String, String, i64)>,
@@ -523,8 +524,7 @@ pub async fn build_silver_round(
         tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
         if let Some(state) = &plan.state {
             for (table, key) in wanted.iter().filter(|(t, _)| *t == model.table) {
-                keys.0
-                    .insert((table.clone(), key.clone()), Arc::new(key_set(table, std::slice::from_ref(state), key)?));
+                keys.0.insert((table.clone(), key.clone()), Arc::new(key_set(table, state, key)?));
             }
         }
         let started = std::time::Instant::now();
@@ -1083,7 +1083,7 @@ async fn plan_table(
     )?;
     let (new_state, deleted) = mark_deleted(t, model, new_state, &sources, now)?;
     report.deleted = deleted;
-    report.rows = new_state.num_rows() as u64;
+    report.rows = new_state.iter().map(|b| b.num_rows() as u64).sum();
     let state_changed = !sources.is_empty() || d.groups.iter().any(|g| g.changed()) || deleted > 0;
 
     // 8. Quarantine rows, and released ones marked.
@@ -1161,7 +1161,7 @@ async fn plan_table(
     if state_changed {
         for d in &model.derived {
             let ctx = session();
-            let mem = MemTable::try_new(new_state.schema(), vec![vec![new_state.clone()]])
+            let mem = MemTable::try_new(state_schema.clone(), vec![new_state.clone()])
                 .map_err(sql_err(&d.table, "parent rows"))?;
             ctx.register_table("parent", Arc::new(mem)).map_err(sql_err(&d.table, "parent rows"))?;
             let frame = ctx.sql(&d.sql).await.map_err(sql_err(&d.table, "sql"))?;
@@ -1306,7 +1306,7 @@ fn build_state(
     incoming_warnings: &[Vec<String>],
     now: i64,
     typed_fields: &[Field],
-) -> Result<RecordBatch> {
+) -> Result<Vec<RecordBatch>> {
     let mut parts = Vec::new();
     // Untouched rows, and touched keys whose row did not change.
     let mut keep: Vec<u32> = d.untouched.iter().map(|&i| i as u32).collect();
@@ -1460,9 +1460,11 @@ fn build_state(
         parts.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?);
     }
     if parts.is_empty() {
-        return Ok(RecordBatch::new_empty(schema.clone()));
+        return Ok(vec![RecordBatch::new_empty(schema.clone())]);
     }
-    concat_batches(schema, &parts).map_err(arrow_err(t))
+    // The parts are written as they are: one more copy of the whole table
+    // would only join them.
+    Ok(parts)
 }
 
 /// For a table fed by full extracts: keys missing from the newest extract
@@ -1471,10 +1473,10 @@ fn build_state(
 fn mark_deleted(
     t: &str,
     model: &TableModel,
-    batch: RecordBatch,
+    parts: Vec<RecordBatch>,
     sources: &[SourceRows],
     now: i64,
-) -> Result<(RecordBatch, u64)> {
+) -> Result<(Vec<RecordBatch>, u64)> {
     // The newest extract: the greatest _source_file among snapshot rows.
     let mut newest: Option<(&SourceRows, String)> = None;
     for src in sources.iter().filter(|s| s.snapshot) {
@@ -1485,7 +1487,7 @@ fn mark_deleted(
             newest = Some((src, max.to_string()));
         }
     }
-    let Some((src, file)) = newest else { return Ok((batch, 0)) };
+    let Some((src, file)) = newest else { return Ok((parts, 0)) };
     let files = src.typed.column_by_name("_source_file").map(|c| c.as_string::<i32>().clone());
     let mut present = HashSet::new();
     for (row, k) in key_texts(t, &src.typed, &model.key)?.into_iter().enumerate() {
@@ -1495,28 +1497,33 @@ fn mark_deleted(
             present.insert(k);
         }
     }
-    let keys = key_texts(t, &batch, &model.key)?;
-    let schema = batch.schema();
-    let del_at = schema.index_of("_is_deleted").map_err(arrow_err(t))?;
-    let upd_at = schema.index_of("_updated_at").map_err(arrow_err(t))?;
-    let old_del = batch.column(del_at).as_boolean().clone();
-    let old_upd = batch.column(upd_at).as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>().clone();
     let mut deleted = 0;
-    let mut del = Vec::with_capacity(batch.num_rows());
-    let mut upd = Vec::with_capacity(batch.num_rows());
-    for (row, key) in keys.iter().enumerate() {
-        let was = old_del.is_valid(row) && old_del.value(row);
-        let is = key.as_ref().is_none_or(|k| !present.contains(k));
-        if is && !was {
-            deleted += 1;
+    let mut marked = Vec::with_capacity(parts.len());
+    for batch in parts {
+        let keys = key_texts(t, &batch, &model.key)?;
+        let schema = batch.schema();
+        let del_at = schema.index_of("_is_deleted").map_err(arrow_err(t))?;
+        let upd_at = schema.index_of("_updated_at").map_err(arrow_err(t))?;
+        let old_del = batch.column(del_at).as_boolean().clone();
+        let old_upd =
+            batch.column(upd_at).as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>().clone();
+        let mut del = Vec::with_capacity(batch.num_rows());
+        let mut upd = Vec::with_capacity(batch.num_rows());
+        for (row, key) in keys.iter().enumerate() {
+            let was = old_del.is_valid(row) && old_del.value(row);
+            let is = key.as_ref().is_none_or(|k| !present.contains(k));
+            if is && !was {
+                deleted += 1;
+            }
+            del.push(Some(is));
+            upd.push(if is != was { Some(now) } else { old_upd.is_valid(row).then(|| old_upd.value(row)) });
         }
-        del.push(Some(is));
-        upd.push(if is != was { Some(now) } else { old_upd.is_valid(row).then(|| old_upd.value(row)) });
+        let mut cols = batch.columns().to_vec();
+        cols[del_at] = Arc::new(BooleanArray::from(del));
+        cols[upd_at] = Arc::new(TimestampMicrosecondArray::from(upd).with_timezone("UTC"));
+        marked.push(RecordBatch::try_new(schema, cols).map_err(arrow_err(t))?);
     }
-    let mut cols = batch.columns().to_vec();
-    cols[del_at] = Arc::new(BooleanArray::from(del));
-    cols[upd_at] = Arc::new(TimestampMicrosecondArray::from(upd).with_timezone("UTC"));
-    Ok((RecordBatch::try_new(schema, cols).map_err(arrow_err(t))?, deleted))
+    Ok((marked, deleted))
 }
 
 /// Each row of `batch` as one JSON object (NULLs left out), without the
@@ -1726,7 +1733,7 @@ async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &mut Planned
     {
         let commit = with_txns(Commit::new(run, "silver"), &plan.txns, "")
             .with_metadata("released", serde_json::json!(plan.report.released));
-        plan.report.version = Some(warehouse.overwrite(&name, vec![state.clone()], &commit).await?);
+        plan.report.version = Some(warehouse.overwrite(&name, state.clone(), &commit).await?);
         for (table, batch) in std::mem::take(&mut plan.derived) {
             let d = TableName::new(&table)?;
             let v = warehouse.overwrite(&d, vec![batch], &Commit::new(run, "silver derived")).await?;
