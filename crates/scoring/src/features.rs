@@ -1249,6 +1249,20 @@ mod tests {
     }
 
     #[test]
+    fn jobs_run_side_by_side_give_their_results_in_the_jobs_order() {
+        let jobs: Vec<Box<dyn FnOnce() -> usize + Send>> = (0..25)
+            .map(|i| {
+                Box::new(move || {
+                    // Uneven work, so the jobs finish out of order.
+                    std::thread::sleep(std::time::Duration::from_millis(((25 - i) % 4) as u64));
+                    i * i
+                }) as Box<dyn FnOnce() -> usize + Send>
+            })
+            .collect();
+        assert_eq!(in_parallel(jobs), (0..25).map(|i| i * i).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn values_without_peers_are_measured_against_their_fallback_group() {
         // 40 providers of unknown specialty: 38 small ones at 1.0 (volume
         // band "0") and 2 large ones at 2.0 (band "7"), beside 40 family
