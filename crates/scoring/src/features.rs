@@ -1250,7 +1250,7 @@ mod tests {
 
     #[test]
     fn jobs_run_side_by_side_give_their_results_in_the_jobs_order() {
-        let jobs: Vec<Box<dyn FnOnce() -> usize + Send>> = (0..25)
+        let jobs: Vec<Box<dyn FnOnce() -> usize + Send>> = (0..25usize)
             .map(|i| {
                 Box::new(move || {
                     // Uneven work, so the jobs finish out of order.
