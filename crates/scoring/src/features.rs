@@ -751,12 +751,12 @@ pub async fn compute(
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "code over-use counted");
     signatures(&mut raw, &procs, config);
     let (member, _) = dense_ids(&raw.member_id);
-    let (provider, _) = dense_ids(&raw.provider_id);
-    duplicate_ranks(&mut raw, &procs, &member, &provider);
+    let provider = Groups::of(&raw.provider_id);
+    duplicate_ranks(&mut raw, &procs, &member, &provider.id);
     if let Some(tolerance) = config.scores.duplicate_amount_tolerance {
         keep_same_amount_duplicates(&mut raw, tolerance);
     }
-    raw.unbundled = unbundled(&raw, &procs, config, &member, &provider);
+    raw.unbundled = unbundled(&raw, &procs, config, &member, &provider.id);
     drop(procs);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "signatures, duplicates and bundles counted");
     let events = versions.iter().any(|(t, _)| t == OPTIONAL_INPUT_TABLES[0]);
@@ -764,7 +764,7 @@ pub async fn compute(
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "member and provider ties counted");
     let sharing = member_sharing(&raw.member_id, &raw.provider_id);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "shared members counted");
-    let claims = claim_features(&raw, &sharing.claim_excess);
+    let claims = claim_features(&raw, &provider, &sharing.claim_excess);
     let providers = provider_features(&raw, &claims, &sharing);
     tracing::info!(
         providers = providers.provider_id.len(),
@@ -989,15 +989,15 @@ const HIGH_AMOUNT_Z: f64 = 2.0;
 /// E/M levels from this one up are high-level codes.
 const HIGH_LEVEL: f64 = 4.0;
 
-fn claim_features(r: &RawClaims, shared_excess: &[f64]) -> ClaimTable {
+/// `provider`: the claims' provider ids, as [`Groups`].
+fn claim_features(r: &RawClaims, provider: &Groups, shared_excess: &[f64]) -> ClaimTable {
     let n = r.claim_id.len();
     let ln_amount: Vec<f64> = r.amount.iter().map(|a| a.max(1.0).ln()).collect();
     let signature = Groups::of(&r.signature);
     let first = Groups::of(&r.first_code);
     let specialty = Groups::of(&r.specialty);
-    let provider = Groups::of(&r.provider_id);
     let everyone = Groups::all(n);
-    let rate_z = |flag: &[f64]| provider_rate_z(r, &provider, &specialty, flag);
+    let rate_z = |flag: &[f64]| provider_rate_z(r, provider, &specialty, flag);
 
     let weekend_z = rate_z(&r.weekend);
     let coverage_z = rate_z(&r.after_coverage);
