@@ -181,6 +181,155 @@ fn sizes(config: &Detectors, n: usize, d: usize) -> (usize, usize, usize, usize)
     )
 }
 
+/// A covariance floor in z units: it keeps near-constant features (most
+/// claims are not duplicates) from making a mixture component singular.
+const GMM_REG_COVARIANCE: f64 = 0.05;
+
+/// One Gaussian, mean and covariance (plus [`GMM_REG_COVARIANCE`] on its
+/// diagonal) of a sample, in the covariance's eigenbasis. It is the
+/// fixed point of EM with one component, in closed form: no EM, so it
+/// fits any finite sample.
+struct Gaussian {
+    mean: ndarray::Array1<f64>,
+    /// Eigenvalues of the covariance (all at least the floor).
+    values: ndarray::Array1<f64>,
+    /// Its eigenvectors, one per column.
+    vectors: Array2<f64>,
+}
+
+impl Gaussian {
+    fn fit(x: &Array2<f64>) -> std::result::Result<Self, linfa_linalg::LinalgError> {
+        let (n, d) = x.dim();
+        let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(d));
+        let centred = x - &mean;
+        let mut covariance = centred.t().dot(&centred) / n.max(1) as f64;
+        covariance.diag_mut().mapv_inplace(|v| v + GMM_REG_COVARIANCE);
+        let (values, vectors) = covariance.eigh()?;
+        // The floor bounds every eigenvalue from below; rounding may not.
+        let values = values.mapv(|v| v.max(GMM_REG_COVARIANCE));
+        Ok(Self { mean, values, vectors })
+    }
+
+    /// ln det of the precision matrix.
+    fn log_det_precision(&self) -> f64 {
+        -self.values.iter().map(|v| v.ln()).sum::<f64>()
+    }
+
+    /// Each row's log-density.
+    fn log_density(&self, x: ArrayView2<'_, f64>) -> Vec<f64> {
+        let d = self.mean.len() as f64;
+        let constant = -0.5 * d * (2.0 * std::f64::consts::PI).ln() + 0.5 * self.log_det_precision();
+        let projected = (&x - &self.mean).dot(&self.vectors);
+        projected
+            .outer_iter()
+            .map(|row| constant - 0.5 * row.iter().zip(&self.values).map(|(p, v)| p * p / v).sum::<f64>())
+            .collect()
+    }
+
+    /// As a mixture of one component.
+    fn into_gmm(self) -> Gmm {
+        let precision = self.vectors.dot(&Array2::from_diag(&self.values.mapv(|v| 1.0 / v))).dot(&self.vectors.t());
+        Gmm {
+            weights: vec![1.0],
+            means: vec![self.mean.to_vec()],
+            log_dets: vec![self.log_det_precision()],
+            precisions: vec![rows(&precision)],
+        }
+    }
+}
+
+/// The least log-density, under the one Gaussian of the sample, of a row
+/// in the sample's bulk: a squared Mahalanobis distance of roughly 600 or
+/// more is far out by any measure. See [`fit_mixture`].
+const GMM_BULK_LOG_DENSITY: f64 = -300.0;
+
+/// The Gaussian mixture of `x`, by linfa's EM.
+///
+/// EM can fail on a sample where many rows are the same point (a component
+/// left with no rows turns its weight and mean into NaN): then a second
+/// fixed seed (the seed + 100), then one component fewer, in a fixed order,
+/// so the same data still give the same model.
+///
+/// It also fails, at every size, once one row lies too far from every
+/// component: linfa normalises a row's component probabilities as
+/// `ln(sum(exp(..)))`, not by log-sum-exp, so a row whose log-density is
+/// below about -745 under each component gets NaN responsibilities. A
+/// robust z of a few hundred in one feature is enough, and among millions
+/// of claims there are such claims (day 7 of the default 1M-member
+/// landing). Then the same sizes and seeds are fitted on the sample's bulk
+/// ([`GMM_BULK_LOG_DENSITY`]); the far rows are still scored, and
+/// calibrated, by the mixture's own log-sum-exp likelihood. (The bulk is
+/// not the first choice: without its far rows the components tighten, and
+/// on some samples EM then fails where it fitted every row.) Should that
+/// fail too, the mixture is the one Gaussian of every row, which needs no
+/// EM and cannot fail: a nightly build is not stopped by one detector's
+/// fit.
+fn fit_mixture(x: &Array2<f64>, config: &Detectors, seed: u64, what: &str) -> Result<Gmm> {
+    let fit_err = |e: &dyn std::fmt::Display| Error::Fit {
+        what: what.to_string(),
+        detector: "gmm".to_string(),
+        reason: e.to_string(),
+    };
+    let failure = match em(x, config, seed, what) {
+        Ok(gmm) => return Ok(gmm),
+        Err(failure) => failure,
+    };
+    let one = Gaussian::fit(x).map_err(|e| fit_err(&e))?;
+    let density = one.log_density(x.view());
+    let bulk: Vec<usize> = (0..x.nrows()).filter(|&i| density[i] >= GMM_BULK_LOG_DENSITY).collect();
+    let far_out = x.nrows() - bulk.len();
+    let failure = if far_out > 0 && bulk.len() >= 10 {
+        tracing::warn!(what, failure, far_out, "EM failed on every row; fitting the mixture on the rest");
+        match em(&x.select(Axis(0), &bulk), config, seed, what) {
+            Ok(gmm) => return Ok(gmm),
+            Err(failure) => failure,
+        }
+    } else {
+        failure
+    };
+    tracing::warn!(what, failure, "EM failed at every size; the mixture is the one Gaussian of every row");
+    Ok(one.into_gmm())
+}
+
+/// linfa's EM on `x`, each size from the configured one down to one, each
+/// with two seeds; the last failure when none fits.
+fn em(x: &Array2<f64>, config: &Detectors, seed: u64, what: &str) -> std::result::Result<Gmm, String> {
+    let (n, d) = x.dim();
+    let data = DatasetBase::from(x.view());
+    let gmm_k = sizes(config, n, d).0;
+    let fit_gmm = |k: usize, seed: u64| {
+        GaussianMixtureModel::<f64>::params(k)
+            .covariance_type(GmmCovarType::Full)
+            .init_method(GmmInitMethod::KMeans)
+            .max_n_iterations(1000)
+            .tolerance(1e-3)
+            .reg_covariance(GMM_REG_COVARIANCE)
+            .with_rng(ChaCha8Rng::seed_from_u64(seed))
+            .fit(&data)
+    };
+    let attempts = (1..=gmm_k).rev().flat_map(|k| [(k, seed), (k, seed.wrapping_add(100))]);
+    let mut failure = String::new();
+    for (k, s) in attempts {
+        let fitted = match fit_gmm(k, s) {
+            Ok(g) => g,
+            Err(e) => {
+                failure = e.to_string();
+                continue;
+            }
+        };
+        let precisions: Vec<Vec<Vec<f64>>> = fitted.precisions().outer_iter().map(|p| rows(&p.to_owned())).collect();
+        let Some(log_dets) = precisions.iter().map(|p| log_det_spd(p)).collect::<Option<Vec<_>>>() else {
+            failure = "a precision matrix is not positive definite".to_string();
+            continue;
+        };
+        if k < gmm_k || s != seed {
+            tracing::warn!(what, components = k, seed = s, "the mixture was refitted after EM failed");
+        }
+        return Ok(Gmm { weights: fitted.weights().to_vec(), means: rows(fitted.means()), precisions, log_dets });
+    }
+    Err(failure)
+}
+
 impl DetectorSet {
     /// Fits every detector on `x` (rows are claims or providers) with the
     /// given seed: the same `x` and seed give the same parameters.
@@ -196,7 +345,7 @@ impl DetectorSet {
                 reason: format!("a feature value is {v}; every feature must be finite"),
             });
         }
-        let (gmm_k, km_k, pca_k, knn_k) = sizes(config, n, d);
+        let (_, km_k, pca_k, knn_k) = sizes(config, n, d);
         let data = DatasetBase::from(x.view());
         let fit_err = |detector: &str, e: &dyn std::fmt::Display| Error::Fit {
             what: what.to_string(),
@@ -204,45 +353,7 @@ impl DetectorSet {
             reason: e.to_string(),
         };
 
-        // A covariance floor in z units keeps near-constant features (most
-        // claims are not duplicates) from making a component singular.
-        // EM can fail on a sample where many rows are the same point (a
-        // component left with no rows turns its weight and mean into NaN):
-        // then a second fixed seed (the seed + 100), then one component
-        // fewer, in a fixed order, so the same data still give the same
-        // model.
-        let fit_gmm = |k: usize, seed: u64| {
-            GaussianMixtureModel::<f64>::params(k)
-                .covariance_type(GmmCovarType::Full)
-                .init_method(GmmInitMethod::KMeans)
-                .max_n_iterations(1000)
-                .tolerance(1e-3)
-                .reg_covariance(0.05)
-                .with_rng(ChaCha8Rng::seed_from_u64(seed))
-                .fit(&data)
-        };
-        let attempts = (1..=gmm_k).rev().flat_map(|k| [(k, seed), (k, seed.wrapping_add(100))]);
-        let mut failure = None;
-        let mut fitted = None;
-        for (k, s) in attempts {
-            match fit_gmm(k, s) {
-                Ok(g) => {
-                    if k < gmm_k || s != seed {
-                        tracing::warn!(what, components = k, seed = s, "the mixture was refitted after EM failed");
-                    }
-                    fitted = Some(g);
-                    break;
-                }
-                Err(e) => failure = Some(e.to_string()),
-            }
-        }
-        let gmm = fitted.ok_or_else(|| fit_err("gmm", &failure.unwrap_or_default()))?;
-        let precisions: Vec<Vec<Vec<f64>>> = gmm.precisions().outer_iter().map(|p| rows(&p.to_owned())).collect();
-        let log_dets = precisions
-            .iter()
-            .map(|p| log_det_spd(p).ok_or_else(|| fit_err("gmm", &"a precision matrix is not positive definite")))
-            .collect::<Result<Vec<_>>>()?;
-        let gmm = Gmm { weights: gmm.weights().to_vec(), means: rows(gmm.means()), precisions, log_dets };
+        let gmm = fit_mixture(x, config, seed, what)?;
 
         let kmeans = KMeans::params_with_rng(km_k, ChaCha8Rng::seed_from_u64(seed.wrapping_add(1)))
             .n_runs(3)
@@ -522,6 +633,83 @@ mod tests {
         }
         // The current model does weigh it.
         assert!((0..x.nrows()).any(|i| (a.combined[i] - b.combined[i]).abs() > 1e-9));
+    }
+
+    /// 5,000 ordinary rows (uniform in [-1, 1]^3) and one a thousand units
+    /// out in the first feature: under the one Gaussian of the sample its
+    /// log-density is about -2,500, where linfa's EM normalisation
+    /// underflows.
+    fn sample_with_a_row_too_far_out_for_em() -> Array2<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut x = Array2::from_shape_fn((5001, 3), |_| rand::Rng::gen_range(&mut rng, -1.0..1.0));
+        x[[5000, 0]] = 1000.0;
+        x
+    }
+
+    fn em_alone(x: ArrayView2<'_, f64>, k: usize) -> bool {
+        GaussianMixtureModel::<f64>::params(k)
+            .reg_covariance(GMM_REG_COVARIANCE)
+            .with_rng(ChaCha8Rng::seed_from_u64(1))
+            .fit(&DatasetBase::from(x))
+            .is_ok()
+    }
+
+    #[test]
+    fn a_row_too_far_out_for_em_is_left_out_of_the_mixture_fit_and_still_scored_furthest_out() {
+        let x = sample_with_a_row_too_far_out_for_em();
+        let mut config = crate::ScoringConfig::default_config().unwrap().detectors;
+        let ordinary = x.view().split_at(Axis(0), 5000).0.to_owned();
+        assert_eq!(DetectorSet::fit(&ordinary, &config, 1, "test").unwrap().gmm.weights.len(), config.gmm_components);
+        // With one component, linfa's EM fails on the sample, and only
+        // because of that row. (With more, EM may give the row a component
+        // of its own; the claims of day 7 of the default 1M-member landing
+        // failed at every size.)
+        config.gmm_components = 1;
+        assert!(!em_alone(x.view(), 1));
+        assert!(em_alone(ordinary.view(), 1));
+
+        let set = DetectorSet::fit(&x, &config, 1, "test").unwrap();
+        // Fitted on the other rows: the far row does not pull the mean
+        // (it would by 1000 / 5001 = 0.2).
+        assert_eq!(set.gmm.weights, vec![1.0]);
+        let mean = ordinary.mean_axis(Axis(0)).unwrap();
+        assert!((set.gmm.means[0][0] - mean[0]).abs() < 1e-9, "{:?} vs {mean}", set.gmm.means);
+        // It is scored all the same, and by the mixture it is the
+        // furthest out.
+        let raw = set.raw_scores(x.view()).unwrap();
+        let nll = raw.column(0);
+        assert!(nll.iter().all(|v| v.is_finite()));
+        let furthest = (0..x.nrows()).max_by(|&a, &b| nll[a].total_cmp(&nll[b])).unwrap();
+        assert_eq!(furthest, 5000);
+        // The same data and seed give the same model.
+        assert_eq!(DetectorSet::fit(&x, &config, 1, "test").unwrap(), set);
+    }
+
+    #[test]
+    fn when_em_fails_on_the_bulk_too_the_mixture_is_the_one_gaussian_of_every_row() {
+        // One more row, 40 units out: within the bulk of the whole sample
+        // (the far row spreads its Gaussian), but too far out for EM once
+        // the far row is left out.
+        let mut x = sample_with_a_row_too_far_out_for_em();
+        x[[4999, 0]] = 40.0;
+        let mut config = crate::ScoringConfig::default_config().unwrap().detectors;
+        config.gmm_components = 1;
+        let one = Gaussian::fit(&x).unwrap();
+        let density = one.log_density(x.view());
+        assert!(density[5000] < GMM_BULK_LOG_DENSITY && density[4999] > GMM_BULK_LOG_DENSITY, "{density:?}");
+        assert!(!em_alone(x.view(), 1));
+        assert!(!em_alone(x.view().split_at(Axis(0), 5000).0, 1));
+
+        let set = DetectorSet::fit(&x, &config, 1, "test").unwrap();
+        let mean = x.mean_axis(Axis(0)).unwrap();
+        assert_eq!(set.gmm.weights, vec![1.0]);
+        assert!((set.gmm.means[0][0] - mean[0]).abs() < 1e-9, "{:?} vs {mean}", set.gmm.means);
+        // Its likelihood is the Gaussian density, row by row.
+        let mut buf = vec![0.0; 3];
+        for i in [0, 17, 4999, 5000] {
+            let nll = set.gmm_nll(x.row(i), &mut buf);
+            assert!((nll + density[i]).abs() < 1e-6 * density[i].abs().max(1.0), "row {i}: {nll} vs {}", density[i]);
+        }
     }
 
     #[test]
