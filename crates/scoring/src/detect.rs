@@ -152,6 +152,15 @@ fn log_det_spd(m: &[Vec<f64>]) -> Option<f64> {
     Some(log_det)
 }
 
+/// The column means of `x`, and the sum over its rows of each centred
+/// row's outer product (the covariance times the row count).
+fn scatter(x: &Array2<f64>) -> (ndarray::Array1<f64>, Array2<f64>) {
+    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(x.ncols()));
+    let centred = x - &mean;
+    let scatter = centred.t().dot(&centred);
+    (mean, scatter)
+}
+
 /// Principal components of `x`: the `k` eigenvectors of its covariance
 /// matrix with the largest eigenvalues (ties in column order), from
 /// linfa-linalg's dense symmetric eigen-solver. linfa-reduction's `Pca`
@@ -159,10 +168,8 @@ fn log_det_spd(m: &[Vec<f64>]) -> Option<f64> {
 /// features are constant or collinear, as a single day's providers at a
 /// million members are; the covariance is only features x features.
 fn fit_pca(x: &Array2<f64>, k: usize) -> std::result::Result<PcaModel, linfa_linalg::LinalgError> {
-    let (n, d) = x.dim();
-    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(d));
-    let centred = x - &mean;
-    let covariance = centred.t().dot(&centred) / (n.max(2) - 1) as f64;
+    let (mean, scatter) = scatter(x);
+    let covariance = scatter / (x.nrows().max(2) - 1) as f64;
     let (values, vectors) = covariance.eigh()?;
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
@@ -199,10 +206,8 @@ struct Gaussian {
 
 impl Gaussian {
     fn fit(x: &Array2<f64>) -> std::result::Result<Self, linfa_linalg::LinalgError> {
-        let (n, d) = x.dim();
-        let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(d));
-        let centred = x - &mean;
-        let mut covariance = centred.t().dot(&centred) / n.max(1) as f64;
+        let (mean, scatter) = scatter(x);
+        let mut covariance = scatter / x.nrows().max(1) as f64;
         covariance.diag_mut().mapv_inplace(|v| v + GMM_REG_COVARIANCE);
         let (values, vectors) = covariance.eigh()?;
         // The floor bounds every eigenvalue from below; rounding may not.
