@@ -5,10 +5,9 @@
 //! and structs compare by value, the same way for every type.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
-use deltalake::arrow::array::{ArrayRef, RecordBatch};
-use deltalake::arrow::compute::SortOptions;
+use deltalake::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::{SortOptions, take};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::row::{RowConverter, Rows, SortField};
 
@@ -62,26 +61,67 @@ fn rows(batch: &RecordBatch, columns: &[usize], descending: bool) -> Result<Opti
     RowConverter::new(fields)?.convert_columns(&arrays).map(Some)
 }
 
-/// A 128-bit BLAKE3 digest of each row's content in Arrow's row format:
-/// equal content, equal digest, in 16 bytes a row rather than the whole
-/// row. Rows are encoded a slice at a time.
-fn content_hashes(batch: &RecordBatch, columns: &[usize]) -> Result<Vec<[u8; 16]>, ArrowError> {
-    const SLICE: usize = 64 * 1024;
-    let fields = columns.iter().map(|&c| SortField::new(batch.column(c).data_type().clone())).collect();
-    let converter = RowConverter::new(fields)?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    let mut offset = 0;
-    while offset < batch.num_rows() {
-        let len = SLICE.min(batch.num_rows() - offset);
-        let arrays: Vec<ArrayRef> = columns.iter().map(|&c| batch.column(c).slice(offset, len)).collect();
-        let rows = converter.convert_columns(&arrays)?;
-        for i in 0..len {
-            let digest = blake3::hash(rows.row(i).data());
-            let mut h = [0u8; 16];
-            h.copy_from_slice(&digest.as_bytes()[..16]);
-            out.push(h);
+/// A 128-bit BLAKE3 digest of the content of each row in `wanted`
+/// (ascending row numbers), in Arrow's row format: equal content, equal
+/// digest, in 16 bytes a row rather than the whole row. Other rows get
+/// zeros: they are never compared. Rows are encoded a chunk at a time, the
+/// chunks shared between the cores.
+fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> Result<Vec<[u8; 16]>, ArrowError> {
+    const CHUNK: usize = 64 * 1024;
+    let mut out = vec![[0u8; 16]; batch.num_rows()];
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let chunks: Vec<&[usize]> = wanted.chunks(CHUNK).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len());
+    let per_thread = chunks.len().div_ceil(threads);
+    let hash_chunks = |mine: &[&[usize]]| -> Result<Vec<(usize, Vec<[u8; 16]>)>, ArrowError> {
+        let fields = columns.iter().map(|&c| SortField::new(batch.column(c).data_type().clone())).collect();
+        let converter = RowConverter::new(fields)?;
+        let mut done = Vec::with_capacity(mine.len());
+        for (c, rows_of) in mine.iter().enumerate() {
+            let (first, last) = (rows_of[0], rows_of[rows_of.len() - 1]);
+            // A contiguous run is a slice; scattered rows are gathered.
+            let arrays: Vec<ArrayRef> = if last - first + 1 == rows_of.len() {
+                columns.iter().map(|&col| batch.column(col).slice(first, rows_of.len())).collect()
+            } else {
+                let idx = UInt32Array::from_iter_values(rows_of.iter().map(|&r| r as u32));
+                columns.iter().map(|&col| take(batch.column(col), &idx, None)).collect::<Result<_, _>>()?
+            };
+            let rows = converter.convert_columns(&arrays)?;
+            let hashes = (0..rows_of.len())
+                .map(|i| {
+                    let mut h = [0u8; 16];
+                    h.copy_from_slice(&blake3::hash(rows.row(i).data()).as_bytes()[..16]);
+                    h
+                })
+                .collect();
+            done.push((c, hashes));
         }
-        offset += len;
+        Ok(done)
+    };
+    let parts: Vec<Result<Vec<(usize, Vec<[u8; 16]>)>, ArrowError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(t, mine)| {
+                let hash_chunks = &hash_chunks;
+                scope.spawn(move || {
+                    hash_chunks(mine).map(|v| v.into_iter().map(|(c, h)| (t * per_thread + c, h)).collect())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(ArrowError::ComputeError("a hashing thread panicked".into()))))
+            .collect()
+    });
+    for part in parts {
+        for (c, hashes) in part? {
+            for (&row, h) in chunks[c].iter().zip(hashes) {
+                out[row] = h;
+            }
+        }
     }
     Ok(out)
 }
@@ -106,21 +146,37 @@ pub(crate) fn dedup(
 ) -> Result<Dedup, ArrowError> {
     let n = combined.num_rows();
     let keys = rows(combined, key, false)?;
-    let contents = content_hashes(combined, content)?;
     // Descending, NULLs last: ascending bytes put the latest first.
     let orders = rows(combined, order, true)?;
     let ties = rows(combined, tie, false)?;
 
-    let mut index: HashMap<&[u8], usize> = HashMap::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
+    // Each kept incoming row's group (its key's), groups numbered in the
+    // order their first row came; then the rows of each group, in row
+    // order, laid out one group after another.
+    let mut index: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::with_capacity(n - n_state);
+    let mut incoming: Vec<(usize, usize)> = Vec::with_capacity(n - n_state);
     for i in (n_state..n).filter(|&i| kept[i - n_state]) {
-        let g = *index.entry(bytes(&keys, i)).or_insert_with(|| {
-            members.push(Vec::new());
-            members.len() - 1
-        });
-        members[g].push(i);
+        let next = index.len();
+        let g = *index.entry(bytes(&keys, i)).or_insert(next);
+        incoming.push((g, i));
     }
-    let mut state_of = vec![None; members.len()];
+    let n_groups = index.len();
+    let mut starts = vec![0usize; n_groups + 1];
+    for &(g, _) in &incoming {
+        starts[g + 1] += 1;
+    }
+    for g in 0..n_groups {
+        starts[g + 1] += starts[g];
+    }
+    let mut members = vec![0usize; incoming.len()];
+    let mut fill = starts.clone();
+    for (g, i) in incoming {
+        members[fill[g]] = i;
+        fill[g] += 1;
+    }
+    drop(fill);
+    let rows_of_group = |g: usize| &members[starts[g]..starts[g + 1]];
+    let mut state_of = vec![None; n_groups];
     let mut untouched = Vec::new();
     for s in 0..n_state {
         match index.get(bytes(&keys, s)) {
@@ -128,24 +184,40 @@ pub(crate) fn dedup(
             None => untouched.push(s),
         }
     }
+    drop(index);
+
+    // Content is compared only within a key of two rows or more: a new
+    // key's only row is accepted without it.
+    let mut compared: Vec<usize> = (0..n_groups)
+        .filter(|&g| rows_of_group(g).len() + usize::from(state_of[g].is_some()) > 1)
+        .flat_map(|g| rows_of_group(g).iter().copied().chain(state_of[g]))
+        .collect();
+    compared.sort_unstable();
+    let contents = content_hashes(combined, content, &compared)?;
+    drop(compared);
 
     let mut fate = vec![Fate::Accepted; n - n_state];
-    let mut groups = Vec::with_capacity(members.len());
-    for (mut rows_of, state) in members.into_iter().zip(state_of) {
+    let mut groups = Vec::with_capacity(n_groups);
+    let mut rows_of: Vec<usize> = Vec::new();
+    for (g, &state) in state_of.iter().enumerate() {
+        rows_of.clear();
+        rows_of.extend_from_slice(rows_of_group(g));
         rows_of.extend(state);
-        rows_of.sort_by(|&a, &b| {
-            bytes(&orders, a)
-                .cmp(bytes(&orders, b))
-                .then_with(|| match (Some(a) == state, Some(b) == state) {
-                    (true, false) => Ordering::Less,
-                    (false, true) => Ordering::Greater,
-                    _ => Ordering::Equal,
-                })
-                .then_with(|| bytes(&ties, a).cmp(bytes(&ties, b)))
-                .then(a.cmp(&b))
-        });
-        let mut accepted: Vec<usize> = Vec::new();
-        for r in rows_of {
+        if rows_of.len() > 1 {
+            rows_of.sort_by(|&a, &b| {
+                bytes(&orders, a)
+                    .cmp(bytes(&orders, b))
+                    .then_with(|| match (Some(a) == state, Some(b) == state) {
+                        (true, false) => Ordering::Less,
+                        (false, true) => Ordering::Greater,
+                        _ => Ordering::Equal,
+                    })
+                    .then_with(|| bytes(&ties, a).cmp(bytes(&ties, b)))
+                    .then(a.cmp(&b))
+            });
+        }
+        let mut accepted: Vec<usize> = Vec::with_capacity(1);
+        for &r in &rows_of {
             let is_state = Some(r) == state;
             if !is_state && accepted.iter().any(|&a| contents[a] == contents[r]) {
                 fate[r - n_state] = Fate::Duplicate;
@@ -186,6 +258,29 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn content_hashes_of_scattered_rows_match_those_of_every_row_and_equal_content_hashes_equal() {
+        // Enough rows for several chunks on every core, with repeats.
+        let rows: Vec<(String, Option<i64>, String)> =
+            (0..150_000).map(|i| (format!("k{}", i % 1000), Some(i % 7), format!("v{}", i % 13))).collect();
+        let refs: Vec<(&str, Option<i64>, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1, r.2.as_str())).collect();
+        let b = batch(&refs);
+        let every: Vec<usize> = (0..b.num_rows()).collect();
+        let all = content_hashes(&b, &[0, 1, 2], &every).unwrap();
+        let scattered: Vec<usize> = (0..b.num_rows()).filter(|i| i % 3 != 1).collect();
+        let some = content_hashes(&b, &[0, 1, 2], &scattered).unwrap();
+        for i in 0..b.num_rows() {
+            if i % 3 != 1 {
+                assert_eq!(some[i], all[i], "row {i}");
+            } else {
+                assert_eq!(some[i], [0u8; 16], "row {i} was not asked for");
+            }
+        }
+        // Rows 0 and 91,000 have the same key, ordering value and content.
+        assert_eq!(all[0], all[91_000]);
+        assert_ne!(all[0], all[1]);
     }
 
     #[test]

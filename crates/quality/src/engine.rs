@@ -1315,14 +1315,18 @@ fn build_state(
     if let Some(state) = state
         && !keep.is_empty()
     {
-        let idx = UInt32Array::from(keep);
-        let cols = state
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(arrow_err(t))?;
-        parts.push(RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(t))?);
+        // A mask, not a gather: the kept rows are most of the table, in
+        // long runs that the filter copies whole (or none is dropped).
+        let kept = if keep.len() == state.num_rows() {
+            state.clone()
+        } else {
+            let mut mask = vec![false; state.num_rows()];
+            for &k in &keep {
+                mask[k as usize] = true;
+            }
+            deltalake::arrow::compute::filter_record_batch(state, &BooleanArray::from(mask)).map_err(arrow_err(t))?
+        };
+        parts.push(RecordBatch::try_new(schema.clone(), kept.columns().to_vec()).map_err(arrow_err(t))?);
     }
     let mut changed: Vec<&crate::dedup::Group> = d.groups.iter().filter(|g| g.changed()).collect();
     if !changed.is_empty() {
@@ -1569,9 +1573,11 @@ async fn fetch_raw(
             .collect();
         // One range of rows per file: a short predicate, whatever the count.
         let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        for (file, n) in wanted.keys() {
-            let r = ranges.entry(file.as_str()).or_insert((*n, *n));
-            *r = (r.0.min(*n), r.1.max(*n));
+        let mut by_file: HashMap<&str, HashMap<i64, usize>> = HashMap::new();
+        for ((file, n), &r) in &wanted {
+            let range = ranges.entry(file.as_str()).or_insert((*n, *n));
+            *range = (range.0.min(*n), range.1.max(*n));
+            by_file.entry(file.as_str()).or_default().insert(*n, r);
         }
         let filter = ranges
             .iter()
@@ -1583,13 +1589,31 @@ async fn fetch_raw(
         let bronze = TableName::new(&src.bronze)?;
         let read = warehouse.scan_where(&bronze, None, Some(&filter)).await?;
         for batch in read {
-            let lines = json_lines(t, &batch)?;
+            // The ranges hold other rows too (a range may span the whole
+            // file): only the wanted ones are turned into JSON.
             let batch_ids = RowIds::of(&batch);
-            for (i, line) in lines.into_iter().enumerate() {
-                let (_, file, n) = batch_ids.get(i);
-                if let Some(&r) = wanted.get(&(file, n)) {
-                    out.insert((s, r), line);
+            let (Some(files), Some(rows)) = (&batch_ids.file, &batch_ids.row) else { continue };
+            let mut hit = Vec::new();
+            let mut at = Vec::new();
+            for i in 0..batch.num_rows() {
+                if let Some(&r) = by_file.get(files.value(i)).and_then(|m| m.get(&rows.value(i))) {
+                    hit.push(i as u32);
+                    at.push(r);
                 }
+            }
+            if hit.is_empty() {
+                continue;
+            }
+            let idx = UInt32Array::from(hit);
+            let cols = batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(arrow_err(t))?;
+            let picked = RecordBatch::try_new(batch.schema(), cols).map_err(arrow_err(t))?;
+            for (line, r) in json_lines(t, &picked)?.into_iter().zip(at) {
+                out.insert((s, r), line);
             }
         }
     }
