@@ -61,25 +61,28 @@ fn rows(batch: &RecordBatch, columns: &[usize], descending: bool) -> Result<Opti
     RowConverter::new(fields)?.convert_columns(&arrays).map(Some)
 }
 
+/// A row's content digest: the first 16 bytes of its BLAKE3 hash.
+type Digest = [u8; 16];
+
 /// A 128-bit BLAKE3 digest of the content of each row in `wanted`
 /// (ascending row numbers), in Arrow's row format: equal content, equal
 /// digest, in 16 bytes a row rather than the whole row. Other rows get
 /// zeros: they are never compared. Rows are encoded a chunk at a time, the
 /// chunks shared between the cores.
-fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> Result<Vec<[u8; 16]>, ArrowError> {
+fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> Result<Vec<Digest>, ArrowError> {
     const CHUNK: usize = 64 * 1024;
     let mut out = vec![[0u8; 16]; batch.num_rows()];
     if wanted.is_empty() {
         return Ok(out);
     }
-    let chunks: Vec<&[usize]> = wanted.chunks(CHUNK).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len());
-    let per_thread = chunks.len().div_ceil(threads);
-    let hash_chunks = |mine: &[&[usize]]| -> Result<Vec<(usize, Vec<[u8; 16]>)>, ArrowError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(wanted.len().div_ceil(CHUNK));
+    let per_thread = wanted.len().div_ceil(threads);
+    // One thread's rows, a chunk at a time: their digests, in order.
+    let hash_rows = |mine: &[usize]| -> Result<Vec<Digest>, ArrowError> {
         let fields = columns.iter().map(|&c| SortField::new(batch.column(c).data_type().clone())).collect();
         let converter = RowConverter::new(fields)?;
-        let mut done = Vec::with_capacity(mine.len());
-        for (c, rows_of) in mine.iter().enumerate() {
+        let mut digests = Vec::with_capacity(mine.len());
+        for rows_of in mine.chunks(CHUNK) {
             let (first, last) = (rows_of[0], rows_of[rows_of.len() - 1]);
             // A contiguous run is a slice; scattered rows are gathered.
             let arrays: Vec<ArrayRef> = if last - first + 1 == rows_of.len() {
@@ -89,26 +92,20 @@ fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> R
                 columns.iter().map(|&col| take(batch.column(col), &idx, None)).collect::<Result<_, _>>()?
             };
             let rows = converter.convert_columns(&arrays)?;
-            let hashes = (0..rows_of.len())
-                .map(|i| {
-                    let mut h = [0u8; 16];
-                    h.copy_from_slice(&blake3::hash(rows.row(i).data()).as_bytes()[..16]);
-                    h
-                })
-                .collect();
-            done.push((c, hashes));
+            digests.extend((0..rows_of.len()).map(|i| {
+                let mut h = [0u8; 16];
+                h.copy_from_slice(&blake3::hash(rows.row(i).data()).as_bytes()[..16]);
+                h
+            }));
         }
-        Ok(done)
+        Ok(digests)
     };
-    let parts: Vec<Result<Vec<(usize, Vec<[u8; 16]>)>, ArrowError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
+    let parts: Vec<Result<Vec<Digest>, ArrowError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
             .chunks(per_thread)
-            .enumerate()
-            .map(|(t, mine)| {
-                let hash_chunks = &hash_chunks;
-                scope.spawn(move || {
-                    hash_chunks(mine).map(|v| v.into_iter().map(|(c, h)| (t * per_thread + c, h)).collect())
-                })
+            .map(|mine| {
+                let hash_rows = &hash_rows;
+                scope.spawn(move || hash_rows(mine))
             })
             .collect();
         handles
@@ -116,11 +113,9 @@ fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> R
             .map(|h| h.join().unwrap_or_else(|_| Err(ArrowError::ComputeError("a hashing thread panicked".into()))))
             .collect()
     });
-    for part in parts {
-        for (c, hashes) in part? {
-            for (&row, h) in chunks[c].iter().zip(hashes) {
-                out[row] = h;
-            }
+    for (part, mine) in parts.into_iter().zip(wanted.chunks(per_thread)) {
+        for (&row, h) in mine.iter().zip(part?) {
+            out[row] = h;
         }
     }
     Ok(out)
