@@ -1604,14 +1604,8 @@ async fn fetch_raw(
             if hit.is_empty() {
                 continue;
             }
-            let idx = UInt32Array::from(hit);
-            let cols = batch
-                .columns()
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(arrow_err(t))?;
-            let picked = RecordBatch::try_new(batch.schema(), cols).map_err(arrow_err(t))?;
+            let picked =
+                deltalake::arrow::compute::take_record_batch(&batch, &UInt32Array::from(hit)).map_err(arrow_err(t))?;
             for (line, r) in json_lines(t, &picked)?.into_iter().zip(at) {
                 out.insert((s, r), line);
             }
