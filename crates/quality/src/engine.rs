@@ -11,7 +11,7 @@ use deltalake::arrow::array::{
     StringBuilder, StructArray, TimestampMicrosecondArray, UInt32Array, new_null_array,
 };
 use deltalake::arrow::buffer::OffsetBuffer;
-use deltalake::arrow::compute::{cast, concat_batches, take};
+use deltalake::arrow::compute::{cast, concat_batches, take, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Date32Type, Field, Fields, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 use deltalake::datafusion::common::{Column, ScalarValue};
@@ -844,13 +844,7 @@ async fn plan_table(
         let held: Vec<usize> =
             (0..n).filter(|&row| failed[row].iter().any(|&r| action_of(r) == Action::Quarantine)).collect();
         let idx = UInt32Array::from(held.iter().map(|&row| raw_row[row]).collect::<Vec<_>>());
-        let cols = raw
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(arrow_err(t))?;
-        let lines = json_lines(t, &RecordBatch::try_new(raw.schema(), cols).map_err(arrow_err(t))?)?;
+        let lines = json_lines(t, &take_record_batch(&raw, &idx).map_err(arrow_err(t))?)?;
         let raw_json = held.into_iter().zip(lines).collect();
         drop(raw);
         sources.push(SourceRows { bronze: source.bronze.clone(), raw_json, typed, failed, snapshot: source.snapshot });
@@ -1001,14 +995,7 @@ async fn plan_table(
         && !held.is_empty()
     {
         let idx = UInt32Array::from(held.iter().map(|&h| h as u32).collect::<Vec<_>>());
-        let part = project(t, q, &typed_schema)?;
-        let cols = part
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(arrow_err(t))?;
-        parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
+        parts.push(take_record_batch(&project(t, q, &typed_schema)?, &idx).map_err(arrow_err(t))?);
         let failed = q.column_by_name("_failed_rules").map(|c| c.as_list::<i32>().clone());
         for &h in &held {
             let names: Vec<String> = failed.as_ref().map_or_else(Vec::new, |f| {
@@ -1604,8 +1591,7 @@ async fn fetch_raw(
             if hit.is_empty() {
                 continue;
             }
-            let picked =
-                deltalake::arrow::compute::take_record_batch(&batch, &UInt32Array::from(hit)).map_err(arrow_err(t))?;
+            let picked = take_record_batch(&batch, &UInt32Array::from(hit)).map_err(arrow_err(t))?;
             for (line, r) in json_lines(t, &picked)?.into_iter().zip(at) {
                 out.insert((s, r), line);
             }
@@ -1639,14 +1625,8 @@ fn quarantine_rows(
         list.sort_by_key(|(row, _)| *row);
         let src = &sources[s];
         let idx = UInt32Array::from(list.iter().map(|(r, _)| *r as u32).collect::<Vec<_>>());
-        let cols = src
-            .typed
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(arrow_err(t))?;
-        parts.push(RecordBatch::try_new(typed_schema.clone(), cols).map_err(arrow_err(t))?);
+        // `typed` has the typed schema (it is projected onto it).
+        parts.push(take_record_batch(&src.typed, &idx).map_err(arrow_err(t))?);
         for (row, _) in &list {
             let json = src.raw_json.get(row).or_else(|| fetched.get(&(s, *row)));
             raws.push(json.cloned().ok_or_else(|| Error::Schema {
