@@ -75,8 +75,9 @@ fn init_logging(cli: &Cli) {
 /// and a merge's or a stage's large buffers, freed on one thread and
 /// allocated on another, then sit in many half-empty arenas: measured on 2
 /// cores, a 1M-row `gold snapshot` day 2 peaked at 640-700 MB with glibc's
-/// default and 520-530 MB with two arenas, in the same time, and each
-/// `gold build` stage peaked 10-30% lower. gold forbids `unsafe` code, so it
+/// default and 510-540 MB with two arenas, in the same time, and each
+/// `gold build` stage peaked 10-30% lower (at 10M rows the merge's write
+/// took about a second more of its 23 s). gold forbids `unsafe` code, so it
 /// does not call `mallopt`: before anything else runs, the process replaces
 /// itself (same pid, arguments and open files) with the same binary under
 /// `MALLOC_ARENA_MAX`, one arena per core. A value the caller set is kept,

@@ -10,8 +10,11 @@
 //! normalisation (robust z-scores within the claim's code signature or
 //! specialty) is done here in Rust on the collected columns.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+// foldhash rather than SipHash: the features hash millions of claim,
+// member, provider and code ids per build, and need no DoS resistance.
+use hashbrown::{HashMap, HashSet};
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
@@ -1105,8 +1108,8 @@ fn provider_features(r: &RawClaims, claims: &ClaimTable, sharing: &Sharing) -> P
     struct Acc {
         specialty: String,
         claims: f64,
-        members: std::collections::HashSet<u32>,
-        member_days: std::collections::HashSet<(u32, i32)>,
+        members: HashSet<u32>,
+        member_days: HashSet<(u32, i32)>,
         services: f64,
         amount_z: f64,
         em_claims: f64,
