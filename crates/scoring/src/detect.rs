@@ -61,12 +61,12 @@ impl Distance<f64> for RowL2 {
 
     #[inline]
     fn rdist_to_dist(&self, rdist: f64) -> f64 {
-        rdist.sqrt()
+        L2Dist.rdist_to_dist(rdist)
     }
 
     #[inline]
     fn dist_to_rdist(&self, dist: f64) -> f64 {
-        dist.powi(2)
+        L2Dist.dist_to_rdist(dist)
     }
 }
 
