@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peer-harness runner for gold: `gold snapshot` on the harness's members data.
 
-    run_gold.py DATA_DIR --gold BIN [--work DIR] [--mode day2|noop|history] [--days N]
+    run_gold.py DATA_DIR --gold BIN [--work DIR] [--mode day2|noop|noop-crlf|history] [--days N]
 
 Follows ../shared/peers/README.md "Adding the Rust engine": day1 and day2 each
 run as their own process through peers_common.measure, and only day2 is
@@ -11,6 +11,8 @@ one JSON line is printed with peers_common.emit.
   day2     day1.csv on 2025-01-01, then day2.csv on 2025-01-02 (the peers' case).
   noop     day1.csv twice (2025-01-01, 2025-01-02): nothing changes; compare
            with floor_read_csv_arrow.
+  noop-crlf  day1.csv, then its rows again in other bytes (a copy with CRLF
+           line ends, written to the work folder): nothing changes either.
   history  day1 and day2 alternate for N days (default 30), so every day
            changes 10 % of keys, deletes 1 % and brings back 0.5 %; then
            day2 (or day1) once more is timed as day N+1. Compare with day2.
@@ -42,14 +44,15 @@ def main() -> int:
     ap.add_argument("data_dir")
     ap.add_argument("--gold", required=True)
     ap.add_argument("--work")
-    ap.add_argument("--mode", choices=["day2", "noop", "history"], default="day2")
+    ap.add_argument("--mode", choices=["day2", "noop", "noop-crlf", "history"], default="day2")
     ap.add_argument("--days", type=int, default=30)
     a = ap.parse_args()
 
     data_dir = os.path.abspath(a.data_dir)
     exp = pc.load_expected(data_dir)
     rows = exp["params"]["rows"]
-    tool = {"day2": "gold_snapshot", "noop": "gold_snapshot_noop", "history": "gold_snapshot_history"}[a.mode]
+    tool = {"day2": "gold_snapshot", "noop": "gold_snapshot_noop", "noop-crlf": "gold_snapshot_noop_crlf",
+            "history": "gold_snapshot_history"}[a.mode]
     work = os.path.abspath(a.work or os.path.join(os.environ.get("PEERS_WORK", "/tmp/peers/work"), f"{tool}-{rows}"))
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -63,6 +66,12 @@ def main() -> int:
             plan = [day1, day2]
         elif a.mode == "noop":
             plan = [day1, day1]
+        elif a.mode == "noop-crlf":
+            crlf = os.path.join(work, "day1-crlf.csv")
+            with open(day1, "rb") as src, open(crlf, "wb") as dst:
+                for line in src:
+                    dst.write(line.rstrip(b"\r\n") + b"\r\n")
+            plan = [day1, crlf]
         else:
             plan = [day1 if i % 2 == 0 else day2 for i in range(a.days + 1)]
         steps = []

@@ -80,6 +80,81 @@ pub fn digest(path: &Path, spec: &Spec) -> Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// Rows per piece turned into the row format by [`content_digest`]: its
+/// buffer is one more copy of that many rows per core only.
+const DIGEST_ROWS: usize = 64 * 1024;
+
+/// A digest of the snapshot's rows as read (their columns, types and
+/// values, whatever their order), with the spec, in 64 hex digits; `None`
+/// for column types Arrow's row format does not take. Each row is encoded
+/// in Arrow's row format, which is one-to-one (equal bytes are equal
+/// values, NULL apart from every value), and hashed; the sorted row hashes
+/// are hashed in turn, so neither the order of the rows nor how the reader
+/// cut them into batches counts. The same rows in other bytes (CRLF line
+/// ends, quotes, another order, Parquet instead of CSV with the same types)
+/// give the same digest, compared like [`digest`] under
+/// [`crate::CONTENT_DIGEST`].
+pub fn content_digest(batches: &[RecordBatch], spec: &Spec) -> Result<Option<String>> {
+    use deltalake::arrow::row::{RowConverter, SortField};
+    let Some(first) = batches.first() else { return Ok(None) };
+    let schema = first.schema();
+    let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    if !RowConverter::supports_fields(&fields) || batches.iter().any(|b| b.schema() != schema) {
+        return Ok(None);
+    }
+    let mut pieces = Vec::new();
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = DIGEST_ROWS.min(batch.num_rows() - offset);
+            pieces.push(batch.slice(offset, len));
+            offset += len;
+        }
+    }
+    // Each core hashes its share of the pieces' rows.
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
+    let share = pieces.len().div_ceil(threads).max(1);
+    let hashed: Vec<Result<Vec<u128>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pieces
+            .chunks(share)
+            .map(|mine| {
+                let fields = fields.clone();
+                scope.spawn(move || -> Result<Vec<u128>> {
+                    let converter = RowConverter::new(fields).map_err(|e| Error::data("snapshot rows", e))?;
+                    let mut out = Vec::with_capacity(mine.iter().map(RecordBatch::num_rows).sum());
+                    for piece in mine {
+                        let rows =
+                            converter.convert_columns(piece.columns()).map_err(|e| Error::data("snapshot rows", e))?;
+                        out.extend(rows.iter().map(|row| {
+                            let mut first = [0u8; 16];
+                            first.copy_from_slice(&blake3::hash(row.data()).as_bytes()[..16]);
+                            u128::from_le_bytes(first)
+                        }));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    let mut rows: Vec<u128> = Vec::new();
+    for part in hashed {
+        rows.extend(part?);
+    }
+    rows.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(format!("gold.snapshot.rows:{}:{spec:?}\0", crate::hash::ENCODING_VERSION).as_bytes());
+    for f in schema.fields() {
+        hasher.update(format!("{}:{}\0", f.name(), f.data_type()).as_bytes());
+    }
+    hasher.update(&(rows.len() as u64).to_le_bytes());
+    for chunk in rows.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|h| h.to_le_bytes()).collect();
+        hasher.update(&bytes);
+    }
+    Ok(Some(hasher.finalize().to_hex().to_string()))
+}
+
 /// Strings and binaries as plain `Utf8`/`Binary`, which every Delta reader
 /// takes (an all-NULL column inferred as `Null` becomes a string).
 pub(crate) fn plain(data_type: &DataType) -> DataType {
