@@ -7,7 +7,8 @@
 # 2. runs the peer harness (../shared/peers/run_all.sh: floor, DuckDB SQL,
 #    Delta MERGE recipes, dbt snapshot) on /tmp/peers/data-ROWS;
 # 3. runs benches/peers/run_gold.py on the same files: day2 (the peers'
-#    case), noop (day2 = day1) and, with GOLD_SCD2_HISTORY_DAYS=N, the
+#    case), noop (day2 = day1), noop-crlf (day1's rows again with CRLF
+#    line ends) and, with GOLD_SCD2_HISTORY_DAYS=N, the
 #    history-growth case (day N+1 after N alternating snapshots).
 # Every line is JSON on stdout ({"tool", "rows", "day2_wall_s",
 # "peak_rss_mb", "counts_ok", ...}), and a table closes the run.
@@ -27,7 +28,7 @@ bash "$PEERS_DIR/run_all.sh" "$ROWS" "$REPEATS" | tee -a "$OUT"
 PY="${PEERS_VENV:-/tmp/peers/venv}/bin/python"
 for run in $(seq 1 "$REPEATS"); do
   export PEERS_RUN="$run"
-  for mode in day2 noop; do
+  for mode in day2 noop noop-crlf; do
     "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode "$mode" | tee -a "$OUT" || true
   done
   if [[ -n "${GOLD_SCD2_HISTORY_DAYS:-}" ]]; then
@@ -48,8 +49,11 @@ floor = [l["day2_wall_s"] for l in lines if l["tool"] == "floor_write_delta" and
 read = [l["day2_wall_s"] for l in lines if l["tool"] == "floor_read_csv_arrow" and l.get("day2_wall_s")]
 gold = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot" and l.get("day2_wall_s")]
 noop = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot_noop" and l.get("day2_wall_s")]
+crlf = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot_noop_crlf" and l.get("day2_wall_s")]
 if floor and gold:
     print(f"\ngold day2 / floor_write_delta: {min(gold) / min(floor):.2f}x (best of each)")
 if read and noop:
     print(f"gold no-op day / floor_read_csv_arrow: {min(noop) / min(read):.2f}x (best of each)")
+if read and crlf:
+    print(f"gold no-op day, CRLF / floor_read_csv_arrow: {min(crlf) / min(read):.2f}x (best of each)")
 PY
