@@ -891,7 +891,7 @@ pub(crate) async fn snapshot(
     };
     let at = clock.now();
     let digest = merge::source::digest(&args.source, &spec)?;
-    let mut target = merge::Target {
+    let target = merge::Target {
         url: table_url(&args.target)?,
         storage_options: storage.clone(),
         app_id: "gold.snapshot".to_string(),
@@ -902,9 +902,9 @@ pub(crate) async fn snapshot(
             (merge::SOURCE_DIGEST.to_string(), json!(digest)),
         ],
     };
-    // The table's newest version applied this very file (and options), or
-    // the same rows read from other bytes: the table is already its result.
-    let already = |printer: &mut Printer, version: u64, matched: &str, how: &str| {
+    // The very file (and options) the table's newest version applied: the
+    // table is already its result.
+    if let Some(version) = merge::applied_source(&target, &digest).await? {
         printer.result(
             json!({
                 "status": "ok",
@@ -912,29 +912,19 @@ pub(crate) async fn snapshot(
                 "version": null,
                 "already_applied": true,
                 "source_applied_in_version": version,
-                "matched": matched,
                 "source_digest": digest,
             }),
             format!(
-                "{}: {} is, {how}, the snapshot version {version} applied; nothing to do\n",
+                "{}: {} is, byte for byte and with the same options, the snapshot version {version} applied; \
+                 nothing to do\n",
                 target.url,
                 args.source.display()
             ),
         );
-    };
-    if let Some(version) = merge::applied_source(&target, merge::SOURCE_DIGEST, &digest).await? {
-        already(printer, version, "bytes", "byte for byte and with the same options");
         return Ok(());
     }
     let known = merge::business_schema(&target, &spec).await?;
     let rows = merge::source::read_snapshot(&args.source, known.as_ref()).await?;
-    if let Some(content) = merge::source::content_digest(&rows, &spec)? {
-        if let Some(version) = merge::applied_source(&target, merge::CONTENT_DIGEST, &content).await? {
-            already(printer, version, "rows", "row for row (its rows, their order and the options)");
-            return Ok(());
-        }
-        target.commit_info.push((merge::CONTENT_DIGEST.to_string(), json!(content)));
-    }
     let file_name = args.source.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let batch = merge::Batch {
         id: format!("{file_name}@{}", at.to_rfc3339()),

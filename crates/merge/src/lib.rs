@@ -360,22 +360,16 @@ pub async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<delt
 /// [`source::digest`], when the caller puts it in [`Target::commit_info`].
 pub const SOURCE_DIGEST: &str = "gold.source_digest";
 
-/// The commit-info key under which a merge records its rows'
-/// [`source::content_digest`], when the caller puts it in
-/// [`Target::commit_info`].
-pub const CONTENT_DIGEST: &str = "gold.content_digest";
-
 /// The table's newest version, if that version was written by a merge of
-/// a source with this `digest`, recorded under `key` ([`SOURCE_DIGEST`]
-/// for its bytes, [`CONTENT_DIGEST`] for its rows). The same source merged
-/// again under the same spec is then a no-op: the table is exactly what
-/// that source made it, and re-applying a batch to its own result changes
-/// nothing. Any later commit (another batch, a restore, an optimize) makes
-/// this `None`, and the source is merged.
-pub async fn applied_source(target: &Target, key: &str, digest: &str) -> Result<Option<u64>> {
+/// a source with this `digest` (recorded under [`SOURCE_DIGEST`]). The
+/// same source merged again under the same spec is then a no-op: the
+/// table is exactly what that source made it, and re-applying a batch to
+/// its own result changes nothing. Any later commit (another batch, a
+/// restore, an optimize) makes this `None`, and the source is merged.
+pub async fn applied_source(target: &Target, digest: &str) -> Result<Option<u64>> {
     let Some(table) = io::open(target).await? else { return Ok(None) };
     let Some((version, info)) = io::newest_commit_info(&table, target).await? else { return Ok(None) };
-    Ok((info.get(key).and_then(|v| v.as_str()) == Some(digest)).then_some(version))
+    Ok((info.get(SOURCE_DIGEST).and_then(|v| v.as_str()) == Some(digest)).then_some(version))
 }
 
 /// Formats a key hash as the 32 hex digits stored in `key_hash`.
