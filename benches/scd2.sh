@@ -45,11 +45,10 @@ for l in lines:
     wall = l.get("day2_wall_s")
     print(f"{l['tool']:28} {l['rows']:>10,} {l.get('run', 1):>4} {wall if wall is not None else '-':>12} "
           f"{l.get('peak_rss_mb') or '-':>13} {str(l.get('counts_ok')):>10}")
-floor = [l["day2_wall_s"] for l in lines if l["tool"] == "floor_write_delta" and l.get("day2_wall_s")]
-read = [l["day2_wall_s"] for l in lines if l["tool"] == "floor_read_csv_arrow" and l.get("day2_wall_s")]
-gold = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot" and l.get("day2_wall_s")]
-noop = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot_noop" and l.get("day2_wall_s")]
-crlf = [l["day2_wall_s"] for l in lines if l["tool"] == "gold_snapshot_noop_crlf" and l.get("day2_wall_s")]
+def walls(tool):
+    return [l["day2_wall_s"] for l in lines if l["tool"] == tool and l.get("day2_wall_s")]
+floor, read = walls("floor_write_delta"), walls("floor_read_csv_arrow")
+gold, noop, crlf = walls("gold_snapshot"), walls("gold_snapshot_noop"), walls("gold_snapshot_noop_crlf")
 if floor and gold:
     print(f"\ngold day2 / floor_write_delta: {min(gold) / min(floor):.2f}x (best of each)")
 if read and noop:
