@@ -510,7 +510,12 @@ pub async fn build_silver_round(
         }
     }
     // Then table by table, parents first: plan, write, and keep only the
-    // keys later tables check against, so memory holds one table at a time.
+    // keys later tables check against, so memory holds about one table at a
+    // time. A table is written on a task of its own while the next one is
+    // planned (planning runs mostly on one core, writing on the other); the
+    // next write starts only when it is done, so two writes never meet in
+    // `dq_results`. No plan reads a table an earlier one writes: parent
+    // keys come from the plans.
     let wanted: HashSet<(String, String)> = catalog
         .tables()
         .iter()
@@ -518,23 +523,61 @@ pub async fn build_silver_round(
         .chain([(DIAGNOSIS_REF_TABLE.to_string(), "code".to_string())])
         .collect();
     let mut report = SilverReport::default();
+    let mut writing: Option<Writing> = None;
     for model in catalog.tables() {
         let started = std::time::Instant::now();
-        let Some(mut plan) = plan_table(warehouse, run, model, &keys, Mode::Build, round).await? else { continue };
-        tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
+        let planned = plan_table(warehouse, run, model, &keys, Mode::Build, round).await;
+        if let Ok(Some(_)) = &planned {
+            tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
+        }
+        // The write in flight ends, well or not, before anything else.
+        let written = match writing.take() {
+            Some(w) => Some(w.finish(&mut report).await),
+            None => None,
+        };
+        let planned = planned?;
+        written.transpose()?;
+        let Some(mut plan) = planned else { continue };
         if let Some(state) = &plan.state {
             for (table, key) in wanted.iter().filter(|(t, _)| *t == model.table) {
                 keys.0.insert((table.clone(), key.clone()), Arc::new(key_set(table, state, key)?));
             }
         }
-        let started = std::time::Instant::now();
-        if let Some(v) = write_table(warehouse, run, &mut plan).await? {
-            report.dq_results_version = Some(v);
-        }
-        tracing::debug!(table = %plan.model.table, seconds = started.elapsed().as_secs_f64(), "written");
-        report.tables.push(plan.report);
+        let (w, r) = (warehouse.clone(), run.clone());
+        let table = model.table.clone();
+        writing = Some(Writing {
+            table,
+            task: tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let version = write_table(&w, &r, &mut plan).await;
+                tracing::debug!(table = %plan.model.table, seconds = started.elapsed().as_secs_f64(), "written");
+                version.map(|v| (plan.report, v))
+            }),
+        });
+    }
+    if let Some(w) = writing.take() {
+        w.finish(&mut report).await?;
     }
     Ok(report)
+}
+
+/// A table's write, running on its own task.
+struct Writing {
+    table: String,
+    task: tokio::task::JoinHandle<Result<(TableReport, Option<i64>)>>,
+}
+
+impl Writing {
+    /// Waits for the write and adds its table to `report`.
+    async fn finish(self, report: &mut SilverReport) -> Result<()> {
+        let (table, dq_version) =
+            self.task.await.map_err(|e| Error::Write { table: self.table.clone(), reason: e.to_string() })??;
+        if let Some(v) = dq_version {
+            report.dq_results_version = Some(v);
+        }
+        report.tables.push(table);
+        Ok(())
+    }
 }
 
 /// Keys of parent tables rebuilt by this run, by `(table, key column)`.

@@ -91,6 +91,9 @@ pub enum Error {
     /// The warehouse failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
+    /// The task writing a table stopped without finishing (it panicked).
+    #[error("{table}: the write stopped: {reason}")]
+    Write { table: String, reason: String },
 }
 
 impl Error {
@@ -104,7 +107,7 @@ impl Error {
             | Self::Schema { .. }
             | Self::Io { .. } => true,
             Self::Storage(e) => e.is_user_error(),
-            Self::Arrow { .. } => false,
+            Self::Arrow { .. } | Self::Write { .. } => false,
         }
     }
 }
