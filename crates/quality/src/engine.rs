@@ -512,10 +512,10 @@ pub async fn build_silver_round(
     // Then table by table, parents first: plan, write, and keep only the
     // keys later tables check against, so memory holds at most the table
     // being written and the one being planned. A table is written on a task
-    // of its own while the next one is planned (planning runs mostly on one core, writing on the other); the
-    // next write starts only when it is done, so two writes never meet in
-    // `dq_results`. No plan reads a table an earlier one writes: parent
-    // keys come from the plans.
+    // of its own while the next one is planned (planning runs mostly on one
+    // core, writing on the other); the next write starts only when it is
+    // done, so two writes never meet in `dq_results`. No plan reads a table
+    // an earlier one writes: parent keys come from the plans.
     let wanted: HashSet<(String, String)> = catalog
         .tables()
         .iter()
@@ -544,9 +544,8 @@ pub async fn build_silver_round(
             }
         }
         let (w, r) = (warehouse.clone(), run.clone());
-        let table = model.table.clone();
         writing = Some(Writing {
-            table,
+            table: model.table.clone(),
             task: tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 let version = write_table(&w, &r, &mut plan).await;
