@@ -60,6 +60,7 @@ pub const FACT_MEDICAL_EVENTS: &str = "fact_medical_events";
 pub const DIM_DATE: &str = "dim_date";
 pub const DIM_DIAGNOSIS: &str = "dim_diagnosis";
 
+const SILVER_CLAIMS: &str = "silver_claims";
 const MEMBERS: &str = "dim_members";
 const PATIENTS: &str = "dim_patients";
 const PROVIDERS: &str = "dim_providers";
@@ -90,6 +91,9 @@ pub enum Error {
         #[source]
         source: Box<merge::Error>,
     },
+    /// A write running on a task of its own stopped without finishing.
+    #[error("{table}: the write stopped without finishing: {reason}")]
+    Write { table: String, reason: String },
     #[error(transparent)]
     Dims(#[from] dims::Error),
     #[error(transparent)]
@@ -112,7 +116,7 @@ impl Error {
             Self::Merge { source, .. } => source.is_user_error(),
             Self::Dims(e) => e.is_user_error(),
             Self::Storage(e) => e.is_user_error(),
-            Self::Arrow { .. } => false,
+            Self::Arrow { .. } | Self::Write { .. } => false,
         }
     }
 }
@@ -434,6 +438,13 @@ fn decimal(table: &str, values: Vec<Option<i128>>) -> Result<ArrayRef> {
 }
 
 /// Builds the star schema from silver and the dimensions.
+///
+/// The claims are planned and their keys resolved (and inferred) first;
+/// their facts and bridges are then built and written on a task of their
+/// own while the medical events and the conformed dimensions are built
+/// here, so the stage keeps both cores busy. The claims' watermarks name
+/// the dimension versions they resolved against, taken before the events
+/// infer any patient.
 pub async fn build_facts(
     warehouse: &Warehouse,
     run: &RunContext,
@@ -448,10 +459,26 @@ pub async fn build_facts(
         d.load(warehouse).await?;
     }
     let mut years = BTreeSet::from([chrono::Datelike::year(&run.clock.logical_date())]);
-    claims(warehouse, run, &mut [&mut members, &mut patients, &mut providers], options, &mut report, &mut years)
-        .await?;
-    events(warehouse, run, &mut patients, &providers, options, &mut report, &mut years).await?;
-    conformed_dims(warehouse, run, &years, &mut report).await?;
+    let claim_rows =
+        claims(warehouse, run, &mut [&mut members, &mut patients, &mut providers], options, &mut report, &mut years)
+            .await?;
+    let writing = claim_rows.map(|rows| {
+        let (w, r) = (warehouse.clone(), run.clone());
+        tokio::spawn(async move { write_claims(&w, &r, rows).await })
+    });
+    let rest = async {
+        events(warehouse, run, &mut patients, &providers, options, &mut report, &mut years).await?;
+        conformed_dims(warehouse, run, &years, &mut report).await
+    }
+    .await;
+    // The claims' writes end, well or not, before the stage returns.
+    let written = match writing {
+        Some(task) => task.await.map_err(|e| Error::Write { table: FACT_CLAIMS.to_string(), reason: e.to_string() })?,
+        None => Ok(Vec::new()),
+    };
+    let written = written?;
+    rest?;
+    report.tables.splice(0..0, written);
     Ok(report)
 }
 
@@ -462,8 +489,8 @@ async fn claims(
     options: FactOptions,
     report: &mut FactsReport,
     years: &mut BTreeSet<i32>,
-) -> Result<()> {
-    const S: &str = "silver_claims";
+) -> Result<Option<ClaimRows>> {
+    const S: &str = SILVER_CLAIMS;
     let columns = [
         "claim_id",
         "source_system",
@@ -484,10 +511,10 @@ async fn claims(
     ];
     let Some(all) = silver(warehouse, S, &columns).await? else {
         tracing::warn!("no {S} yet; the claim facts wait for it");
-        return Ok(());
+        return Ok(None);
     };
     if all.num_columns() == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let claim_days = days_col(S, &all, "claim_date")?;
     let service_days = days_col(S, &all, "service_date")?;
@@ -546,18 +573,78 @@ async fn claims(
     };
     drop(all);
     let (member_keys, provider_keys, source_system) = keys;
-    let pit_days = select(&pit_days, &plan.rebuild);
-    let claim_days = select(&claim_days, &plan.rebuild);
-    let service_days = select(&service_days, &plan.rebuild);
-    let n = rows.num_rows();
-    let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
     count_unknown(report, "fact_claims.member_sk", &m);
     count_unknown(report, "fact_claims.patient_sk", &p);
     count_unknown(report, "fact_claims.provider_sk", &v);
+    Ok(Some(ClaimRows {
+        pit_days: select(&pit_days, &plan.rebuild),
+        claim_days: select(&claim_days, &plan.rebuild),
+        service_days: select(&service_days, &plan.rebuild),
+        dims: versions(&[&**members, &**patients, &**providers]),
+        plan,
+        rows,
+        member_keys,
+        provider_keys,
+        source_system,
+        resolved: [m, p, v],
+    }))
+}
+
+/// The claims to rebuild, their keys resolved: what [`write_claims`] needs.
+struct ClaimRows {
+    plan: Plan,
+    /// The rebuilt silver rows.
+    rows: RecordBatch,
+    member_keys: StringArray,
+    provider_keys: StringArray,
+    source_system: StringArray,
+    /// Member, patient and provider keys.
+    resolved: [Vec<Resolved>; 3],
+    pit_days: Vec<Option<i32>>,
+    claim_days: Vec<Option<i32>>,
+    service_days: Vec<Option<i32>>,
+    /// The dimension versions the keys were resolved against.
+    dims: Vec<(String, i64)>,
+}
+
+/// The versions of `dims`, by table (those that exist).
+fn versions(dims: &[&Dim]) -> Vec<(String, i64)> {
+    dims.iter().filter_map(|d| Some((d.model.table.clone(), d.version()?))).collect()
+}
+
+/// Builds the claim facts and writes the two bridges, then `fact_claims`
+/// with the watermarks. Returns their reports, `fact_claims` first.
+async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> Result<Vec<TableReport>> {
+    const S: &str = SILVER_CLAIMS;
+    let ClaimRows {
+        plan,
+        rows,
+        member_keys,
+        provider_keys,
+        source_system,
+        resolved: [m, p, v],
+        pit_days,
+        claim_days,
+        service_days,
+        dims,
+    } = c;
+    let n = rows.num_rows();
+    let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
+
+    // The bridges of the rebuilt claims, built and written beside the
+    // fact rows.
+    let claim_ids = string_col(S, &rows, "claim_id")?;
+    let months: Vec<i32> = pit_days.iter().map(|d| month_of(*d)).collect();
+    let month_of_claim: HashMap<String, i32> =
+        (0..n).filter(|&i| claim_ids.is_valid(i)).map(|i| (claim_ids.value(i).to_string(), months[i])).collect();
+    let rebuilt: Arc<HashSet<String>> = Arc::new(month_of_claim.keys().cloned().collect());
+    let bridges = {
+        let (w, r, rebuilt, full) = (warehouse.clone(), run.clone(), Arc::clone(&rebuilt), plan.full);
+        tokio::spawn(async move { write_bridges(&w, &r, &rebuilt, &month_of_claim, full).await })
+    };
 
     // The fact rows.
     let t = FACT_CLAIMS;
-    let claim_ids = string_col(S, &rows, "claim_id")?;
     let status = string_col(S, &rows, "status")?;
     let amount = cast_to(S, &rows, "amount", &DataType::Decimal128(18, 2))?;
     let amount = amount.as_primitive::<Decimal128Type>();
@@ -602,7 +689,6 @@ async fn claims(
                 && amount.is_valid(i),
         );
     }
-    let months: Vec<i32> = pit_days.iter().map(|d| month_of(*d)).collect();
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         Field::new("claim_id", DataType::Utf8, false),
         Field::new("source_system", DataType::Utf8, true),
@@ -655,58 +741,50 @@ async fn claims(
             Arc::new(Int32Array::from(adjudication)),
             Arc::new(Int32Array::from(payment)),
             Arc::new(BooleanArray::from(clean)),
-            Arc::new(Int32Array::from(months.clone())),
+            Arc::new(Int32Array::from(months)),
         ],
     )
     .map_err(|e| Error::arrow(t, e))?;
-    let rebuilt: HashSet<String> =
-        (0..n).filter(|&i| claim_ids.is_valid(i)).map(|i| claim_ids.value(i).to_string()).collect();
-    let month_of_claim: HashMap<&str, i32> =
-        (0..n).filter(|&i| claim_ids.is_valid(i)).map(|i| (claim_ids.value(i), months[i])).collect();
-
     // The bridges first, then the claims with the watermarks: a run that
     // stops in between is redone whole by the next one.
+    let bridge_reports = bridges
+        .await
+        .map_err(|e| Error::Write { table: FACT_CLAIM_DIAGNOSES.to_string(), reason: e.to_string() })??;
+    let table = FactTable { name: t, id: "claim_id", month: "service_month" };
     let commit = Commit::new(run, "facts");
-    let mut bridge_reports = Vec::new();
+    let written = write_with_watermarks(warehouse, commit, S, &plan, &dims, &table, fact, &rebuilt).await?;
+    Ok(std::iter::once(written).chain(bridge_reports).collect())
+}
+
+/// Writes the bridge rows of the `rebuilt` claims, diagnoses then
+/// procedures, and returns their reports.
+async fn write_bridges(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    rebuilt: &HashSet<String>,
+    month_of_claim: &HashMap<String, i32>,
+    full: bool,
+) -> Result<Vec<TableReport>> {
+    let commit = Commit::new(run, "facts");
+    let mut reports = Vec::new();
     for (table, source, value, as_key) in [
         (FACT_CLAIM_DIAGNOSES, "silver_claim_diagnoses", "code", true),
         (FACT_CLAIM_PROCEDURES, "silver_claim_procedures", "code", false),
     ] {
-        let lines = bridge(warehouse, source, table, value, as_key, &rebuilt, &month_of_claim).await?;
+        let lines = bridge(warehouse, source, table, value, as_key, month_of_claim).await?;
         let rows = lines.num_rows() as u64;
-        let w = write_facts(
-            warehouse,
-            &commit,
-            &FactTable { name: table, id: "claim_id", month: "service_month" },
-            lines,
-            &rebuilt,
-            plan.full,
-        )
-        .await?;
-        bridge_reports.push(TableReport {
+        let fact = FactTable { name: table, id: "claim_id", month: "service_month" };
+        let w = write_facts(warehouse, &commit, &fact, lines, rebuilt, full).await?;
+        reports.push(TableReport {
             table: table.to_string(),
             version: w.version,
             rebuilt: rows,
             restated: 0,
             months_rewritten: w.months_rewritten,
-            full_refresh: plan.full,
+            full_refresh: full,
         });
     }
-    let table = FactTable { name: t, id: "claim_id", month: "service_month" };
-    let written = write_with_watermarks(
-        warehouse,
-        commit,
-        S,
-        &plan,
-        &[&**members, &**patients, &**providers],
-        &table,
-        fact,
-        &rebuilt,
-    )
-    .await?;
-    report.tables.push(written);
-    report.tables.extend(bridge_reports);
-    Ok(())
+    Ok(reports)
 }
 
 /// Writes a fact table's rebuilt rows with, in the same commit, the
@@ -718,16 +796,14 @@ async fn write_with_watermarks(
     commit: Commit<'_>,
     source: &str,
     plan: &Plan,
-    dims: &[&Dim],
+    dims: &[(String, i64)],
     table: &FactTable,
     fact: RecordBatch,
     rebuilt: &HashSet<String>,
 ) -> Result<TableReport> {
     let mut commit = commit.with_txn(&format!("gold.facts:{source}"), plan.watermark);
-    for d in dims {
-        if let Some(v) = d.version() {
-            commit = commit.with_txn(&format!("gold.facts:{}", d.model.table), v);
-        }
+    for (table, version) in dims {
+        commit = commit.with_txn(&format!("gold.facts:{table}"), *version);
     }
     let rows = fact.num_rows() as u64;
     let w = write_facts(warehouse, &commit, table, fact, rebuilt, plan.full).await?;
@@ -748,16 +824,16 @@ fn year_of(days: &i32) -> Option<i32> {
     (key != UNKNOWN_DATE_KEY).then_some(key / 10_000)
 }
 
-/// The bridge rows of the rebuilt claims: claim id, the diagnosis key (or
-/// the procedure code), the line and the claim's month.
+/// The bridge rows of the rebuilt claims (the keys of `month_of_claim`):
+/// claim id, the diagnosis key (or the procedure code), the line and the
+/// claim's month.
 async fn bridge(
     warehouse: &Warehouse,
     source: &str,
     table: &str,
     value: &str,
     as_diagnosis_key: bool,
-    rebuilt: &HashSet<String>,
-    month_of_claim: &HashMap<&str, i32>,
+    month_of_claim: &HashMap<String, i32>,
 ) -> Result<RecordBatch> {
     let (value_name, value_type) =
         if as_diagnosis_key { ("diagnosis_key", DataType::Int64) } else { ("procedure_code", DataType::Utf8) };
@@ -777,9 +853,10 @@ async fn bridge(
     let lines = lines.as_primitive::<deltalake::arrow::datatypes::Int32Type>();
     let (mut c, mut k, mut s, mut l, mut mo) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..rows.num_rows() {
-        if !ids.is_valid(i) || !values.is_valid(i) || !rebuilt.contains(ids.value(i)) {
+        if !ids.is_valid(i) || !values.is_valid(i) {
             continue;
         }
+        let Some(&month) = month_of_claim.get(ids.value(i)) else { continue };
         c.push(ids.value(i));
         if as_diagnosis_key {
             k.push(diagnosis_key(values.value(i)));
@@ -787,7 +864,7 @@ async fn bridge(
             s.push(values.value(i));
         }
         l.push(lines.is_valid(i).then(|| lines.value(i)));
-        mo.push(month_of_claim.get(ids.value(i)).copied().unwrap_or(-1));
+        mo.push(month);
     }
     let value_col: ArrayRef =
         if as_diagnosis_key { Arc::new(Int64Array::from(k)) } else { Arc::new(StringArray::from(s)) };
@@ -896,7 +973,8 @@ async fn events(
     let table = FactTable { name: t, id: "event_id", month: "event_month" };
     let commit = Commit::new(run, "facts");
     let written =
-        write_with_watermarks(warehouse, commit, S, &plan, &[&*patients, providers], &table, fact, &rebuilt).await?;
+        write_with_watermarks(warehouse, commit, S, &plan, &versions(&[&*patients, providers]), &table, fact, &rebuilt)
+            .await?;
     report.tables.push(written);
     Ok(())
 }
