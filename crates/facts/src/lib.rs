@@ -615,44 +615,60 @@ fn versions(dims: &[&Dim]) -> Vec<(String, i64)> {
 /// Builds the claim facts and writes the two bridges, then `fact_claims`
 /// with the watermarks. Returns their reports, `fact_claims` first.
 async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> Result<Vec<TableReport>> {
+    // The bridges of the rebuilt claims, built and written beside the
+    // fact rows.
+    let claim_ids = string_col(SILVER_CLAIMS, &c.rows, "claim_id")?;
+    let months: Vec<i32> = c.pit_days.iter().map(|d| month_of(*d)).collect();
+    let month_of_claim: HashMap<String, i32> = (0..claim_ids.len())
+        .filter(|&i| claim_ids.is_valid(i))
+        .map(|i| (claim_ids.value(i).to_string(), months[i]))
+        .collect();
+    let rebuilt: Arc<HashSet<String>> = Arc::new(month_of_claim.keys().cloned().collect());
+    let bridges = {
+        let (w, r, rebuilt, full) = (warehouse.clone(), run.clone(), Arc::clone(&rebuilt), c.plan.full);
+        tokio::spawn(async move { write_bridges(&w, &r, &rebuilt, &month_of_claim, full).await })
+    };
+    let fact = claim_facts(&c, claim_ids, months);
+    // The bridges end, well or not, before anything else; they commit
+    // before the claims with the watermarks: a run that stops in between
+    // is redone whole by the next one.
+    let bridge_reports =
+        bridges.await.map_err(|e| Error::Write { table: FACT_CLAIM_DIAGNOSES.to_string(), reason: e.to_string() })?;
+    let (fact, bridge_reports) = (fact?, bridge_reports?);
+    let table = FactTable { name: FACT_CLAIMS, id: "claim_id", month: "service_month" };
+    let commit = Commit::new(run, "facts");
+    let written =
+        write_with_watermarks(warehouse, commit, SILVER_CLAIMS, &c.plan, &c.dims, &table, fact, &rebuilt).await?;
+    Ok(std::iter::once(written).chain(bridge_reports).collect())
+}
+
+/// The `fact_claims` rows of the rebuilt claims, given their ids and
+/// service months.
+fn claim_facts(c: &ClaimRows, claim_ids: StringArray, months: Vec<i32>) -> Result<RecordBatch> {
     const S: &str = SILVER_CLAIMS;
     let ClaimRows {
-        plan,
         rows,
         member_keys,
         provider_keys,
         source_system,
         resolved: [m, p, v],
-        pit_days,
         claim_days,
         service_days,
-        dims,
+        ..
     } = c;
     let n = rows.num_rows();
     let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
 
-    // The bridges of the rebuilt claims, built and written beside the
-    // fact rows.
-    let claim_ids = string_col(S, &rows, "claim_id")?;
-    let months: Vec<i32> = pit_days.iter().map(|d| month_of(*d)).collect();
-    let month_of_claim: HashMap<String, i32> =
-        (0..n).filter(|&i| claim_ids.is_valid(i)).map(|i| (claim_ids.value(i).to_string(), months[i])).collect();
-    let rebuilt: Arc<HashSet<String>> = Arc::new(month_of_claim.keys().cloned().collect());
-    let bridges = {
-        let (w, r, rebuilt, full) = (warehouse.clone(), run.clone(), Arc::clone(&rebuilt), plan.full);
-        tokio::spawn(async move { write_bridges(&w, &r, &rebuilt, &month_of_claim, full).await })
-    };
-
     // The fact rows.
     let t = FACT_CLAIMS;
-    let status = string_col(S, &rows, "status")?;
-    let amount = cast_to(S, &rows, "amount", &DataType::Decimal128(18, 2))?;
+    let status = string_col(S, rows, "status")?;
+    let amount = cast_to(S, rows, "amount", &DataType::Decimal128(18, 2))?;
     let amount = amount.as_primitive::<Decimal128Type>();
-    let icd = col(S, &rows, "icd10_codes")?.as_list_opt::<i32>().cloned();
-    let cpt = col(S, &rows, "cpt_codes")?.as_list_opt::<i32>().cloned();
-    let feed = string_col(S, &rows, "source_feed")?;
-    let updated = micros_col(S, &rows, "updated_at")?;
-    let warnings = col(S, &rows, "_dq_warnings")?.as_list_opt::<i32>().cloned();
+    let icd = col(S, rows, "icd10_codes")?.as_list_opt::<i32>().cloned();
+    let cpt = col(S, rows, "cpt_codes")?.as_list_opt::<i32>().cloned();
+    let feed = string_col(S, rows, "source_feed")?;
+    let updated = micros_col(S, rows, "updated_at")?;
+    let warnings = col(S, rows, "_dq_warnings")?.as_list_opt::<i32>().cloned();
     let list_len = |l: &Option<deltalake::arrow::array::ListArray>, i: usize| -> i32 {
         l.as_ref().map_or(0, |l| if l.is_valid(i) { l.value_length(i) } else { 0 })
     };
@@ -717,24 +733,24 @@ async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> 
     let keys_of = |d: &[Option<i32>]| -> ArrayRef {
         Arc::new(Int32Array::from(d.iter().map(|x| date::date_key_of_days(*x)).collect::<Vec<_>>()))
     };
-    let fact = RecordBatch::try_new(
-        Arc::clone(&schema),
+    RecordBatch::try_new(
+        schema,
         vec![
-            Arc::new(claim_ids.clone()),
+            Arc::new(claim_ids),
             Arc::new(source_system.clone()),
             Arc::new(feed.clone()),
             Arc::new(member_keys.clone()),
-            sks(&m),
-            sks(&p),
+            sks(m),
+            sks(p),
             Arc::new(provider_keys.clone()),
-            sks(&v),
-            keys_of(&service_days),
-            keys_of(&claim_days),
+            sks(v),
+            keys_of(service_days),
+            keys_of(claim_days),
             Arc::new(status.clone()),
             decimal(t, amount.iter().collect())?,
             decimal(t, paid)?,
-            Arc::new(string_col(S, &rows, "claim_type")?),
-            Arc::new(string_col(S, &rows, "submission_channel")?),
+            Arc::new(string_col(S, rows, "claim_type")?),
+            Arc::new(string_col(S, rows, "submission_channel")?),
             Arc::new(Int32Array::from((0..n).map(|i| list_len(&icd, i)).collect::<Vec<_>>())),
             Arc::new(Int32Array::from((0..n).map(|i| list_len(&cpt, i)).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(primary)),
@@ -744,16 +760,7 @@ async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> 
             Arc::new(Int32Array::from(months)),
         ],
     )
-    .map_err(|e| Error::arrow(t, e))?;
-    // The bridges first, then the claims with the watermarks: a run that
-    // stops in between is redone whole by the next one.
-    let bridge_reports = bridges
-        .await
-        .map_err(|e| Error::Write { table: FACT_CLAIM_DIAGNOSES.to_string(), reason: e.to_string() })??;
-    let table = FactTable { name: t, id: "claim_id", month: "service_month" };
-    let commit = Commit::new(run, "facts");
-    let written = write_with_watermarks(warehouse, commit, S, &plan, &dims, &table, fact, &rebuilt).await?;
-    Ok(std::iter::once(written).chain(bridge_reports).collect())
+    .map_err(|e| Error::arrow(t, e))
 }
 
 /// Writes the bridge rows of the `rebuilt` claims, diagnoses then
