@@ -440,7 +440,7 @@ fn decimal(table: &str, values: Vec<Option<i128>>) -> Result<ArrayRef> {
 /// Builds the star schema from silver and the dimensions.
 ///
 /// The claims are planned and their keys resolved (and inferred) first;
-/// their facts and bridges are then built and written on a task of their
+/// their facts and bridges are then built and written on tasks of their
 /// own while the medical events and the conformed dimensions are built
 /// here, so the stage keeps both cores busy. The claims' watermarks name
 /// the dimension versions they resolved against, taken before the events
@@ -632,8 +632,10 @@ async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> 
     // The bridges end, well or not, before anything else; they commit
     // before the claims with the watermarks: a run that stops in between
     // is redone whole by the next one.
-    let bridge_reports =
-        bridges.await.map_err(|e| Error::Write { table: FACT_CLAIM_DIAGNOSES.to_string(), reason: e.to_string() })?;
+    let bridge_reports = bridges.await.map_err(|e| Error::Write {
+        table: format!("{FACT_CLAIM_DIAGNOSES}, {FACT_CLAIM_PROCEDURES}"),
+        reason: e.to_string(),
+    })?;
     let (fact, bridge_reports) = (fact?, bridge_reports?);
     let table = FactTable { name: FACT_CLAIMS, id: "claim_id", month: "service_month" };
     let commit = Commit::new(run, "facts");
