@@ -31,7 +31,7 @@ mod diagnosis;
 mod pit;
 mod write;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -48,7 +48,7 @@ use storage::{Commit, RunContext, TableName, Warehouse};
 pub use date::{date_key, federal_holidays};
 pub use diagnosis::diagnosis_key;
 use pit::{DimIndex, Resolved};
-use write::{FactTable, write_facts};
+use write::{FactTable, Rebuilt, write_facts};
 
 /// The date key facts without a date point at; `dim_date` has a row for it.
 pub const UNKNOWN_DATE_KEY: i32 = -1;
@@ -103,6 +103,11 @@ pub enum Error {
 impl Error {
     pub(crate) fn arrow(table: &str, e: ArrowError) -> Self {
         Self::Arrow { table: table.to_string(), source: Box::new(e) }
+    }
+
+    /// A write task that stopped without finishing.
+    fn write(table: &str, e: tokio::task::JoinError) -> Self {
+        Self::Write { table: table.to_string(), reason: e.to_string() }
     }
 
     pub(crate) fn column(table: &str, column: &str, reason: &str) -> Self {
@@ -473,7 +478,7 @@ pub async fn build_facts(
     .await;
     // The claims' writes end, well or not, before the stage returns.
     let written = match writing {
-        Some(task) => task.await.map_err(|e| Error::Write { table: FACT_CLAIMS.to_string(), reason: e.to_string() })?,
+        Some(task) => task.await.map_err(|e| Error::write(FACT_CLAIMS, e))?,
         None => Ok(Vec::new()),
     };
     let written = written?;
@@ -577,7 +582,7 @@ async fn claims(
     count_unknown(report, "fact_claims.patient_sk", &p);
     count_unknown(report, "fact_claims.provider_sk", &v);
     Ok(Some(ClaimRows {
-        pit_days: select(&pit_days, &plan.rebuild),
+        months: select(&pit_days, &plan.rebuild).into_iter().map(month_of).collect(),
         claim_days: select(&claim_days, &plan.rebuild),
         service_days: select(&service_days, &plan.rebuild),
         dims: versions(&[&**members, &**patients, &**providers]),
@@ -600,7 +605,9 @@ struct ClaimRows {
     source_system: StringArray,
     /// Member, patient and provider keys.
     resolved: [Vec<Resolved>; 3],
-    pit_days: Vec<Option<i32>>,
+    /// Each claim's month partition (of its service date, else its claim
+    /// date).
+    months: Vec<i32>,
     claim_days: Vec<Option<i32>>,
     service_days: Vec<Option<i32>>,
     /// The dimension versions the keys were resolved against.
@@ -618,24 +625,22 @@ async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> 
     // The bridges of the rebuilt claims, built and written beside the
     // fact rows.
     let claim_ids = string_col(SILVER_CLAIMS, &c.rows, "claim_id")?;
-    let months: Vec<i32> = c.pit_days.iter().map(|d| month_of(*d)).collect();
-    let month_of_claim: HashMap<String, i32> = (0..claim_ids.len())
-        .filter(|&i| claim_ids.is_valid(i))
-        .map(|i| (claim_ids.value(i).to_string(), months[i]))
-        .collect();
-    let rebuilt: Arc<HashSet<String>> = Arc::new(month_of_claim.keys().cloned().collect());
+    let rebuilt: Arc<Rebuilt> = Arc::new(
+        (0..claim_ids.len())
+            .filter(|&i| claim_ids.is_valid(i))
+            .map(|i| (claim_ids.value(i).to_string(), c.months[i]))
+            .collect(),
+    );
     let bridges = {
         let (w, r, rebuilt, full) = (warehouse.clone(), run.clone(), Arc::clone(&rebuilt), c.plan.full);
-        tokio::spawn(async move { write_bridges(&w, &r, &rebuilt, &month_of_claim, full).await })
+        tokio::spawn(async move { write_bridges(&w, &r, &rebuilt, full).await })
     };
-    let fact = claim_facts(&c, claim_ids, months);
+    let fact = claim_facts(&c, claim_ids);
     // The bridges end, well or not, before anything else; they commit
     // before the claims with the watermarks: a run that stops in between
     // is redone whole by the next one.
-    let bridge_reports = bridges.await.map_err(|e| Error::Write {
-        table: format!("{FACT_CLAIM_DIAGNOSES}, {FACT_CLAIM_PROCEDURES}"),
-        reason: e.to_string(),
-    })?;
+    let bridge_reports =
+        bridges.await.map_err(|e| Error::write(&format!("{FACT_CLAIM_DIAGNOSES}, {FACT_CLAIM_PROCEDURES}"), e))?;
     let (fact, bridge_reports) = (fact?, bridge_reports?);
     let table = FactTable { name: FACT_CLAIMS, id: "claim_id", month: "service_month" };
     let commit = Commit::new(run, "facts");
@@ -644,9 +649,8 @@ async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> 
     Ok(std::iter::once(written).chain(bridge_reports).collect())
 }
 
-/// The `fact_claims` rows of the rebuilt claims, given their ids and
-/// service months.
-fn claim_facts(c: &ClaimRows, claim_ids: StringArray, months: Vec<i32>) -> Result<RecordBatch> {
+/// The `fact_claims` rows of the rebuilt claims, given their ids.
+fn claim_facts(c: &ClaimRows, claim_ids: StringArray) -> Result<RecordBatch> {
     const S: &str = SILVER_CLAIMS;
     let ClaimRows {
         rows,
@@ -654,6 +658,7 @@ fn claim_facts(c: &ClaimRows, claim_ids: StringArray, months: Vec<i32>) -> Resul
         provider_keys,
         source_system,
         resolved: [m, p, v],
+        months,
         claim_days,
         service_days,
         ..
@@ -759,7 +764,7 @@ fn claim_facts(c: &ClaimRows, claim_ids: StringArray, months: Vec<i32>) -> Resul
             Arc::new(Int32Array::from(adjudication)),
             Arc::new(Int32Array::from(payment)),
             Arc::new(BooleanArray::from(clean)),
-            Arc::new(Int32Array::from(months)),
+            Arc::new(Int32Array::from(months.clone())),
         ],
     )
     .map_err(|e| Error::arrow(t, e))
@@ -770,8 +775,7 @@ fn claim_facts(c: &ClaimRows, claim_ids: StringArray, months: Vec<i32>) -> Resul
 async fn write_bridges(
     warehouse: &Warehouse,
     run: &RunContext,
-    rebuilt: &HashSet<String>,
-    month_of_claim: &HashMap<String, i32>,
+    rebuilt: &Rebuilt,
     full: bool,
 ) -> Result<Vec<TableReport>> {
     let commit = Commit::new(run, "facts");
@@ -780,7 +784,7 @@ async fn write_bridges(
         (FACT_CLAIM_DIAGNOSES, "silver_claim_diagnoses", "code", true),
         (FACT_CLAIM_PROCEDURES, "silver_claim_procedures", "code", false),
     ] {
-        let lines = bridge(warehouse, source, table, value, as_key, month_of_claim).await?;
+        let lines = bridge(warehouse, source, table, value, as_key, rebuilt).await?;
         let rows = lines.num_rows() as u64;
         let fact = FactTable { name: table, id: "claim_id", month: "service_month" };
         let w = write_facts(warehouse, &commit, &fact, lines, rebuilt, full).await?;
@@ -808,7 +812,7 @@ async fn write_with_watermarks(
     dims: &[(String, i64)],
     table: &FactTable,
     fact: RecordBatch,
-    rebuilt: &HashSet<String>,
+    rebuilt: &Rebuilt,
 ) -> Result<TableReport> {
     let mut commit = commit.with_txn(&format!("gold.facts:{source}"), plan.watermark);
     for (table, version) in dims {
@@ -833,16 +837,15 @@ fn year_of(days: &i32) -> Option<i32> {
     (key != UNKNOWN_DATE_KEY).then_some(key / 10_000)
 }
 
-/// The bridge rows of the rebuilt claims (the keys of `month_of_claim`):
-/// claim id, the diagnosis key (or the procedure code), the line and the
-/// claim's month.
+/// The bridge rows of the `rebuilt` claims: claim id, the diagnosis key
+/// (or the procedure code), the line and the claim's month.
 async fn bridge(
     warehouse: &Warehouse,
     source: &str,
     table: &str,
     value: &str,
     as_diagnosis_key: bool,
-    month_of_claim: &HashMap<String, i32>,
+    rebuilt: &Rebuilt,
 ) -> Result<RecordBatch> {
     let (value_name, value_type) =
         if as_diagnosis_key { ("diagnosis_key", DataType::Int64) } else { ("procedure_code", DataType::Utf8) };
@@ -865,7 +868,7 @@ async fn bridge(
         if !ids.is_valid(i) || !values.is_valid(i) {
             continue;
         }
-        let Some(&month) = month_of_claim.get(ids.value(i)) else { continue };
+        let Some(&month) = rebuilt.get(ids.value(i)) else { continue };
         c.push(ids.value(i));
         if as_diagnosis_key {
             k.push(diagnosis_key(values.value(i)));
@@ -963,6 +966,7 @@ async fn events(
         Field::new("event_type", DataType::Utf8, true),
         Field::new("event_month", DataType::Int32, false),
     ]));
+    let months: Vec<i32> = days.iter().map(|d| month_of(*d)).collect();
     let fact = RecordBatch::try_new(
         schema,
         vec![
@@ -974,11 +978,11 @@ async fn events(
             Arc::new(string_col(S, &rows, "medical_provider")?),
             Arc::new(Int32Array::from(days.iter().map(|d| date::date_key_of_days(*d)).collect::<Vec<_>>())),
             Arc::new(string_col(S, &rows, "event_type")?),
-            Arc::new(Int32Array::from(days.iter().map(|d| month_of(*d)).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(months.clone())),
         ],
     )
     .map_err(|e| Error::arrow(t, e))?;
-    let rebuilt: HashSet<String> = (0..n).filter(|&i| ids.is_valid(i)).map(|i| ids.value(i).to_string()).collect();
+    let rebuilt: Rebuilt = (0..n).filter(|&i| ids.is_valid(i)).map(|i| (ids.value(i).to_string(), months[i])).collect();
     let table = FactTable { name: t, id: "event_id", month: "event_month" };
     let commit = Commit::new(run, "facts");
     let written =

@@ -1,7 +1,7 @@
 //! Writing a fact table: whole on a full refresh, else only the month
 //! partitions that hold a rebuilt fact, before or after.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
@@ -44,10 +44,13 @@ fn months_of(table: &str, b: &RecordBatch, month: &str, mask: Option<&BooleanArr
     Ok((0..m.len()).filter(|&i| mask.is_none_or(|k| k.value(i)) && m.is_valid(i)).map(|i| m.value(i)).collect())
 }
 
-fn ids_in(table: &str, b: &RecordBatch, id: &str, ids: &HashSet<String>) -> Result<BooleanArray> {
+/// The ids of the rebuilt facts, each with its month partition.
+pub(crate) type Rebuilt = HashMap<String, i32>;
+
+fn ids_in(table: &str, b: &RecordBatch, id: &str, ids: &Rebuilt) -> Result<BooleanArray> {
     let col = cast(column_as(table, b, id)?, &DataType::Utf8).map_err(|e| Error::arrow(table, e))?;
     let col = col.as_string::<i32>();
-    Ok((0..col.len()).map(|i| Some(col.is_valid(i) && ids.contains(col.value(i)))).collect())
+    Ok((0..col.len()).map(|i| Some(col.is_valid(i) && ids.contains_key(col.value(i)))).collect())
 }
 
 /// Writes `rows`, the rebuilt facts of `rebuilt` ids. A full refresh
@@ -59,7 +62,7 @@ pub(crate) async fn write_facts(
     commit: &Commit<'_>,
     t: &FactTable,
     rows: RecordBatch,
-    rebuilt: &HashSet<String>,
+    rebuilt: &Rebuilt,
     full: bool,
 ) -> Result<Written> {
     let name = TableName::new(t.name)?;
