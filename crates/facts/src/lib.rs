@@ -47,7 +47,7 @@ use storage::{Commit, RunContext, TableName, Warehouse};
 
 pub use date::{date_key, federal_holidays};
 pub use diagnosis::diagnosis_key;
-use pit::{DimIndex, Resolved};
+use pit::{DimIndex, FactOrder, Resolved};
 use write::{FactTable, Rebuilt, write_facts};
 
 /// The date key facts without a date point at; `dim_date` has a row for it.
@@ -193,9 +193,17 @@ impl Dim {
     }
 
     fn resolve(&self, keys: &StringArray, dates: &[Option<i64>]) -> Vec<Resolved> {
-        match &self.index {
-            Some(index) => index.resolve(keys, dates),
-            None => (0..keys.len()).map(|i| if keys.is_valid(i) { Resolved::Absent } else { Resolved::Null }).collect(),
+        self.resolve_in(keys, dates, None)
+    }
+
+    /// [`Self::resolve`], with the facts' order when it is already known.
+    fn resolve_in(&self, keys: &StringArray, dates: &[Option<i64>], order: Option<&FactOrder>) -> Vec<Resolved> {
+        match (&self.index, order) {
+            (Some(index), Some(order)) => index.resolve_in(keys, dates, order),
+            (Some(index), None) => index.resolve(keys, dates),
+            (None, _) => {
+                (0..keys.len()).map(|i| if keys.is_valid(i) { Resolved::Absent } else { Resolved::Null }).collect()
+            }
         }
     }
 
@@ -460,9 +468,11 @@ pub async fn build_facts(
     let mut members = Dim::new(catalog, MEMBERS)?;
     let mut patients = Dim::new(catalog, PATIENTS)?;
     let mut providers = Dim::new(catalog, PROVIDERS)?;
+    let started = std::time::Instant::now();
     for d in [&mut members, &mut patients, &mut providers] {
         d.load(warehouse).await?;
     }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "dimensions loaded");
     let mut years = BTreeSet::from([chrono::Datelike::year(&run.clock.logical_date())]);
     let claim_rows =
         claims(warehouse, run, &mut [&mut members, &mut patients, &mut providers], options, &mut report, &mut years)
@@ -471,16 +481,20 @@ pub async fn build_facts(
         let (w, r) = (warehouse.clone(), run.clone());
         tokio::spawn(async move { write_claims(&w, &r, rows).await })
     });
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "claims planned and keyed");
     let rest = async {
         events(warehouse, run, &mut patients, &providers, options, &mut report, &mut years).await?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "events written");
         conformed_dims(warehouse, run, &years, &mut report).await
     }
     .await;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "conformed dimensions written");
     // The claims' writes end, well or not, before the stage returns.
     let written = match writing {
         Some(task) => task.await.map_err(|e| Error::write(FACT_CLAIMS, e))?,
         None => Ok(Vec::new()),
     };
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "claims written");
     let written = written?;
     rest?;
     report.tables.splice(0..0, written);
@@ -514,10 +528,12 @@ async fn claims(
         "_dq_warnings",
         "_updated_at",
     ];
+    let started = std::time::Instant::now();
     let Some(all) = silver(warehouse, S, &columns).await? else {
         tracing::warn!("no {S} yet; the claim facts wait for it");
         return Ok(None);
     };
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), rows = all.num_rows(), "silver claims read");
     if all.num_columns() == 0 {
         return Ok(None);
     }
@@ -539,6 +555,7 @@ async fn claims(
         options.full_refresh,
     )
     .await?;
+    tracing::debug!(read_and_planned = started.elapsed().as_secs_f64(), "claims planned");
     let all_members = member_keys;
     let all_providers = provider_keys;
     let mut plan = plan;
@@ -546,36 +563,38 @@ async fn claims(
     // Facts not rebuilt whose key was just inferred pointed at the unknown
     // row (patients of enrollment claims, say): they are rebuilt too, in a
     // second round, as a full refresh would resolve them.
-    let (rows, keys, m, p, v) = loop {
-        let mask = BooleanArray::from(plan.rebuild.clone());
-        let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
+    let all_sources = string_col(S, &all, "source_system")?;
+    let (keys, m, p, v) = loop {
         let dates_r = select(&dates, &plan.rebuild);
         let member_keys = select_strings(&all_members, &plan.rebuild);
         let provider_keys = select_strings(&all_providers, &plan.rebuild);
-        let source_system = string_col(S, &rows, "source_system")?;
+        let source_system = select_strings(&all_sources, &plan.rebuild);
         let is_ehr = |i: usize| source_system.is_valid(i) && source_system.value(i) == "ehr";
-        let mut m = members.resolve(&member_keys, &dates_r);
-        let mut p = patients.resolve(&member_keys, &dates_r);
-        let mut v = providers.resolve(&provider_keys, &dates_r);
+        let keyed = Keyed::resolve([&**members, &**patients, &**providers], &member_keys, &provider_keys, &dates_r);
+        let Keyed { by_member, by_provider, resolved: [mut m, mut p, mut v] } = keyed;
         let mut extended = 0;
-        for (dim, resolved, keys, all_keys, only_ehr) in [
-            (&mut **members, &mut m, &member_keys, &all_members, false),
-            (&mut **patients, &mut p, &member_keys, &all_members, true),
-            (&mut **providers, &mut v, &provider_keys, &all_providers, false),
+        for (dim, resolved, keys, order, all_keys, only_ehr) in [
+            (&mut **members, &mut m, &member_keys, &by_member, &all_members, false),
+            (&mut **patients, &mut p, &member_keys, &by_member, &all_members, true),
+            (&mut **providers, &mut v, &provider_keys, &by_provider, &all_providers, false),
         ] {
             let absent = absent_keys(resolved, keys, |i| !only_ehr || is_ehr(i));
+            let inferring = std::time::Instant::now();
             let inferred = dim.infer(warehouse, run, absent.clone()).await?;
+            tracing::debug!(table = %dim.model.table, inferred, seconds = inferring.elapsed().as_secs_f64(), "inferred");
             *report.inferred.entry(dim.model.table.clone()).or_default() += inferred;
             if inferred > 0 {
-                *resolved = dim.resolve(keys, &dates_r);
+                *resolved = dim.resolve_in(keys, &dates_r, Some(order));
                 extended += extend_rebuild(&mut plan.rebuild, all_keys, &absent);
             }
         }
         plan.restated += extended;
         if extended == 0 {
-            break (rows, (member_keys, provider_keys, source_system), m, p, v);
+            break ((member_keys, provider_keys, source_system), m, p, v);
         }
     };
+    let mask = BooleanArray::from(plan.rebuild.clone());
+    let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
     drop(all);
     let (member_keys, provider_keys, source_system) = keys;
     count_unknown(report, "fact_claims.member_sk", &m);
@@ -593,6 +612,38 @@ async fn claims(
         source_system,
         resolved: [m, p, v],
     }))
+}
+
+/// The claims' member, patient and provider keys resolved, with the two
+/// fact orders the joins used (members and patients share one).
+struct Keyed {
+    by_member: FactOrder,
+    by_provider: FactOrder,
+    resolved: [Vec<Resolved>; 3],
+}
+
+impl Keyed {
+    /// Orders the facts by member and by provider and joins them to the
+    /// three dimensions, the providers on a thread of their own.
+    fn resolve(
+        [members, patients, providers]: [&Dim; 3],
+        member_keys: &StringArray,
+        provider_keys: &StringArray,
+        dates: &[Option<i64>],
+    ) -> Self {
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                let order = FactOrder::new(provider_keys, dates);
+                let v = providers.resolve_in(provider_keys, dates, Some(&order));
+                (order, v)
+            });
+            let by_member = FactOrder::new(member_keys, dates);
+            let m = members.resolve_in(member_keys, dates, Some(&by_member));
+            let p = patients.resolve_in(member_keys, dates, Some(&by_member));
+            let (by_provider, v) = other.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            Self { by_member, by_provider, resolved: [m, p, v] }
+        })
+    }
 }
 
 /// The claims to rebuild, their keys resolved: what [`write_claims`] needs.

@@ -47,6 +47,25 @@ fn ranked(keys: &StringArray, hash: fn(&str) -> u64, then: impl Fn(usize, usize)
     rows
 }
 
+/// Facts `(key, date)` in the join's order: the rows of `keys` that are
+/// not NULL, by key rank and date ([`ranked`]). Sorting is most of a join's
+/// cost, and one order serves every dimension the same keys resolve
+/// against, before and after an inference.
+pub(crate) struct FactOrder {
+    rows: Vec<(u64, u32)>,
+    hasher: fn(&str) -> u64,
+}
+
+impl FactOrder {
+    pub(crate) fn new(keys: &StringArray, dates: &[Option<i64>]) -> Self {
+        Self::hashed_by(keys, dates, key_hash)
+    }
+
+    fn hashed_by(keys: &StringArray, dates: &[Option<i64>], hasher: fn(&str) -> u64) -> Self {
+        Self { rows: ranked(keys, hasher, |a, b| dates[a].cmp(&dates[b])), hasher }
+    }
+}
+
 /// Intervals of keys, sorted by key rank ([`ranked`]) and `from`.
 pub(crate) struct Intervals {
     keys: StringArray,
@@ -72,14 +91,19 @@ impl Intervals {
     /// Calls `f(fact, versions)` for every fact row whose key is not NULL,
     /// with the rows of the intervals of its key in `from` order (empty when
     /// the key has none). Facts are visited in key rank and date order.
-    pub(crate) fn sweep(&self, keys: &StringArray, dates: &[Option<i64>], mut f: impl FnMut(usize, &[u32])) {
-        let facts = ranked(keys, self.hasher, |a, b| dates[a].cmp(&dates[b]));
+    pub(crate) fn sweep(&self, keys: &StringArray, dates: &[Option<i64>], f: impl FnMut(usize, &[u32])) {
+        self.sweep_in(keys, &FactOrder::hashed_by(keys, dates, self.hasher), f);
+    }
+
+    /// [`Self::sweep`] over facts already in the join's order.
+    fn sweep_in(&self, keys: &StringArray, facts: &FactOrder, mut f: impl FnMut(usize, &[u32])) {
+        let facts = &facts.rows;
         let at = |p: usize| (self.hash[p], self.keys.value(self.order[p] as usize));
         let rows = &self.order;
         let mut start = 0;
         let mut end = 0;
         let mut block: Option<(u64, &str)> = None;
-        for &(h, i) in &facts {
+        for &(h, i) in facts {
             let key = (h, keys.value(i as usize));
             if block != Some(key) {
                 // Advance to the first interval whose key is not below this one.
@@ -195,9 +219,19 @@ impl DimIndex {
     /// The version of each fact's key valid on its date (UTC microseconds
     /// of the day's start): `valid_from <= date < valid_to`.
     pub(crate) fn resolve(&self, keys: &StringArray, dates: &[Option<i64>]) -> Vec<Resolved> {
+        self.resolve_in(keys, dates, &FactOrder::hashed_by(keys, dates, self.intervals.hasher))
+    }
+
+    /// [`Self::resolve`], with the facts' order already computed from the
+    /// same `keys` and `dates` (an order hashed otherwise than this index
+    /// is not used: the facts are ordered again).
+    pub(crate) fn resolve_in(&self, keys: &StringArray, dates: &[Option<i64>], order: &FactOrder) -> Vec<Resolved> {
+        if !std::ptr::fn_addr_eq(order.hasher, self.intervals.hasher) {
+            return self.resolve(keys, dates);
+        }
         let mut out = vec![Resolved::Null; keys.len()];
         let iv = &self.intervals;
-        self.intervals.sweep(keys, dates, |fact, versions| {
+        self.intervals.sweep_in(keys, order, |fact, versions| {
             out[fact] = if versions.is_empty() {
                 Resolved::Absent
             } else {
