@@ -453,9 +453,10 @@ fn decimal(table: &str, values: Vec<Option<i128>>) -> Result<ArrayRef> {
 /// Builds the star schema from silver and the dimensions.
 ///
 /// The claims are planned and their keys resolved (and inferred) first;
-/// their facts and bridges are then built and written on tasks of their
-/// own while the medical events and the conformed dimensions are built
-/// here, so the stage keeps both cores busy. The claims' watermarks name
+/// each bridge is then built and written on a task of its own, and the
+/// claim facts built and committed after both on another, while the
+/// medical events and the conformed dimensions are built here, so the
+/// stage keeps both cores busy. The claims' watermarks name
 /// the dimension versions they resolved against, taken before the events
 /// infer any patient.
 pub async fn build_facts(
@@ -670,11 +671,12 @@ fn versions(dims: &[&Dim]) -> Vec<(String, i64)> {
     dims.iter().filter_map(|d| Some((d.model.table.clone(), d.version()?))).collect()
 }
 
-/// Builds the claim facts and writes the two bridges, then `fact_claims`
+/// Writes the two bridges, each on a task of its own, while the claim
+/// facts are built and their write prepared; then commits `fact_claims`
 /// with the watermarks. Returns their reports, `fact_claims` first.
 async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> Result<Vec<TableReport>> {
-    // The bridges of the rebuilt claims, built and written beside the
-    // fact rows.
+    // The rebuilt claims, by id, with their months: the bridges keep
+    // their lines, and the writes their other facts.
     let claim_ids = string_col(SILVER_CLAIMS, &c.rows, "claim_id")?;
     let rebuilt: Arc<Rebuilt> = Arc::new(
         (0..claim_ids.len())
@@ -682,21 +684,44 @@ async fn write_claims(warehouse: &Warehouse, run: &RunContext, c: ClaimRows) -> 
             .map(|i| (claim_ids.value(i).to_string(), c.months[i]))
             .collect(),
     );
-    let bridges = {
-        let (w, r, rebuilt, full) = (warehouse.clone(), run.clone(), Arc::clone(&rebuilt), c.plan.full);
-        tokio::spawn(async move { write_bridges(&w, &r, &rebuilt, full).await })
-    };
-    let fact = claim_facts(&c, claim_ids);
-    // The bridges end, well or not, before anything else; they commit
+    // Each bridge is read, built and written on a task of its own.
+    let bridges: Vec<_> = BRIDGES
+        .into_iter()
+        .map(|bridge| {
+            let (w, r, rebuilt, full) = (warehouse.clone(), run.clone(), Arc::clone(&rebuilt), c.plan.full);
+            (bridge.table, tokio::spawn(async move { write_bridge(&w, &r, &rebuilt, full, bridge).await }))
+        })
+        .collect();
+    // Meanwhile the claim rows are built, and what their write keeps of
+    // the months it rewrites is read; they are committed after the bridges.
+    let started = std::time::Instant::now();
+    let table = FactTable { name: FACT_CLAIMS, id: "claim_id", month: "service_month" };
+    let prepared = async {
+        let fact = claim_facts(&c, claim_ids)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "claim rows built");
+        write::prepare(warehouse, &table, fact, &rebuilt, c.plan.full).await
+    }
+    .await;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "claim rows prepared");
+    // Both bridges end, well or not, before anything else; they commit
     // before the claims with the watermarks: a run that stops in between
     // is redone whole by the next one.
-    let bridge_reports =
-        bridges.await.map_err(|e| Error::write(&format!("{FACT_CLAIM_DIAGNOSES}, {FACT_CLAIM_PROCEDURES}"), e))?;
-    let (fact, bridge_reports) = (fact?, bridge_reports?);
-    let table = FactTable { name: FACT_CLAIMS, id: "claim_id", month: "service_month" };
+    let mut bridge_reports = Vec::new();
+    let mut failed = None;
+    for (table, task) in bridges {
+        match task.await {
+            Ok(Ok(report)) => bridge_reports.push(report),
+            Ok(Err(e)) => _ = failed.get_or_insert(e),
+            Err(e) => _ = failed.get_or_insert(Error::write(table, e)),
+        }
+    }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "bridges written");
+    let prepared = prepared?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let commit = Commit::new(run, "facts");
-    let written =
-        write_with_watermarks(warehouse, commit, SILVER_CLAIMS, &c.plan, &c.dims, &table, fact, &rebuilt).await?;
+    let written = write_with_watermarks(warehouse, commit, SILVER_CLAIMS, &c.plan, &c.dims, prepared).await?;
     Ok(std::iter::once(written).chain(bridge_reports).collect())
 }
 
@@ -821,59 +846,68 @@ fn claim_facts(c: &ClaimRows, claim_ids: StringArray) -> Result<RecordBatch> {
     .map_err(|e| Error::arrow(t, e))
 }
 
-/// Writes the bridge rows of the `rebuilt` claims, diagnoses then
-/// procedures, and returns their reports.
-async fn write_bridges(
+/// A bridge table of the claims, and the silver lines it is built from.
+#[derive(Clone, Copy)]
+struct Bridge {
+    table: &'static str,
+    source: &'static str,
+    value: &'static str,
+    /// The value is a diagnosis code, stored as its `dim_diagnosis` key.
+    as_diagnosis_key: bool,
+}
+
+/// The claims' bridges, in the order of the stage's report.
+const BRIDGES: [Bridge; 2] = [
+    Bridge { table: FACT_CLAIM_DIAGNOSES, source: "silver_claim_diagnoses", value: "code", as_diagnosis_key: true },
+    Bridge { table: FACT_CLAIM_PROCEDURES, source: "silver_claim_procedures", value: "code", as_diagnosis_key: false },
+];
+
+/// Writes the bridge rows of the `rebuilt` claims to `b.table`, and
+/// returns its report.
+async fn write_bridge(
     warehouse: &Warehouse,
     run: &RunContext,
     rebuilt: &Rebuilt,
     full: bool,
-) -> Result<Vec<TableReport>> {
-    let commit = Commit::new(run, "facts");
-    let mut reports = Vec::new();
-    for (table, source, value, as_key) in [
-        (FACT_CLAIM_DIAGNOSES, "silver_claim_diagnoses", "code", true),
-        (FACT_CLAIM_PROCEDURES, "silver_claim_procedures", "code", false),
-    ] {
-        let lines = bridge(warehouse, source, table, value, as_key, rebuilt).await?;
-        let rows = lines.num_rows() as u64;
-        let fact = FactTable { name: table, id: "claim_id", month: "service_month" };
-        let w = write_facts(warehouse, &commit, &fact, lines, rebuilt, full).await?;
-        reports.push(TableReport {
-            table: table.to_string(),
-            version: w.version,
-            rebuilt: rows,
-            restated: 0,
-            months_rewritten: w.months_rewritten,
-            full_refresh: full,
-        });
-    }
-    Ok(reports)
+    b: Bridge,
+) -> Result<TableReport> {
+    let started = std::time::Instant::now();
+    let lines = bridge(warehouse, b.source, b.table, b.value, b.as_diagnosis_key, rebuilt).await?;
+    tracing::debug!(table = b.table, seconds = started.elapsed().as_secs_f64(), "bridge built");
+    let rows = lines.num_rows() as u64;
+    let fact = FactTable { name: b.table, id: "claim_id", month: "service_month" };
+    let w = write_facts(warehouse, &Commit::new(run, "facts"), &fact, lines, rebuilt, full).await?;
+    tracing::debug!(table = b.table, seconds = started.elapsed().as_secs_f64(), "bridge written");
+    Ok(TableReport {
+        table: b.table.to_string(),
+        version: w.version,
+        rebuilt: rows,
+        restated: 0,
+        months_rewritten: w.months_rewritten,
+        full_refresh: full,
+    })
 }
 
-/// Writes a fact table's rebuilt rows with, in the same commit, the
+/// Commits a fact table's prepared write with, in the same commit, the
 /// watermark of its silver source and the dimension versions it resolved
 /// against (`txn gold.facts:<input>`).
-#[allow(clippy::too_many_arguments)]
 async fn write_with_watermarks(
     warehouse: &Warehouse,
     commit: Commit<'_>,
     source: &str,
     plan: &Plan,
     dims: &[(String, i64)],
-    table: &FactTable,
-    fact: RecordBatch,
-    rebuilt: &Rebuilt,
+    prepared: write::Prepared,
 ) -> Result<TableReport> {
     let mut commit = commit.with_txn(&format!("gold.facts:{source}"), plan.watermark);
     for (table, version) in dims {
         commit = commit.with_txn(&format!("gold.facts:{table}"), *version);
     }
-    let rows = fact.num_rows() as u64;
-    let w = write_facts(warehouse, &commit, table, fact, rebuilt, plan.full).await?;
+    let (table, rows) = (prepared.table, prepared.rebuilt);
+    let w = prepared.write(warehouse, &commit).await?;
     storage::failpoint("facts-written");
     Ok(TableReport {
-        table: table.name.to_string(),
+        table: table.to_string(),
         version: w.version,
         rebuilt: rows,
         restated: plan.restated,
@@ -1036,9 +1070,9 @@ async fn events(
     let rebuilt: Rebuilt = (0..n).filter(|&i| ids.is_valid(i)).map(|i| (ids.value(i).to_string(), months[i])).collect();
     let table = FactTable { name: t, id: "event_id", month: "event_month" };
     let commit = Commit::new(run, "facts");
+    let prepared = write::prepare(warehouse, &table, fact, &rebuilt, plan.full).await?;
     let written =
-        write_with_watermarks(warehouse, commit, S, &plan, &versions(&[&*patients, providers]), &table, fact, &rebuilt)
-            .await?;
+        write_with_watermarks(warehouse, commit, S, &plan, &versions(&[&*patients, providers]), prepared).await?;
     report.tables.push(written);
     Ok(())
 }

@@ -65,16 +65,54 @@ pub(crate) async fn write_facts(
     rebuilt: &Rebuilt,
     full: bool,
 ) -> Result<Written> {
+    prepare(warehouse, t, rows, rebuilt, full).await?.write(warehouse, commit).await
+}
+
+/// A fact table's write, read and built but not committed yet.
+pub(crate) struct Prepared {
+    pub(crate) table: &'static str,
+    /// The month partition column.
+    month: &'static str,
+    change: Change,
+    months_rewritten: usize,
+    /// The rebuilt facts written.
+    pub(crate) rebuilt: u64,
+}
+
+enum Change {
+    /// The table is written whole.
+    Overwrite(RecordBatch),
+    /// The months of the predicate are replaced by these rows.
+    Replace(RecordBatch, String),
+    Nothing,
+}
+
+/// Reads what [`write_facts`] keeps of `t` (the other facts of the months
+/// it rewrites) and builds what it writes, without writing: the commit
+/// ([`Prepared::write`]) can wait for another table's. The table must not
+/// change in between.
+pub(crate) async fn prepare(
+    warehouse: &Warehouse,
+    t: &FactTable,
+    rows: RecordBatch,
+    rebuilt: &Rebuilt,
+    full: bool,
+) -> Result<Prepared> {
     let name = TableName::new(t.name)?;
     let schema = rows.schema();
-    let commit = commit.clone().partitioned_by(&[t.month]);
+    let prepared = |change, months_rewritten| Prepared {
+        table: t.name,
+        month: t.month,
+        change,
+        months_rewritten,
+        rebuilt: rows.num_rows() as u64,
+    };
     if full || warehouse.load(&name).await?.is_none() {
-        let months = months_of(t.name, &rows, t.month, None)?.len();
-        let version = warehouse.overwrite(&name, vec![rows], &commit).await?;
-        return Ok(Written { version: Some(version), months_rewritten: months });
+        let months_rewritten = months_of(t.name, &rows, t.month, None)?.len();
+        return Ok(prepared(Change::Overwrite(rows.clone()), months_rewritten));
     }
     if rebuilt.is_empty() {
-        return Ok(Written { version: None, months_rewritten: 0 });
+        return Ok(prepared(Change::Nothing, 0));
     }
     let existing = warehouse.scan_columns(&name, None, &[t.id, t.month]).await?;
     let mut months = months_of(t.name, &rows, t.month, None)?;
@@ -83,7 +121,7 @@ pub(crate) async fn write_facts(
         months.extend(months_of(t.name, b, t.month, Some(&hit))?);
     }
     if months.is_empty() {
-        return Ok(Written { version: None, months_rewritten: 0 });
+        return Ok(prepared(Change::Nothing, 0));
     }
     let list = months.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
     let predicate = format!("{} IN ({list})", t.month);
@@ -96,8 +134,22 @@ pub(crate) async fn write_facts(
             parts.push(conform(t.name, &kept, &schema)?);
         }
     }
-    parts.push(rows);
+    parts.push(rows.clone());
     let out = concat_batches(&schema, &parts).map_err(|e| Error::arrow(t.name, e))?;
-    let version = warehouse.replace_where(&name, vec![out], &predicate, &commit).await?;
-    Ok(Written { version: Some(version), months_rewritten: months.len() })
+    Ok(prepared(Change::Replace(out, predicate), months.len()))
+}
+
+impl Prepared {
+    /// Commits the write, partitioned by the table's month.
+    pub(crate) async fn write(self, warehouse: &Warehouse, commit: &Commit<'_>) -> Result<Written> {
+        let Self { table, month, change, months_rewritten, .. } = self;
+        let name = TableName::new(table)?;
+        let commit = commit.clone().partitioned_by(&[month]);
+        let version = match change {
+            Change::Nothing => return Ok(Written { version: None, months_rewritten: 0 }),
+            Change::Overwrite(rows) => warehouse.overwrite(&name, vec![rows], &commit).await?,
+            Change::Replace(rows, predicate) => warehouse.replace_where(&name, vec![rows], &predicate, &commit).await?,
+        };
+        Ok(Written { version: Some(version), months_rewritten })
+    }
 }
