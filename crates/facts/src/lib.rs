@@ -91,9 +91,10 @@ pub enum Error {
         #[source]
         source: Box<merge::Error>,
     },
-    /// A write running on a task of its own stopped without finishing.
-    #[error("{table}: the write stopped without finishing: {reason}")]
-    Write { table: String, reason: String },
+    /// A read or a write running on a task of its own stopped without
+    /// finishing.
+    #[error("{table}: the {what} stopped without finishing: {reason}")]
+    Stopped { table: String, what: &'static str, reason: String },
     #[error(transparent)]
     Dims(#[from] dims::Error),
     #[error(transparent)]
@@ -107,7 +108,12 @@ impl Error {
 
     /// A write task that stopped without finishing.
     fn write(table: &str, e: tokio::task::JoinError) -> Self {
-        Self::Write { table: table.to_string(), reason: e.to_string() }
+        Self::Stopped { table: table.to_string(), what: "write", reason: e.to_string() }
+    }
+
+    /// A read task that stopped without finishing.
+    fn read(table: &str, e: tokio::task::JoinError) -> Self {
+        Self::Stopped { table: table.to_string(), what: "read", reason: e.to_string() }
     }
 
     pub(crate) fn column(table: &str, column: &str, reason: &str) -> Self {
@@ -121,7 +127,7 @@ impl Error {
             Self::Merge { source, .. } => source.is_user_error(),
             Self::Dims(e) => e.is_user_error(),
             Self::Storage(e) => e.is_user_error(),
-            Self::Arrow { .. } | Self::Write { .. } => false,
+            Self::Arrow { .. } | Self::Stopped { .. } => false,
         }
     }
 }
@@ -470,14 +476,34 @@ pub async fn build_facts(
     let mut patients = Dim::new(catalog, PATIENTS)?;
     let mut providers = Dim::new(catalog, PROVIDERS)?;
     let started = std::time::Instant::now();
+    // The silver claims are read on a task of their own while the
+    // dimensions load.
+    let reading = {
+        let w = warehouse.clone();
+        tokio::spawn(async move { silver(&w, SILVER_CLAIMS, &CLAIM_COLUMNS).await })
+    };
+    let mut loaded = Ok(());
     for d in [&mut members, &mut patients, &mut providers] {
-        d.load(warehouse).await?;
+        loaded = d.load(warehouse).await;
+        if loaded.is_err() {
+            break;
+        }
     }
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "dimensions loaded");
+    let silver_claims = reading.await.map_err(|e| Error::read(SILVER_CLAIMS, e))?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "silver claims read");
+    loaded?;
     let mut years = BTreeSet::from([chrono::Datelike::year(&run.clock.logical_date())]);
-    let claim_rows =
-        claims(warehouse, run, &mut [&mut members, &mut patients, &mut providers], options, &mut report, &mut years)
-            .await?;
+    let claim_rows = claims(
+        warehouse,
+        run,
+        silver_claims?,
+        &mut [&mut members, &mut patients, &mut providers],
+        options,
+        &mut report,
+        &mut years,
+    )
+    .await?;
     let writing = claim_rows.map(|rows| {
         let (w, r) = (warehouse.clone(), run.clone());
         tokio::spawn(async move { write_claims(&w, &r, rows).await })
@@ -502,39 +528,44 @@ pub async fn build_facts(
     Ok(report)
 }
 
+/// The columns of `silver_claims` the claim facts are built from.
+const CLAIM_COLUMNS: [&str; 16] = [
+    "claim_id",
+    "source_system",
+    "source_feed",
+    "member_id",
+    "provider_id",
+    "claim_date",
+    "service_date",
+    "amount",
+    "status",
+    "icd10_codes",
+    "cpt_codes",
+    "claim_type",
+    "submission_channel",
+    "updated_at",
+    "_dq_warnings",
+    "_updated_at",
+];
+
+/// Plans the claims of `silver_claims` (its [`CLAIM_COLUMNS`], `None` when
+/// the table does not exist yet) and resolves their keys, inferring the
+/// ones the dimensions lack.
 async fn claims(
     warehouse: &Warehouse,
     run: &RunContext,
+    silver_claims: Option<RecordBatch>,
     dims3: &mut [&mut Dim; 3],
     options: FactOptions,
     report: &mut FactsReport,
     years: &mut BTreeSet<i32>,
 ) -> Result<Option<ClaimRows>> {
     const S: &str = SILVER_CLAIMS;
-    let columns = [
-        "claim_id",
-        "source_system",
-        "source_feed",
-        "member_id",
-        "provider_id",
-        "claim_date",
-        "service_date",
-        "amount",
-        "status",
-        "icd10_codes",
-        "cpt_codes",
-        "claim_type",
-        "submission_channel",
-        "updated_at",
-        "_dq_warnings",
-        "_updated_at",
-    ];
     let started = std::time::Instant::now();
-    let Some(all) = silver(warehouse, S, &columns).await? else {
+    let Some(all) = silver_claims else {
         tracing::warn!("no {S} yet; the claim facts wait for it");
         return Ok(None);
     };
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), rows = all.num_rows(), "silver claims read");
     if all.num_columns() == 0 {
         return Ok(None);
     }
@@ -556,7 +587,7 @@ async fn claims(
         options.full_refresh,
     )
     .await?;
-    tracing::debug!(read_and_planned = started.elapsed().as_secs_f64(), "claims planned");
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "claims planned");
     let all_members = member_keys;
     let all_providers = provider_keys;
     let mut plan = plan;
