@@ -903,7 +903,7 @@ async fn write_bridge(
     b: Bridge,
 ) -> Result<TableReport> {
     let started = std::time::Instant::now();
-    let lines = bridge(warehouse, b.source, b.table, b.value, b.as_diagnosis_key, rebuilt).await?;
+    let lines = bridge(warehouse, b, rebuilt).await?;
     tracing::debug!(table = b.table, seconds = started.elapsed().as_secs_f64(), "bridge built");
     let rows = lines.num_rows() as u64;
     let fact = FactTable { name: b.table, id: "claim_id", month: "service_month" };
@@ -955,14 +955,8 @@ fn year_of(days: &i32) -> Option<i32> {
 
 /// The bridge rows of the `rebuilt` claims: claim id, the diagnosis key
 /// (or the procedure code), the line and the claim's month.
-async fn bridge(
-    warehouse: &Warehouse,
-    source: &str,
-    table: &str,
-    value: &str,
-    as_diagnosis_key: bool,
-    rebuilt: &Rebuilt,
-) -> Result<RecordBatch> {
+async fn bridge(warehouse: &Warehouse, b: Bridge, rebuilt: &Rebuilt) -> Result<RecordBatch> {
+    let Bridge { table, source, value, as_diagnosis_key } = b;
     let (value_name, value_type) =
         if as_diagnosis_key { ("diagnosis_key", DataType::Int64) } else { ("procedure_code", DataType::Utf8) };
     let schema = Arc::new(Schema::new(vec![
