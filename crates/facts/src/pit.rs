@@ -341,4 +341,40 @@ mod tests {
         met.sort();
         assert_eq!(met, vec![(0, vec![1, 3]), (1, vec![0, 2]), (2, vec![1, 3]), (3, vec![0, 2]), (4, vec![])]);
     }
+
+    #[test]
+    fn a_shared_fact_order_resolves_as_the_index_alone_does() {
+        let keys = StringArray::from(vec![Some("A"), Some("B"), Some("A"), None]);
+        let dates = vec![Some(5), Some(15), Some(15), Some(5)];
+        // One order for every index these keys resolve against; an index
+        // that hashes keys otherwise orders the facts itself.
+        let order = FactOrder::new(&keys, &dates);
+        let hashers: [fn(&str) -> u64; 2] = [key_hash, |_| 7];
+        for hasher in hashers {
+            let index = DimIndex {
+                version: 0,
+                intervals: Intervals::hashed_by(
+                    StringArray::from(vec![Some("B"), Some("A"), Some("A")]),
+                    vec![0, 0, 10],
+                    vec![merge::OPEN_END, 10, merge::OPEN_END],
+                    hasher,
+                ),
+                key_hash: vec![1, 2, 3],
+                sk: vec![100, 200, 201],
+                inferred: vec![false; 3],
+                has_unknown_row: false,
+            };
+            let alone = index.resolve(&keys, &dates);
+            assert_eq!(
+                alone,
+                vec![
+                    Resolved::Version { sk: 200, inferred: false },
+                    Resolved::Version { sk: 100, inferred: false },
+                    Resolved::Version { sk: 201, inferred: false },
+                    Resolved::Null,
+                ]
+            );
+            assert_eq!(index.resolve_in(&keys, &dates, &order), alone);
+        }
+    }
 }
