@@ -1035,25 +1035,26 @@ async fn events(
     let mut plan = plan;
     // As for claims: events not rebuilt whose patient was just inferred
     // are rebuilt in a second round.
-    let (rows, patient_keys, p) = loop {
-        let mask = BooleanArray::from(plan.rebuild.clone());
-        let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
+    let (patient_keys, p) = loop {
         let dates_r = select(&dates, &plan.rebuild);
         let patient_keys = select_strings(&all_patients, &plan.rebuild);
-        let mut p = patients.resolve(&patient_keys, &dates_r);
+        let order = FactOrder::new(&patient_keys, &dates_r);
+        let mut p = patients.resolve_in(&patient_keys, &dates_r, Some(&order));
         let absent = absent_keys(&p, &patient_keys, |_| true);
         let inferred = patients.infer(warehouse, run, absent.clone()).await?;
         *report.inferred.entry(patients.model.table.clone()).or_default() += inferred;
         let mut extended = 0;
         if inferred > 0 {
-            p = patients.resolve(&patient_keys, &dates_r);
+            p = patients.resolve_in(&patient_keys, &dates_r, Some(&order));
             extended = extend_rebuild(&mut plan.rebuild, &all_patients, &absent);
         }
         plan.restated += extended;
         if extended == 0 {
-            break (rows, patient_keys, p);
+            break (patient_keys, p);
         }
     };
+    let mask = BooleanArray::from(plan.rebuild.clone());
+    let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
     drop(all);
     let days = select(&days, &plan.rebuild);
     let dates = select(&dates, &plan.rebuild);
