@@ -17,7 +17,6 @@ use linfa::traits::Fit;
 use linfa_clustering::{GaussianMixtureModel, GmmCovarType, GmmInitMethod, KMeans, KMeansInit};
 use linfa_linalg::eigh::Eigh;
 use linfa_nn::distance::{Distance, L2Dist};
-use linfa_nn::{KdTree, NearestNeighbour};
 use ndarray::{Array2, ArrayView, ArrayView1, ArrayView2, Axis, Dimension};
 use rand::SeedableRng;
 use rand::seq::index::sample;
@@ -25,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Detectors;
+use crate::knn::{KnnIndex, Search};
 use crate::{Error, Result};
 
 /// linfa-nn's Euclidean distance ([`L2Dist`]) over contiguous rows as plain
@@ -444,12 +444,7 @@ impl DetectorSet {
         if x.ncols() != self.dims {
             return Err(Error::Shape { expected: self.dims, got: x.ncols() });
         }
-        let reference = matrix(&self.knn.reference, self.dims);
-        let index = KdTree.from_batch(&reference, RowL2).map_err(|e| Error::Fit {
-            what: "knn".into(),
-            detector: "knn".into(),
-            reason: e.to_string(),
-        })?;
+        let index = KnnIndex::new(&self.knn.reference, self.dims);
         let centroids = matrix(&self.kmeans_centroids, self.dims);
         let components = matrix(&self.pca.components, self.dims);
         let n = x.nrows();
@@ -465,20 +460,15 @@ impl DetectorSet {
                     let centroids = &centroids;
                     let components = &components;
                     scope.spawn(move || -> Result<()> {
-                        let mut buf = vec![0.0; self.dims];
+                        let (mut buf, mut query) = (vec![0.0; self.dims], vec![0.0; self.dims]);
+                        let mut search = Search::default();
                         for (i, row) in x.outer_iter().enumerate() {
                             out[[i, 0]] = self.gmm_nll(row, &mut buf);
                             out[[i, 1]] = nearest_centroid(row, centroids.view());
                             out[[i, 2]] = self.pca_error(row, components.view(), &mut buf);
-                            let row = row.as_standard_layout();
-                            let hits = index.k_nearest(row.view(), self.knn.k).map_err(|e| Error::Fit {
-                                what: "knn".into(),
-                                detector: "knn".into(),
-                                reason: e.to_string(),
-                            })?;
-                            let sum: f64 = hits.iter().map(|(p, _)| RowL2.distance(p.view(), row.view())).sum();
-                            out[[i, 3]] = sum / hits.len().max(1) as f64;
-                            out[[i, 4]] = self.excess.score(row.view());
+                            query.iter_mut().zip(row).for_each(|(q, v)| *q = *v);
+                            out[[i, 3]] = index.mean_distance(&query, self.knn.k, &mut search);
+                            out[[i, 4]] = self.excess.score(row);
                         }
                         Ok(())
                     })

@@ -15,6 +15,7 @@ pub mod config;
 pub mod detect;
 pub mod evaluate;
 pub mod features;
+mod knn;
 mod model;
 
 use std::collections::BTreeMap;
