@@ -4,15 +4,14 @@
 //! bounding box lies beyond the k-th distance so far, with no allocation
 //! per query.
 //!
-//! linfa-nn's `KdTree` (the `kdtree` crate) splits at the midpoint of the
-//! widest range, so in 17 dimensions of heavy-tailed features its cells
-//! peel outliers off one at a time; it searches best first through a heap,
-//! allocating a point for every cell it measures, and pushes every leaf
-//! point through a second heap. On the day-2 score stage of a
-//! 1,000,000-member landing its k-nearest search was a third of the stage's
-//! CPU. The search here is exact, as linfa-nn's is: the k smallest
-//! distances are the same numbers, summed in the same ascending order, so
-//! every score is the same to the bit (the tests compare the two).
+//! It replaces linfa-nn's `KdTree` (the `kdtree` crate), which searches
+//! best first through a heap of cells, allocates a point for every cell it
+//! measures, and pushes every leaf point through a second heap. On the
+//! day-2 score stage of a 1,000,000-member landing that search was a third
+//! of the stage's CPU (README, "The kNN search"). The search here is
+//! exact, as linfa-nn's is: the k smallest distances are the same numbers,
+//! and their roots are summed in the same ascending order, so every score is
+//! the same to the bit (the tests compare the two).
 
 use std::cmp::Ordering;
 
@@ -110,14 +109,24 @@ impl KnnIndex {
         let node = &self.nodes[at];
         if node.left == 0 {
             let (start, end) = (node.start as usize * self.dims, node.end as usize * self.dims);
+            let half = self.dims / 2;
             for point in self.points[start..end].chunks_exact(self.dims) {
-                // Summed in index order, as `RowL2` sums it.
+                // Summed in index order, as `RowL2` sums it. A sum of
+                // squares only grows, so a point already beyond the k-th
+                // halfway through is left there, as `offer` would leave it.
+                let (head, tail) = point.split_at(half);
                 let mut d = 0.0;
-                for (p, q) in point.iter().zip(query) {
+                for (p, q) in head.iter().zip(query) {
                     let t = p - q;
                     d += t * t;
                 }
-                search.offer(d, k);
+                if d.total_cmp(&search.worst(k)) == Ordering::Less {
+                    for (p, q) in tail.iter().zip(&query[half..]) {
+                        let t = p - q;
+                        d += t * t;
+                    }
+                    search.offer(d, k);
+                }
             }
             return;
         }
@@ -136,14 +145,28 @@ impl KnnIndex {
     fn box_distance(&self, at: usize, query: &[f64]) -> f64 {
         let bounds = &self.bounds[at * 2 * self.dims..(at + 1) * 2 * self.dims];
         let (lo, hi) = bounds.split_at(self.dims);
-        // Four sums side by side, without branches: the search spends most
+        // How far `q` lies outside `l..=h`, by comparisons rather than
+        // `f64::max`, which also sorts out NaN (the coordinates are finite).
+        let gap = |q: f64, l: f64, h: f64| {
+            let t = if l - q > q - h { l - q } else { q - h };
+            if t > 0.0 { t } else { 0.0 }
+        };
+        // Four sums side by side, without branches: the search spends much
         // of its time here.
         let mut sums = [0.0; 4];
-        for (i, ((q, l), h)) in query.iter().zip(lo).zip(hi).enumerate() {
-            let t = (l - q).max(q - h).max(0.0);
-            sums[i % 4] += t * t;
+        let (mut q4, mut l4, mut h4) = (query.chunks_exact(4), lo.chunks_exact(4), hi.chunks_exact(4));
+        for ((q, l), h) in (&mut q4).zip(&mut l4).zip(&mut h4) {
+            for (((s, q), l), h) in sums.iter_mut().zip(q).zip(l).zip(h) {
+                let t = gap(*q, *l, *h);
+                *s += t * t;
+            }
         }
-        (sums[0] + sums[1]) + (sums[2] + sums[3])
+        let mut d = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+        for ((q, l), h) in q4.remainder().iter().zip(l4.remainder()).zip(h4.remainder()) {
+            let t = gap(*q, *l, *h);
+            d += t * t;
+        }
+        d
     }
 }
 
@@ -189,6 +212,12 @@ impl Search {
         }
         let at = self.best.partition_point(|b| b.total_cmp(&d) != Ordering::Greater);
         self.best.insert(at, d);
+    }
+
+    /// The squared distance of the k-th nearest point so far, or infinity
+    /// before there are k.
+    fn worst(&self, k: usize) -> f64 {
+        if self.best.len() == k { self.best[k - 1] } else { f64::INFINITY }
     }
 
     /// Whether a cell at squared distance `bound` may hold a point nearer
