@@ -444,6 +444,13 @@ impl DetectorSet {
         if x.ncols() != self.dims {
             return Err(Error::Shape { expected: self.dims, got: x.ncols() });
         }
+        // No detector can place a row with a NaN or infinite feature (the
+        // kNN search would pass it over silently).
+        if let Some((row, value)) =
+            x.outer_iter().enumerate().find_map(|(i, r)| r.iter().find(|v| !v.is_finite()).map(|v| (i, *v)))
+        {
+            return Err(Error::NonFinite { row, value });
+        }
         let index = KnnIndex::new(&self.knn.reference, self.dims);
         let centroids = matrix(&self.kmeans_centroids, self.dims);
         let components = matrix(&self.pca.components, self.dims);
@@ -617,6 +624,22 @@ mod tests {
         let m = Array2::from_shape_fn((5, 3), |(i, j)| (i * 3 + j) as f64 * 0.37);
         let (c0, c2) = (m.column(0), m.column(2));
         assert_eq!(RowL2.distance(c0, c2).to_bits(), L2Dist.distance(c0, c2).to_bits());
+    }
+
+    #[test]
+    fn a_row_with_a_feature_that_is_not_finite_is_refused_by_its_number() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let x = Array2::from_shape_fn((300, 3), |_| rand::Rng::gen_range(&mut rng, -1.0..1.0));
+        let config = crate::ScoringConfig::default_config().unwrap().detectors;
+        let set = DetectorSet::fit(&x, &config, 1, "test").unwrap();
+        let mut rows = x.slice(ndarray::s![..5, ..]).to_owned();
+        assert!(set.raw_scores(rows.view()).is_ok());
+        rows[[2, 1]] = f64::NAN;
+        let err = set.raw_scores(rows.view()).unwrap_err().to_string();
+        assert_eq!(err, "features: row 2 has the value NaN; the detectors need every feature finite");
+        rows[[2, 1]] = 0.0;
+        rows[[4, 0]] = f64::INFINITY;
+        assert!(set.raw_scores(rows.view()).unwrap_err().to_string().contains("row 4 has the value inf"));
     }
 
     #[test]

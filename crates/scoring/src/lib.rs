@@ -70,6 +70,8 @@ pub enum Error {
     Fit { what: String, detector: String, reason: String },
     #[error("a model of {expected} features was given {got}")]
     Shape { expected: usize, got: usize },
+    #[error("features: row {row} has the value {value}; the detectors need every feature finite")]
+    NonFinite { row: usize, value: f64 },
     #[error("a scoring thread panicked")]
     Panicked,
     #[error("no fraud model is current on {date}: train one first (gold train --date {date})")]
