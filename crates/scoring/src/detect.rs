@@ -458,7 +458,7 @@ impl DetectorSet {
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
         let chunk = n.div_ceil(threads).max(1);
         let mut out = Array2::zeros((n, DETECTORS.len()));
-        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let joined: Vec<bool> = std::thread::scope(|scope| {
             let handles: Vec<_> = out
                 .axis_chunks_iter_mut(Axis(0), chunk)
                 .zip(x.axis_chunks_iter(Axis(0), chunk))
@@ -466,7 +466,7 @@ impl DetectorSet {
                     let index = &index;
                     let centroids = &centroids;
                     let components = &components;
-                    scope.spawn(move || -> Result<()> {
+                    scope.spawn(move || {
                         let (mut buf, mut query) = (vec![0.0; self.dims], vec![0.0; self.dims]);
                         let mut search = Search::default();
                         for (i, row) in x.outer_iter().enumerate() {
@@ -477,13 +477,14 @@ impl DetectorSet {
                             out[[i, 3]] = index.mean_distance(&query, self.knn.k, &mut search);
                             out[[i, 4]] = self.excess.score(row);
                         }
-                        Ok(())
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Panicked))).collect()
+            handles.into_iter().map(|h| h.join().is_ok()).collect()
         });
-        results.into_iter().collect::<Result<Vec<()>>>()?;
+        if joined.contains(&false) {
+            return Err(Error::Panicked);
+        }
         Ok(out)
     }
 
@@ -626,12 +627,19 @@ mod tests {
         assert_eq!(RowL2.distance(c0, c2).to_bits(), L2Dist.distance(c0, c2).to_bits());
     }
 
-    #[test]
-    fn a_row_with_a_feature_that_is_not_finite_is_refused_by_its_number() {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
+    /// 300 rows of 3 uniform features from `seed`, and the detectors the
+    /// default settings fit on them.
+    fn fitted_on_noise(seed: u64) -> (Array2<f64>, DetectorSet) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Array2::from_shape_fn((300, 3), |_| rand::Rng::gen_range(&mut rng, -1.0..1.0));
         let config = crate::ScoringConfig::default_config().unwrap().detectors;
         let set = DetectorSet::fit(&x, &config, 1, "test").unwrap();
+        (x, set)
+    }
+
+    #[test]
+    fn a_row_with_a_feature_that_is_not_finite_is_refused_by_its_number() {
+        let (x, set) = fitted_on_noise(3);
         let mut rows = x.select(Axis(0), &[0, 1, 2, 3, 4]);
         assert!(set.raw_scores(rows.view()).is_ok());
         rows[[2, 1]] = f64::NAN;
@@ -691,10 +699,7 @@ mod tests {
 
     #[test]
     fn a_model_stored_before_feature_excess_scores_as_it_did() {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let x = Array2::from_shape_fn((300, 3), |_| rand::Rng::gen_range(&mut rng, -1.0..1.0));
-        let config = crate::ScoringConfig::default_config().unwrap().detectors;
-        let now = DetectorSet::fit(&x, &config, 1, "test").unwrap();
+        let (x, now) = fitted_on_noise(9);
         assert_eq!(now.calibration.len(), DETECTORS.len());
         // What an older gold stored: no excess, four calibrations.
         let mut older = now.clone();

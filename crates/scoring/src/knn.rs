@@ -225,7 +225,7 @@ impl Search {
     /// for rounding (its terms are summed in another order); the margin
     /// keeps every cell that could hold a nearer point.
     fn reaches(&self, bound: f64, k: usize) -> bool {
-        self.best.len() < k || bound <= self.best[k - 1] * (1.0 + 1e-9)
+        bound <= self.worst(k) * (1.0 + 1e-9)
     }
 }
 
