@@ -294,21 +294,29 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 
     // A source row that is its key's only row and matches the key's current
     // version is settled here: in a snapshot that is most of them, and they
-    // are never sorted, grouped or placed on a timeline.
+    // are never sorted, grouped or placed on a timeline. The lookups and
+    // comparisons run on every core; what they decide is recorded in one
+    // pass.
     let mut seen_current = vec![false; n_current];
     // The source row that left each current row as it is.
     let mut partner = vec![u32::MAX; n_current];
-    let mut at_current: Vec<u32> = vec![u32::MAX; inc.key.len()];
+    let at_current: Vec<u32> = on_every_core(inc.key.len(), |rows| {
+        rows.map(|i| current_of.get(&ex, inc.key[i]).unwrap_or(u32::MAX)).collect()
+    })?;
     let mut hits = vec![0u8; n_current];
-    for (i, k) in inc.key.iter().enumerate() {
-        if let Some(c) = current_of.get(&ex, *k) {
-            at_current[i] = c;
-            hits[c as usize] = hits[c as usize].saturating_add(1);
-        }
+    for &c in at_current.iter().filter(|&&c| c != u32::MAX) {
+        hits[c as usize] = hits[c as usize].saturating_add(1);
     }
+    let settled: Vec<bool> = on_every_core(inc.key.len(), |rows| {
+        rows.map(|i| {
+            let c = at_current[i];
+            mode == Mode::Changes && c != u32::MAX && hits[c as usize] == 1 && unchanged(&inc, &ex, i, c as usize)
+        })
+        .collect()
+    })?;
     let mut slow: Vec<u32> = Vec::new();
-    for (i, &c) in at_current.iter().enumerate() {
-        if mode == Mode::Changes && c != u32::MAX && hits[c as usize] == 1 && unchanged(&inc, &ex, i, c as usize) {
+    for (i, (&c, &done)) in at_current.iter().zip(&settled).enumerate() {
+        if done {
             seen_current[c as usize] = true;
             partner[c as usize] = i as u32;
             outcome.metrics.unchanged += 1;
@@ -316,7 +324,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             slow.push(i as u32);
         }
     }
-    drop((at_current, hits));
+    drop((at_current, hits, settled));
 
     // Group the other rows by key, in (effective time, order) sequence.
     let mut order = sort_incoming(spec, &inc, slow)?;
@@ -458,7 +466,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
-    let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema))?;
+    let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema), &spec.key)?;
     let mut actions: Vec<Action> = Vec::new();
     let touched: Vec<u32> = plan.touched_files(&ex);
     let mut by_file: HashMap<u32, Vec<OutRow>> = HashMap::new();
@@ -619,6 +627,24 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     outcome.current_rows = current_rows.max(0) as u64;
     outcome.timings_ms = timings;
     Ok(outcome)
+}
+
+/// `f` over `0..n`, cut into one run of consecutive rows per core, each
+/// run on its own thread; the results in row order.
+fn on_every_core<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
+    let chunk = n.div_ceil(threads).max(1);
+    let parts: Vec<Option<Vec<T>>> = std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> =
+            (0..n).step_by(chunk).map(|start| s.spawn(move || f(start..(start + chunk).min(n)))).collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    let mut out = Vec::with_capacity(n);
+    for part in parts {
+        out.extend(part.ok_or_else(|| Error::data("merge", "a worker thread panicked"))?);
+    }
+    Ok(out)
 }
 
 pub(crate) async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<Schema>> {

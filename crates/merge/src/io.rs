@@ -144,20 +144,25 @@ fn decode(
         }
         None => builder,
     };
-    let builder = match rows {
+    let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let (builder, wanted) = match rows {
         Some(rows) => {
-            let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
             if let Some(&last) = rows.last().filter(|&&r| r as usize >= total) {
                 return Err(Error::data(context, format!("row {last} is past the file's {total} rows")));
             }
-            builder.with_row_selection(RowSelection::from_consecutive_ranges(runs(rows), total))
+            (builder.with_row_selection(RowSelection::from_consecutive_ranges(runs(rows), total)), rows.len())
         }
-        None => builder,
+        None => (builder, total),
     };
-    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::data(context, e))?;
+    // The rows come as one batch: a file is small (see TARGET_FILE_BYTES),
+    // and gathering pieces would copy every value once more.
+    let reader = builder.with_batch_size(wanted.max(1)).build().map_err(|e| Error::data(context, e))?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(context, e))?;
-    concat_batches(&schema, &batches).map_err(|e| Error::data(context, e))
+    let mut batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(context, e))?;
+    match batches.len() {
+        1 => Ok(batches.remove(0)),
+        _ => concat_batches(&schema, &batches).map_err(|e| Error::data(context, e)),
+    }
 }
 
 /// Ascending row positions as runs of consecutive rows.
@@ -182,16 +187,25 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
-    pub(crate) fn new(target: &Target, schema: SchemaRef) -> Result<Self> {
+    /// `key`: the business key columns, unique among current rows.
+    pub(crate) fn new(target: &Target, schema: SchemaRef, key: &[String]) -> Result<Self> {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
         // Hashes and surrogate keys (an SCD2 table's first column) are
         // random and unique: a dictionary never pays for itself there, and
-        // building one costs every row.
+        // building one costs every row. Nor does compression: their bytes
+        // are BLAKE3 output, which Snappy cannot shrink.
         let surrogate_key = schema.fields().first().map(|f| f.name().as_str());
         for name in [Some(columns::KEY_HASH), Some(columns::ATTR_HASH), surrogate_key].into_iter().flatten() {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::from(name), false)
+                .set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
+        }
+        // The business key repeats only across versions of one key, so a
+        // dictionary of it is as large as the column.
+        for name in key {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(name.as_str()), false);
         }
         let props = props.build();
         let writer = RecordBatchWriter::try_new(
@@ -267,13 +281,13 @@ const ROW_GROUP_ROWS: usize = 64 * 1024;
 const SLICE_ROWS: usize = 64 * 1024;
 
 impl ParallelWriter {
-    pub(crate) fn new(target: &Target, schema: SchemaRef) -> Result<Self> {
+    pub(crate) fn new(target: &Target, schema: SchemaRef, key: &[String]) -> Result<Self> {
         let writers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..writers {
             let (tx, mut rx) = futures::channel::mpsc::channel::<RecordBatch>(2);
-            let mut writer = FileWriter::new(target, Arc::clone(&schema))?;
+            let mut writer = FileWriter::new(target, Arc::clone(&schema), key)?;
             let target = target.clone();
             tasks.push(tokio::spawn(async move {
                 use futures::StreamExt;
