@@ -301,8 +301,9 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     // The source row that left each current row as it is.
     let mut partner = vec![u32::MAX; n_current];
     let at_current: Vec<u32> = on_every_core(inc.key.len(), |rows| {
-        rows.map(|i| current_of.get(&ex, inc.key[i]).unwrap_or(u32::MAX)).collect()
-    })?;
+        rows.map(|i| current_of.get(&ex, inc.key[i]).unwrap_or(u32::MAX)).collect::<Vec<_>>()
+    })?
+    .concat();
     let mut hits = vec![0u8; n_current];
     for &c in at_current.iter().filter(|&&c| c != u32::MAX) {
         hits[c as usize] = hits[c as usize].saturating_add(1);
@@ -312,8 +313,9 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             let c = at_current[i];
             mode == Mode::Changes && c != u32::MAX && hits[c as usize] == 1 && unchanged(&inc, &ex, i, c as usize)
         })
-        .collect()
-    })?;
+        .collect::<Vec<_>>()
+    })?
+    .concat();
     let mut slow: Vec<u32> = Vec::new();
     for (i, (&c, &done)) in at_current.iter().zip(&settled).enumerate() {
         if done {
@@ -630,21 +632,17 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 }
 
 /// `f` over `0..n`, cut into one run of consecutive rows per core, each
-/// run on its own thread; the results in row order.
-fn on_every_core<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync) -> Result<Vec<T>> {
+/// run on its own thread; the runs' results in row order.
+fn on_every_core<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Result<Vec<T>> {
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
     let chunk = n.div_ceil(threads).max(1);
-    let parts: Vec<Option<Vec<T>>> = std::thread::scope(|s| {
+    let parts: Vec<Option<T>> = std::thread::scope(|s| {
         let f = &f;
         let handles: Vec<_> =
             (0..n).step_by(chunk).map(|start| s.spawn(move || f(start..(start + chunk).min(n)))).collect();
         handles.into_iter().map(|h| h.join().ok()).collect()
     });
-    let mut out = Vec::with_capacity(n);
-    for part in parts {
-        out.extend(part.ok_or_else(|| Error::data("merge", "a worker thread panicked"))?);
-    }
-    Ok(out)
+    parts.into_iter().map(|part| part.ok_or_else(|| Error::data("merge", "a worker thread panicked"))).collect()
 }
 
 pub(crate) async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<Schema>> {
@@ -1017,39 +1015,26 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
     };
 
     // Hash on every core.
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
-    let chunk = n.div_ceil(threads).max(1);
-    let mut parts: Vec<RowHashes> = Vec::new();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                let (key_cols, cmp_cols, full_cols, t1_cols) = (&key_cols, &cmp_cols, &full_cols, &t1_cols);
-                s.spawn(move || {
-                    let end = (start + chunk).min(n);
-                    let mut buf = Vec::with_capacity(256);
-                    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                    for r in start..end {
-                        encode_key(key_cols, r, &mut buf);
-                        out.0.push(hash128(&buf));
-                        encode_attrs(cmp_cols, r, &mut buf);
-                        let cmp = hash128(&buf);
-                        out.1.push(cmp);
-                        if full_cols.len() != cmp_cols.len() {
-                            encode_attrs(full_cols, r, &mut buf);
-                            out.2.push(hash128(&buf));
-                        }
-                        if !t1_cols.is_empty() {
-                            encode_attrs(t1_cols, r, &mut buf);
-                            out.3.push(hash128(&buf));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        parts = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
-    });
+    let parts = on_every_core(n, |rows| {
+        let mut buf = Vec::with_capacity(256);
+        let mut out: RowHashes = Default::default();
+        for r in rows {
+            encode_key(&key_cols, r, &mut buf);
+            out.0.push(hash128(&buf));
+            encode_attrs(&cmp_cols, r, &mut buf);
+            let cmp = hash128(&buf);
+            out.1.push(cmp);
+            if full_cols.len() != cmp_cols.len() {
+                encode_attrs(&full_cols, r, &mut buf);
+                out.2.push(hash128(&buf));
+            }
+            if !t1_cols.is_empty() {
+                encode_attrs(&t1_cols, r, &mut buf);
+                out.3.push(hash128(&buf));
+            }
+        }
+        out
+    })?;
     let unknown_row = (mode == Mode::Infer).then(|| (0..n).find(|&r| key_cols.iter().all(|c| c.is_null(r)))).flatten();
     let (full_n, t1_n) =
         (if full_cols.len() != cmp_cols.len() { n } else { 0 }, if t1_cols.is_empty() { 0 } else { n });
@@ -1069,9 +1054,6 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         inc.cmp.extend(c);
         inc.full.extend(f);
         inc.t1.extend(t);
-    }
-    if inc.key.len() != n {
-        return Err(Error::data("hashing", "a hashing thread failed"));
     }
     inc.unknown_key = unknown_row.map(|r| inc.key[r]);
     Ok(inc)

@@ -154,15 +154,13 @@ fn decode(
         }
         None => (builder, total),
     };
-    // The rows come as one batch: a file is small (see TARGET_FILE_BYTES),
-    // and gathering pieces would copy every value once more.
+    // The rows come as one batch, which concat_batches passes on without a
+    // copy: a file is small (see TARGET_FILE_BYTES), and gathering pieces
+    // would copy every value once more.
     let reader = builder.with_batch_size(wanted.max(1)).build().map_err(|e| Error::data(context, e))?;
     let schema = reader.schema();
-    let mut batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(context, e))?;
-    match batches.len() {
-        1 => Ok(batches.remove(0)),
-        _ => concat_batches(&schema, &batches).map_err(|e| Error::data(context, e)),
-    }
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(context, e))?;
+    concat_batches(&schema, &batches).map_err(|e| Error::data(context, e))
 }
 
 /// Ascending row positions as runs of consecutive rows.
