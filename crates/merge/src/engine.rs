@@ -468,7 +468,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
-    let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema), &spec.key)?;
+    let plain = io::plain_columns(&inc.batch, &spec.key);
+    let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema), &plain)?;
     let mut actions: Vec<Action> = Vec::new();
     let touched: Vec<u32> = plan.touched_files(&ex);
     let mut by_file: HashMap<u32, Vec<OutRow>> = HashMap::new();

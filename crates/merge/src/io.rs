@@ -13,7 +13,7 @@ use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::file::reader::ChunkReader;
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
@@ -185,24 +185,29 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
-    /// `key`: the business key columns, unique among current rows.
-    pub(crate) fn new(target: &Target, schema: SchemaRef, key: &[String]) -> Result<Self> {
+    /// `plain`: business columns written without a dictionary (see
+    /// [`plain_columns`]).
+    pub(crate) fn new(target: &Target, schema: SchemaRef, plain: &[String]) -> Result<Self> {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
         // Hashes and surrogate keys (an SCD2 table's first column) are
         // random and unique: a dictionary never pays for itself there, and
         // building one costs every row. Nor does compression: their bytes
-        // are BLAKE3 output, which Snappy cannot shrink.
+        // are BLAKE3 output, which Snappy cannot shrink. Nor do the hashes'
+        // page statistics: the minimum and maximum of random bytes span
+        // nearly every value, so they prune nothing, and keeping them costs
+        // two comparisons a row.
         let surrogate_key = schema.fields().first().map(|f| f.name().as_str());
         for name in [Some(columns::KEY_HASH), Some(columns::ATTR_HASH), surrogate_key].into_iter().flatten() {
             props = props
                 .set_column_dictionary_enabled(ColumnPath::from(name), false)
                 .set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
         }
-        // The business key repeats only across versions of one key, so a
-        // dictionary of it is as large as the column.
-        for name in key {
+        for name in [columns::KEY_HASH, columns::ATTR_HASH] {
+            props = props.set_column_statistics_enabled(ColumnPath::from(name), EnabledStatistics::None);
+        }
+        for name in plain {
             props = props.set_column_dictionary_enabled(ColumnPath::from(name.as_str()), false);
         }
         let props = props.build();
@@ -256,6 +261,39 @@ impl FileWriter {
     }
 }
 
+/// Rows of a batch looked at to tell whether a string column repeats.
+const DICTIONARY_SAMPLE_ROWS: usize = 8 * 1024;
+
+/// The columns of `rows` to write without a Parquet dictionary: the
+/// business key (unique among current rows, so its dictionary would be as
+/// large as the column), and columns whose values mostly differ in the
+/// first rows (an e-mail address, a birth date). Such a dictionary saves
+/// little or nothing, or outgrows its page limit within a row group and is
+/// abandoned, after every value up to there was hashed into it.
+/// Low-cardinality columns (a region, a plan type, a name drawn from a few
+/// thousand) keep theirs.
+pub(crate) fn plain_columns(rows: &RecordBatch, key: &[String]) -> Vec<String> {
+    use deltalake::arrow::datatypes::DataType;
+    use deltalake::arrow::row::{RowConverter, SortField};
+    let sample = rows.num_rows().min(DICTIONARY_SAMPLE_ROWS);
+    let mut plain: Vec<String> = key.to_vec();
+    for (field, column) in rows.schema().fields().iter().zip(rows.columns()) {
+        // Parquet never gives booleans a dictionary.
+        if plain.contains(field.name()) || field.data_type() == &DataType::Boolean {
+            continue;
+        }
+        let column = column.slice(0, sample);
+        // Each value as comparable bytes, whatever its type.
+        let Ok(converter) = RowConverter::new(vec![SortField::new(field.data_type().clone())]) else { continue };
+        let Ok(values) = converter.convert_columns(&[column]) else { continue };
+        let distinct: std::collections::HashSet<&[u8]> = values.iter().map(|row| row.data()).collect();
+        if sample > 0 && distinct.len() * 2 > sample {
+            plain.push(field.name().clone());
+        }
+    }
+    plain
+}
+
 /// Writes on several tasks at once: batches are cut into slices that go to
 /// the writers in turn, so Parquet encoding uses every core while the
 /// caller builds the next batch. Memory stays at a few slices per writer.
@@ -279,13 +317,14 @@ const ROW_GROUP_ROWS: usize = 64 * 1024;
 const SLICE_ROWS: usize = 64 * 1024;
 
 impl ParallelWriter {
-    pub(crate) fn new(target: &Target, schema: SchemaRef, key: &[String]) -> Result<Self> {
+    /// `plain`: as for [`FileWriter::new`].
+    pub(crate) fn new(target: &Target, schema: SchemaRef, plain: &[String]) -> Result<Self> {
         let writers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..writers {
             let (tx, mut rx) = futures::channel::mpsc::channel::<RecordBatch>(2);
-            let mut writer = FileWriter::new(target, Arc::clone(&schema), key)?;
+            let mut writer = FileWriter::new(target, Arc::clone(&schema), plain)?;
             let target = target.clone();
             tasks.push(tokio::spawn(async move {
                 use futures::StreamExt;
@@ -397,5 +436,29 @@ pub(crate) async fn commit(
                 .map_err(delta_err(target))?;
             Ok(table.version().unwrap_or(0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::array::{ArrayRef, BooleanArray, Date32Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn only_the_key_and_columns_whose_values_mostly_differ_lose_their_dictionary() {
+        let n = 1_000;
+        let column = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+        let batch = RecordBatch::try_from_iter([
+            ("id", column((0..n).map(|i| format!("M{i:07}")).collect())),
+            ("email", column((0..n).map(|i| format!("person{i}@example.com")).collect())),
+            ("region", column((0..n).map(|i| ["North", "South", "East"][i % 3].to_string()).collect())),
+            ("dob", Arc::new(Date32Array::from((0..n as i32).collect::<Vec<_>>())) as ArrayRef),
+            ("since", Arc::new(Date32Array::from(vec![19_000; n])) as ArrayRef),
+            ("active", Arc::new(BooleanArray::from(vec![true; n])) as ArrayRef),
+        ])
+        .expect("a batch");
+        assert_eq!(plain_columns(&batch, &["id".to_string()]), ["id", "email", "dob"]);
+        assert_eq!(plain_columns(&batch.slice(0, 0), &["id".to_string()]), ["id"]);
     }
 }
