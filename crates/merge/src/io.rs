@@ -261,7 +261,7 @@ impl FileWriter {
     }
 }
 
-/// Rows of a batch looked at to tell whether a string column repeats.
+/// Rows of a batch looked at to tell whether a column repeats its values.
 const DICTIONARY_SAMPLE_ROWS: usize = 8 * 1024;
 
 /// The columns of `rows` to write without a Parquet dictionary: the

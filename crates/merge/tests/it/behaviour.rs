@@ -339,3 +339,58 @@ async fn unchanged_rows_rewritten_beside_changes_keep_their_stored_values() {
         ]
     );
 }
+
+/// The written files as a reader sees them: columns whose values mostly
+/// differ (the key, an e-mail address in `extra`) and the hashes carry no Parquet
+/// dictionary, a low-cardinality column (a region in `value`) keeps one, and the hashes carry no
+/// statistics; the values read back whole.
+#[tokio::test]
+async fn unique_columns_are_written_without_a_dictionary_and_repeating_ones_with_one() {
+    use deltalake::parquet::file::reader::{FileReader as _, SerializedFileReader};
+    let t = Table::new();
+    let n = 3_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("M{i:07}")).collect();
+    let emails: Vec<String> = (0..n).map(|i| format!("member{i}@example.com")).collect();
+    let regions: Vec<&str> = (0..n).map(|i| ["North", "South", "East", "West"][i % 4]).collect();
+    let column = |values: Vec<&str>| strings(&values.into_iter().map(Some).collect::<Vec<_>>());
+    let rows = batch(
+        "day1",
+        1,
+        day(1),
+        vec![
+            ("id", column(ids.iter().map(String::as_str).collect())),
+            ("extra", column(emails.iter().map(String::as_str).collect())),
+            ("value", column(regions.clone())),
+        ],
+    );
+    let outcome = t.merge(&Spec::new(&["id"]), rows).await;
+    assert_eq!(outcome.metrics.inserted, n as u64);
+
+    let folder = t.target.url.to_file_path().expect("a folder").join("is_current=true");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&folder).expect("the current partition") {
+        let path = entry.expect("an entry").path();
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).expect("a file")).expect("Parquet");
+        for group in reader.metadata().row_groups() {
+            let chunk = |name: &str| {
+                group.columns().iter().find(|c| c.column_path().string() == name).unwrap_or_else(|| panic!("{name}"))
+            };
+            for name in ["id", "extra", "key_hash", "attr_hash", "surrogate_key"] {
+                assert!(chunk(name).dictionary_page_offset().is_none(), "{name} has a dictionary in {path:?}");
+            }
+            assert!(chunk("value").dictionary_page_offset().is_some(), "value has no dictionary in {path:?}");
+            for name in ["key_hash", "attr_hash"] {
+                assert!(chunk(name).statistics().is_none(), "{name} has statistics in {path:?}");
+            }
+            assert!(chunk("extra").statistics().is_some(), "extra lost its statistics in {path:?}");
+        }
+        files += 1;
+    }
+    assert!(files > 0, "no data file in {folder:?}");
+    let stored = t.rows("id").await;
+    let read: Vec<(String, Option<String>, Option<String>)> =
+        stored.into_iter().map(|r| (r.key, r.extra, r.value)).collect();
+    let written: Vec<(String, Option<String>, Option<String>)> =
+        (0..n).map(|i| (ids[i].clone(), Some(emails[i].clone()), Some(regions[i].to_string()))).collect();
+    assert_eq!(read, written);
+}
