@@ -13,8 +13,12 @@ use crate::{Error, Result, Spec};
 /// table does not have yet.
 const INFER_ROWS: usize = 10_000;
 
-/// Rows per batch read from a snapshot file.
-const READ_BATCH_ROWS: usize = 512 * 1024;
+/// Rows per batch read from a snapshot file. arrow-csv's decoder zeroes
+/// buffers sized for a whole batch before it parses one, so fewer, larger
+/// batches touch more fresh memory: at 1M rows, 512k-row batches took about
+/// 220,000 page faults and 64k-row ones about 150,000, for 4-5% less CPU
+/// time and 4-5% less wall time, and 20-30 MB more peak RSS.
+const READ_BATCH_ROWS: usize = 64 * 1024;
 
 /// Reads a CSV (with a header) or Parquet snapshot. Columns the table
 /// already has (`known`) are read with the table's types, so a value that
@@ -27,9 +31,9 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
         return Err(Error::Source { path: context.clone(), reason: "no such file".into() });
     }
     let location = path.to_str().ok_or_else(|| Error::Source { path: context.clone(), reason: "not UTF-8".into() })?;
-    // Large batches: the merge holds the snapshot as one batch, and
-    // gathering it from DataFusion's default 8,192-row pieces would hold it
-    // twice, the pieces scattered over the allocator's per-thread heaps.
+    // Batches larger than DataFusion's default 8,192 rows: the merge holds
+    // the snapshot as one batch, and gathering it from many small pieces,
+    // scattered over the allocator's per-thread heaps, costs memory.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(READ_BATCH_ROWS));
     let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let frame = if is_parquet {
