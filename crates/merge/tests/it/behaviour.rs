@@ -341,9 +341,10 @@ async fn unchanged_rows_rewritten_beside_changes_keep_their_stored_values() {
 }
 
 /// The written files as a reader sees them: columns whose values mostly
-/// differ (the key, an e-mail address in `extra`) and the hashes carry no Parquet
-/// dictionary, a low-cardinality column (a region in `value`) keeps one, and the hashes carry no
-/// statistics; the values read back whole.
+/// differ (the key, an e-mail address in `extra`) and the hashes carry no
+/// Parquet dictionary, a low-cardinality column (a region in `value`)
+/// keeps one, and the hashes carry no statistics; the values read back
+/// whole.
 #[tokio::test]
 async fn unique_columns_are_written_without_a_dictionary_and_repeating_ones_with_one() {
     use deltalake::parquet::file::reader::{FileReader as _, SerializedFileReader};
