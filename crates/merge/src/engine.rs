@@ -16,7 +16,7 @@ use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::Action;
 use futures::StreamExt as _;
 
-use crate::hash::{self, Col, Hash128, encode_attrs, encode_key, hash128, surrogate_key};
+use crate::hash::{self, Attrs, Col, Hash128, encode_key, hash128, surrogate_key};
 use crate::io::{self, DataFile};
 use crate::{
     Batch, ChangedInterval, Deletes, Error, Metrics, OPEN_END, Outcome, Result, Spec, Target, Tracked, columns,
@@ -214,6 +214,8 @@ struct Layout {
     t1_cols: Vec<String>,
     /// Whether the table's stored `attr_hash` covers exactly `cmp_cols`.
     stored_hash_comparable: bool,
+    /// The table's hash encoding version.
+    encoding: u8,
 }
 
 /// What the rows of a batch are.
@@ -245,8 +247,9 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         current_rows: 0,
         timings_ms: BTreeMap::new(),
     };
+    let mut encoding = hash::ENCODING_VERSION;
     if let Some(table) = &table {
-        check_table(target, spec, table)?;
+        encoding = check_table(target, spec, table)?;
         let snapshot = table.snapshot().map_err(io::delta_err(target))?;
         let applied = snapshot
             .transaction_version(table.log_store().as_ref(), &target.app_id)
@@ -263,7 +266,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     };
     // One batch of rows; the caller's pieces are freed as soon as it exists.
     let incoming = normalise(std::mem::take(&mut batch.rows))?;
-    let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref(), mode)?;
+    let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref(), mode, encoding)?;
     outcome.columns_added = match &table_schema {
         Some(_) => layout.business.iter().map(|f| f.name().clone()).filter(|n| !layout.existed.contains(n)).collect(),
         None => Vec::new(),
@@ -616,7 +619,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     lap("write");
 
     let mut configuration = HashMap::new();
-    configuration.insert(PROP_ENCODING.to_string(), hash::ENCODING_VERSION.to_string());
+    configuration.insert(PROP_ENCODING.to_string(), layout.encoding.to_string());
     configuration.insert(PROP_KEY.to_string(), spec.key.join(","));
     configuration.insert(PROP_SK.to_string(), spec.surrogate_key.clone());
     let info = vec![
@@ -658,15 +661,22 @@ fn batch_at(batch: &Batch) -> i64 {
     batch.clock.timestamp_micros()
 }
 
-fn check_table(target: &Target, spec: &Spec, table: &deltalake::DeltaTable) -> Result<()> {
+/// Checks that the table was written by gold under `spec`, and returns
+/// the hash encoding it records (the table keeps it).
+fn check_table(target: &Target, spec: &Spec, table: &deltalake::DeltaTable) -> Result<u8> {
     let snapshot = table.snapshot().map_err(io::delta_err(target))?;
     let config = snapshot.metadata().configuration();
     let mismatch = |reason: String| Err(Error::SpecMismatch { table: target.url.to_string(), reason });
-    match config.get(PROP_ENCODING).map(String::as_str) {
-        Some(v) if v == hash::ENCODING_VERSION.to_string() => {}
-        Some(v) => return mismatch(format!("hash encoding {v}, this build writes {}", hash::ENCODING_VERSION)),
+    let encoding = match config.get(PROP_ENCODING).map(String::as_str) {
+        Some(v) => match hash::ENCODINGS.into_iter().find(|e| e.to_string() == v) {
+            Some(e) => e,
+            None => {
+                let known = hash::ENCODINGS.map(|e| e.to_string()).join(", ");
+                return mismatch(format!("hash encoding {v}, which this build does not merge into (it knows {known})"));
+            }
+        },
         None => return mismatch("not an SCD2 table written by gold (no gold.scd2.encoding property)".into()),
-    }
+    };
     let key = spec.key.join(",");
     if config.get(PROP_KEY) != Some(&key) {
         return mismatch(format!("keyed on {:?}, not {key:?}", config.get(PROP_KEY).cloned().unwrap_or_default()));
@@ -678,7 +688,7 @@ fn check_table(target: &Target, spec: &Spec, table: &deltalake::DeltaTable) -> R
             spec.surrogate_key
         ));
     }
-    Ok(())
+    Ok(encoding)
 }
 
 fn table_arrow_schema(target: &Target, table: &deltalake::DeltaTable) -> Result<SchemaRef> {
@@ -724,7 +734,7 @@ fn is_engine_column(spec: &Spec, name: &str) -> bool {
     name == spec.surrogate_key || columns::ALL.contains(&name)
 }
 
-fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema, mode: Mode) -> Result<Layout> {
+fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema, mode: Mode, encoding: u8) -> Result<Layout> {
     let missing = |column: &str, reason: &str| Error::Column { column: column.to_string(), reason: reason.to_string() };
     for name in source.fields().iter().map(|f| f.name()) {
         if is_engine_column(spec, name) {
@@ -822,6 +832,7 @@ fn layout(spec: &Spec, table: Option<&Schema>, source: &Schema, mode: Mode) -> R
         type1: spec.type1.clone(),
         cmp_cols,
         t1_cols,
+        encoding,
     })
 }
 
@@ -894,12 +905,13 @@ fn bool_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
 
 /// Attribute columns of `b` named in `names` (absent ones are skipped: an
 /// absent column hashes as NULL).
-fn attr_cols<'a>(b: &'a RecordBatch, names: &'a [String]) -> Result<Vec<(&'a str, Col<'a>)>> {
-    names
+fn attr_cols<'a>(b: &'a RecordBatch, names: &'a [String], encoding: u8) -> Result<Attrs<'a>> {
+    let cols = names
         .iter()
         .filter_map(|n| b.column_by_name(n).map(|c| (n.as_str(), c)))
         .map(|(n, c)| Ok((n, Col::new(n, c)?)))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Attrs::new(cols, encoding))
 }
 
 fn load_existing(
@@ -918,8 +930,8 @@ fn load_existing(
     let deleted = bool_col(b, columns::IS_DELETED)?;
     let inferred = bool_col(b, columns::IS_INFERRED)?;
     let sks = int_col(b, &spec.surrogate_key)?;
-    let t1 = attr_cols(b, &layout.t1_cols)?;
-    let cmp = if layout.stored_hash_comparable { None } else { Some(attr_cols(b, &layout.cmp_cols)?) };
+    let t1 = attr_cols(b, &layout.t1_cols, layout.encoding)?;
+    let cmp = if layout.stored_hash_comparable { None } else { Some(attr_cols(b, &layout.cmp_cols, layout.encoding)?) };
     let mut buf = Vec::new();
     for r in 0..b.num_rows() {
         let key = hash::from_stored(keys.value(r));
@@ -932,19 +944,13 @@ fn load_existing(
             None => stored,
             Some(cols) => {
                 ex.attr.push(stored);
-                encode_attrs(cols, r, &mut buf);
-                hash128(&buf)
+                cols.hash(r, &mut buf)
             }
         });
         // Decided by the layout, not the file: a file written before a
         // type-1 column was added lacks it, and its rows hash to 0.
         if !layout.t1_cols.is_empty() {
-            ex.t1.push(if t1.is_empty() {
-                0
-            } else {
-                encode_attrs(&t1, r, &mut buf);
-                hash128(&buf)
-            });
+            ex.t1.push(if t1.is_empty() { 0 } else { t1.hash(r, &mut buf) });
         }
         ex.from.push(from.value(r));
         ex.to.push(if current { OPEN_END } else { to.value(r) });
@@ -982,11 +988,11 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
     let full = RecordBatch::try_new(schema, cols).map_err(|e| Error::data("batch", e))?;
 
     let key_cols: Vec<Col<'_>> = spec.key.iter().map(|k| Col::new(k, column(&full, k)?)).collect::<Result<Vec<_>>>()?;
-    let cmp_cols = attr_cols(&full, &layout.cmp_cols)?;
+    let cmp_cols = attr_cols(&full, &layout.cmp_cols, layout.encoding)?;
     let tracked_in_source: Vec<String> =
         layout.tracked.iter().filter(|c| layout.in_source.contains(*c)).cloned().collect();
-    let full_cols = attr_cols(&full, &tracked_in_source)?;
-    let t1_cols = attr_cols(&full, &layout.t1_cols)?;
+    let full_cols = attr_cols(&full, &tracked_in_source, layout.encoding)?;
+    let t1_cols = attr_cols(&full, &layout.t1_cols, layout.encoding)?;
     if mode == Mode::Changes {
         for (k, col) in spec.key.iter().zip(&key_cols) {
             if let Some(row) = (0..n).find(|&r| col.is_null(r)) {
@@ -1022,16 +1028,12 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         for r in rows {
             encode_key(&key_cols, r, &mut buf);
             out.0.push(hash128(&buf));
-            encode_attrs(&cmp_cols, r, &mut buf);
-            let cmp = hash128(&buf);
-            out.1.push(cmp);
+            out.1.push(cmp_cols.hash(r, &mut buf));
             if full_cols.len() != cmp_cols.len() {
-                encode_attrs(&full_cols, r, &mut buf);
-                out.2.push(hash128(&buf));
+                out.2.push(full_cols.hash(r, &mut buf));
             }
             if !t1_cols.is_empty() {
-                encode_attrs(&t1_cols, r, &mut buf);
-                out.3.push(hash128(&buf));
+                out.3.push(t1_cols.hash(r, &mut buf));
             }
         }
         out
@@ -1681,7 +1683,7 @@ impl Builder<'_> {
             .map_err(|e| Error::data("business columns", e))?;
         let mut key_hash = BinaryBuilder::with_capacity(n, n * 16);
         let mut attr_hash = BinaryBuilder::with_capacity(n, n * 16);
-        let tracked = attr_cols(&business, &self.layout.tracked)?;
+        let tracked = attr_cols(&business, &self.layout.tracked, self.layout.encoding)?;
         let mut buf = Vec::new();
         for (row, o) in rows.iter().enumerate() {
             key_hash.append_value(o.key.to_le_bytes());
@@ -1689,10 +1691,7 @@ impl Builder<'_> {
             let attr = match o.content {
                 Content::Existing(r) => self.ex.stored_attr(r as usize),
                 Content::Incoming(i) => self.inc.full(i as usize),
-                Content::Updated { .. } => {
-                    encode_attrs(&tracked, row, &mut buf);
-                    hash128(&buf)
-                }
+                Content::Updated { .. } => tracked.hash(row, &mut buf),
             };
             attr_hash.append_value(attr.to_le_bytes());
         }

@@ -1,15 +1,26 @@
 //! The canonical, versioned encoding behind `key_hash`, `attr_hash` and the
 //! surrogate keys.
 //!
-//! Every value is written as a one-byte type tag and a fixed payload, so
-//! values of different types never encode alike: NULL has its own tag (so
-//! NULL ≠ `""`), strings carry their length, timestamps are UTC microseconds
+//! Every value is written as a one-byte type tag and a payload, so values
+//! of different types never encode alike: NULL has its own tag (so NULL ≠
+//! `""`), strings carry their length, timestamps are UTC microseconds
 //! whatever their unit or zone, floats are normalised (`-0.0` = `0.0`, one
 //! NaN) and decimals are reduced to their shortest scale (`1.50` = `1.5`).
 //! Attribute hashes are keyed by column name, in name order, so column
 //! order in a source never matters. Hashes are the first 16 bytes of BLAKE3.
-//! [`ENCODING_VERSION`] is recorded in each table's properties; a change to
-//! this encoding must bump it.
+//!
+//! [`ENCODING_VERSION`] is recorded in each table's properties, and a table
+//! keeps the version it was created with; a change to this encoding must
+//! bump it, and keep the older versions readable ([`ENCODINGS`]).
+//! - Version 1: an attribute hash is BLAKE3 of the version byte and, per
+//!   column, the name's length and bytes and then the value, with lengths
+//!   and integers at full width.
+//! - Version 2 (new tables): the column names are hashed once per column
+//!   set into a BLAKE3 key, and each row's hash is BLAKE3 keyed by it of
+//!   the values alone, with lengths, integers and decimals as variable-length
+//!   integers. A row of the harness's members takes two BLAKE3 blocks
+//!   where version 1 took four. Key hashes and surrogate keys are the same
+//!   under both versions.
 
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,
@@ -20,9 +31,18 @@ use deltalake::arrow::datatypes::{DataType, TimeUnit};
 
 use crate::{Error, Result};
 
-/// Version of the canonical encoding, stored as table property
-/// `gold.scd2.encoding`.
-pub const ENCODING_VERSION: u8 = 1;
+/// Version of the canonical encoding written to new tables, stored as
+/// table property `gold.scd2.encoding`.
+pub const ENCODING_VERSION: u8 = 2;
+
+/// Every version a table may record that this build merges into, in that
+/// version's encoding.
+pub const ENCODINGS: [u8; 2] = [1, 2];
+
+/// The version byte that starts a key's encoding and a surrogate key's
+/// input: unchanged since version 1, so that key hashes and surrogate keys
+/// do not depend on the table's encoding.
+const KEY_ENCODING: u8 = 1;
 
 /// A 128-bit BLAKE3 digest.
 pub type Hash128 = u128;
@@ -124,19 +144,29 @@ impl<'a> Col<'a> {
         self.array().is_null(row)
     }
 
-    /// Appends the tagged encoding of `row` to `out`.
-    pub(crate) fn encode(&self, row: usize, out: &mut Vec<u8>) {
+    /// Appends the tagged encoding of `row` to `out`. `compact`: lengths,
+    /// integers and decimals as variable-length integers (version 2's
+    /// attributes), else at full width (keys, and version 1).
+    pub(crate) fn encode(&self, row: usize, out: &mut Vec<u8>, compact: bool) {
         if self.is_null(row) {
             out.push(TAG_NULL);
             return;
         }
         let int = |out: &mut Vec<u8>, v: i128| {
             out.push(TAG_INT);
-            out.extend_from_slice(&v.to_le_bytes());
+            if compact {
+                varint(out, zigzag(v));
+            } else {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
         };
         let bytes = |out: &mut Vec<u8>, tag: u8, v: &[u8]| {
             out.push(tag);
-            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            if compact {
+                varint(out, v.len() as u128);
+            } else {
+                out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            }
             out.extend_from_slice(v);
         };
         match self {
@@ -158,8 +188,13 @@ impl<'a> Col<'a> {
                     s -= 1;
                 }
                 out.push(TAG_DECIMAL);
-                out.extend_from_slice(&v.to_le_bytes());
-                out.extend_from_slice(&s.to_le_bytes());
+                if compact {
+                    varint(out, zigzag(v));
+                    varint(out, zigzag(s.into()));
+                } else {
+                    out.extend_from_slice(&v.to_le_bytes());
+                    out.extend_from_slice(&s.to_le_bytes());
+                }
             }
             Col::Str(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
             Col::LStr(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
@@ -208,33 +243,89 @@ fn float(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_bits().to_le_bytes());
 }
 
-/// The first 16 bytes of BLAKE3 of `bytes`.
-pub fn hash128(bytes: &[u8]) -> Hash128 {
-    let digest = blake3::hash(bytes);
+/// LEB128: seven bits a byte, low first, the high bit set on all but the
+/// last. No encoding is a prefix of another, so values stay apart.
+fn varint(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A signed integer as an unsigned one, small magnitudes small.
+fn zigzag(v: i128) -> u128 {
+    ((v << 1) ^ (v >> 127)) as u128
+}
+
+/// The first 16 bytes of a BLAKE3 digest.
+fn first16(digest: blake3::Hash) -> Hash128 {
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest.as_bytes()[..16]);
     u128::from_le_bytes(first)
+}
+
+/// The first 16 bytes of BLAKE3 of `bytes`.
+pub fn hash128(bytes: &[u8]) -> Hash128 {
+    first16(blake3::hash(bytes))
 }
 
 /// Encodes the business key of `row`: the version byte, then every key
 /// column in declared order (positional, NULL tagged).
 pub(crate) fn encode_key(cols: &[Col<'_>], row: usize, out: &mut Vec<u8>) {
     out.clear();
-    out.push(ENCODING_VERSION);
+    out.push(KEY_ENCODING);
     for col in cols {
-        col.encode(row, out);
+        col.encode(row, out, false);
     }
 }
 
-/// Encodes the attributes of `row`: the version byte, then `(name, value)`
-/// for every column, in the order given (callers sort by name).
-pub(crate) fn encode_attrs(cols: &[(&str, Col<'_>)], row: usize, out: &mut Vec<u8>) {
-    out.clear();
-    out.push(ENCODING_VERSION);
-    for (name, col) in cols {
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        col.encode(row, out);
+/// The attribute hash of rows over one set of columns, in name order
+/// (callers sort them), under one encoding version.
+pub(crate) struct Attrs<'a> {
+    cols: Vec<(&'a str, Col<'a>)>,
+    encoding: u8,
+    /// Version 2: BLAKE3 of the version byte and the names, the key of
+    /// every row's hash.
+    names_key: [u8; 32],
+}
+
+impl<'a> Attrs<'a> {
+    pub(crate) fn new(cols: Vec<(&'a str, Col<'a>)>, encoding: u8) -> Self {
+        let mut names = blake3::Hasher::new();
+        names.update(&[encoding]);
+        names.update(&(cols.len() as u32).to_le_bytes());
+        for (name, _) in &cols {
+            names.update(&(name.len() as u32).to_le_bytes());
+            names.update(name.as_bytes());
+        }
+        Attrs { cols, encoding, names_key: *names.finalize().as_bytes() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cols.is_empty()
+    }
+
+    /// The hash of `row`; `buf` is scratch space.
+    pub(crate) fn hash(&self, row: usize, buf: &mut Vec<u8>) -> Hash128 {
+        buf.clear();
+        if self.encoding == 1 {
+            buf.push(1);
+            for (name, col) in &self.cols {
+                buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                buf.extend_from_slice(name.as_bytes());
+                col.encode(row, buf, false);
+            }
+            return hash128(buf);
+        }
+        for (_, col) in &self.cols {
+            col.encode(row, buf, true);
+        }
+        first16(blake3::keyed_hash(&self.names_key, buf))
     }
 }
 
@@ -252,7 +343,7 @@ pub fn from_stored(bytes: &[u8]) -> Hash128 {
 /// whenever the same inputs are rebuilt, and never negative.
 pub fn surrogate_key(key_hash: Hash128, valid_from: i64) -> i64 {
     let mut buf = [0u8; 1 + 16 + 8];
-    buf[0] = ENCODING_VERSION;
+    buf[0] = KEY_ENCODING;
     buf[1..17].copy_from_slice(&key_hash.to_le_bytes());
     buf[17..].copy_from_slice(&valid_from.to_le_bytes());
     let digest = blake3::hash(&buf);
@@ -271,26 +362,58 @@ mod tests {
 
     use super::*;
 
-    fn attr_hash(name: &str, array: ArrayRef, row: usize) -> Hash128 {
+    fn attr_hash(encoding: u8, name: &str, array: ArrayRef, row: usize) -> Hash128 {
         let col = Col::new(name, &array).expect("supported type");
-        let mut buf = Vec::new();
-        encode_attrs(&[(name, col)], row, &mut buf);
-        hash128(&buf)
+        Attrs::new(vec![(name, col)], encoding).hash(row, &mut Vec::new())
     }
 
     #[test]
     fn the_encoding_tells_null_from_empty_and_types_apart_but_not_scales_or_units() {
-        let text: ArrayRef = Arc::new(StringArray::from(vec![None, Some(""), Some("1")]));
-        assert_ne!(attr_hash("c", Arc::clone(&text), 0), attr_hash("c", Arc::clone(&text), 1), "NULL vs ''");
-        let int: ArrayRef = Arc::new(Int64Array::from(vec![1]));
-        assert_ne!(attr_hash("c", int, 0), attr_hash("c", text, 2), "1 vs '1'");
-        let a: ArrayRef = Arc::new(Decimal128Array::from(vec![150]).with_precision_and_scale(18, 2).unwrap());
-        let b: ArrayRef = Arc::new(Decimal128Array::from(vec![15]).with_precision_and_scale(18, 1).unwrap());
-        assert_eq!(attr_hash("c", a, 0), attr_hash("c", b, 0), "1.50 = 1.5");
-        let s: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1_700_000_000]).with_timezone("UTC"));
-        let ms: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_000]).with_timezone("+01:00"));
-        assert_eq!(attr_hash("c", s, 0), attr_hash("c", ms, 0), "the same instant in other units and zones");
+        for v in ENCODINGS {
+            let text: ArrayRef = Arc::new(StringArray::from(vec![None, Some(""), Some("1")]));
+            assert_ne!(attr_hash(v, "c", Arc::clone(&text), 0), attr_hash(v, "c", Arc::clone(&text), 1), "NULL vs ''");
+            let int: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+            assert_ne!(attr_hash(v, "c", int, 0), attr_hash(v, "c", text, 2), "1 vs '1'");
+            let a: ArrayRef = Arc::new(Decimal128Array::from(vec![150]).with_precision_and_scale(18, 2).unwrap());
+            let b: ArrayRef = Arc::new(Decimal128Array::from(vec![15]).with_precision_and_scale(18, 1).unwrap());
+            assert_eq!(attr_hash(v, "c", a, 0), attr_hash(v, "c", b, 0), "1.50 = 1.5");
+            let s: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1_700_000_000]).with_timezone("UTC"));
+            let ms: ArrayRef =
+                Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_000]).with_timezone("+01:00"));
+            assert_eq!(attr_hash(v, "c", s, 0), attr_hash(v, "c", ms, 0), "the same instant in other units and zones");
+        }
         assert_ne!(surrogate_key(1, 0), surrogate_key(1, 1));
         assert!(surrogate_key(u128::MAX, i64::MAX) >= 0);
+    }
+
+    #[test]
+    fn version_1_hashes_names_and_values_at_full_width_and_version_2_keys_values_by_the_names() {
+        let name: ArrayRef = Arc::new(StringArray::from(vec![Some("Ann"), None]));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![-3, 300]));
+        let cols = || vec![("n", Col::new("n", &n).unwrap()), ("name", Col::new("name", &name).unwrap())];
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(b"n");
+        v1.push(TAG_INT);
+        v1.extend_from_slice(&(-3i128).to_le_bytes());
+        v1.extend_from_slice(&4u32.to_le_bytes());
+        v1.extend_from_slice(b"name");
+        v1.extend_from_slice(&[TAG_STRING, 3, 0, 0, 0, 0, 0, 0, 0]);
+        v1.extend_from_slice(b"Ann");
+        assert_eq!(Attrs::new(cols(), 1).hash(0, &mut Vec::new()), hash128(&v1));
+
+        let mut names = vec![2u8];
+        names.extend_from_slice(&2u32.to_le_bytes());
+        names.extend_from_slice(&[1, 0, 0, 0, b'n', 4, 0, 0, 0, b'n', b'a', b'm', b'e']);
+        let names_key = *blake3::hash(&names).as_bytes();
+        // -3 zigzags to 5 and 300 to 600 (two bytes); "Ann" has length 3.
+        let row0 = [TAG_INT, 5, TAG_STRING, 3, b'A', b'n', b'n'];
+        let row1 = [TAG_INT, 0xd8, 0x04, TAG_NULL];
+        let v2 = Attrs::new(cols(), 2);
+        assert_eq!(v2.hash(0, &mut Vec::new()), first16(blake3::keyed_hash(&names_key, &row0)));
+        assert_eq!(v2.hash(1, &mut Vec::new()), first16(blake3::keyed_hash(&names_key, &row1)));
+        // The names are part of the hash: the same values under other names differ.
+        let renamed = vec![("m", Col::new("m", &n).unwrap()), ("name", Col::new("name", &name).unwrap())];
+        assert_ne!(Attrs::new(renamed, 2).hash(0, &mut Vec::new()), v2.hash(0, &mut Vec::new()));
     }
 }

@@ -79,6 +79,36 @@ async fn rebuilding_the_same_inputs_gives_the_same_rows_and_surrogate_keys() {
     assert_eq!(tables[0].len(), 4);
 }
 
+/// `tests/fixtures/encoding1` was written by `gold snapshot` at commit
+/// 1e4b1ce, under hash encoding 1, from `encoding1-source/day1.csv` and
+/// `day2.csv` (`--key id --track-all-except touched --date 2025-01-0N`):
+/// the days below. This build merges into it in encoding 1, so its
+/// unchanged rows stay unchanged, and the table keeps the version. Key
+/// hashes and surrogate keys do not depend on the encoding: the table ends
+/// with the same rows and surrogate keys as one built anew, in encoding 2.
+#[tokio::test]
+async fn a_table_written_in_encoding_1_is_merged_in_it_with_the_same_keys_as_encoding_2() {
+    let spec = snapshot_spec();
+    let ids = ["a", "b", "c", "d"];
+    let day3 = || snapshot(3, 3, &ids, &[Some("v1"), Some("v2"), Some("v3"), None], &["z"; 4]);
+    let old = Table::from_fixture("encoding1");
+    assert_eq!(old.encoding().await.as_deref(), Some("1"));
+    let outcome = old.merge(&spec, day3()).await;
+    let m = &outcome.metrics;
+    assert_eq!((m.inserted, m.closed, m.unchanged, m.deleted), (1, 1, 3, 0), "{m:?}");
+    assert_eq!(old.encoding().await.as_deref(), Some("1"));
+
+    let new = Table::new();
+    new.merge(&spec, snapshot(1, 1, &ids, &[Some("v1"), Some("v1"), Some("v1"), None], &["x"; 4])).await;
+    new.merge(&spec, snapshot(2, 2, &ids, &[Some("v1"), Some("v2"), Some("v1"), None], &["y"; 4])).await;
+    new.merge(&spec, day3()).await;
+    assert_eq!(new.encoding().await.as_deref(), Some("2"));
+    let rows = new.rows("id").await;
+    crate::assert_invariants(&rows);
+    assert_eq!(rows.len(), 6);
+    assert_eq!(old.rows("id").await, rows);
+}
+
 fn events_spec() -> Spec {
     Spec {
         tracked: Tracked::Columns(vec!["value".into()]),

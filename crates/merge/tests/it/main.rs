@@ -36,6 +36,20 @@ impl Table {
         }
     }
 
+    /// A copy of the table under `tests/fixtures/{name}`.
+    pub(crate) fn from_fixture(name: &str) -> Self {
+        let t = Self::new();
+        let to = t.target.url.to_file_path().expect("a folder");
+        copy_folder(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name), &to);
+        t
+    }
+
+    /// The table's `gold.scd2.encoding` property.
+    pub(crate) async fn encoding(&self) -> Option<String> {
+        let table = deltalake::open_table(self.target.url.clone()).await.expect("open table");
+        table.snapshot().expect("snapshot").metadata().configuration().get("gold.scd2.encoding").cloned()
+    }
+
     pub(crate) async fn merge(&self, spec: &Spec, batch: Batch) -> Outcome {
         match merge::merge(&self.target, spec, batch).await {
             Ok(outcome) => outcome,
@@ -93,6 +107,19 @@ impl Table {
 
     pub(crate) async fn version(&self) -> Option<u64> {
         deltalake::open_table(self.target.url.clone()).await.ok().and_then(|t| t.version())
+    }
+}
+
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create folder");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{from:?}: {e}")) {
+        let path = entry.expect("an entry").path();
+        let dest = to.join(path.file_name().expect("a name"));
+        if path.is_dir() {
+            copy_folder(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        }
     }
 }
 
