@@ -710,23 +710,35 @@ fn normalise(rows: Vec<RecordBatch>) -> Result<RecordBatch> {
         .map(|f| f.as_ref().clone().with_data_type(crate::source::plain(f.data_type())))
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    // Column by column, each part's column dropped once it is copied, so
-    // the batch is never held twice over; a single part is cast, not copied.
+    // Column by column, the columns shared out over the cores, each part's
+    // column dropped once it is copied, so the batch is never held twice
+    // over; a single part is cast, not copied.
     let single = rows.len() == 1;
-    let mut parts: Vec<Vec<ArrayRef>> = rows.into_iter().map(|b| b.columns().to_vec()).collect();
-    let mut cols = Vec::with_capacity(schema.fields().len());
-    for (j, f) in schema.fields().iter().enumerate() {
-        let fail = |e| Error::data(&format!("column {:?}", f.name()), e);
-        let pieces = parts
-            .iter_mut()
-            .map(|p| cast(&std::mem::replace(&mut p[j], new_null_array(&DataType::Null, 0)), f.data_type()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(fail)?;
-        cols.push(match single {
-            true => Arc::clone(&pieces[0]),
-            false => concat(&pieces.iter().map(|c| c.as_ref()).collect::<Vec<&dyn Array>>()).map_err(fail)?,
-        });
+    let mut pieces: Vec<Vec<ArrayRef>> = schema.fields().iter().map(|_| Vec::with_capacity(rows.len())).collect();
+    for b in rows {
+        for (j, c) in b.columns().iter().enumerate() {
+            pieces[j].push(Arc::clone(c));
+        }
     }
+    let pieces: Vec<std::sync::Mutex<Vec<ArrayRef>>> = pieces.into_iter().map(std::sync::Mutex::new).collect();
+    let joined = on_every_core(pieces.len(), |columns| {
+        columns
+            .map(|j| {
+                let f = schema.field(j);
+                let fail = |e| Error::data(&format!("column {:?}", f.name()), e);
+                let mut parts =
+                    std::mem::take(&mut *pieces[j].lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                for p in &mut parts {
+                    *p = cast(p, f.data_type()).map_err(fail)?;
+                }
+                match single {
+                    true => Ok(Arc::clone(&parts[0])),
+                    false => concat(&parts.iter().map(|c| c.as_ref()).collect::<Vec<&dyn Array>>()).map_err(fail),
+                }
+            })
+            .collect::<Result<Vec<ArrayRef>>>()
+    })?;
+    let cols = joined.into_iter().collect::<Result<Vec<_>>>()?.concat();
     RecordBatch::try_new(schema, cols).map_err(|e| Error::data("batch", e))
 }
 

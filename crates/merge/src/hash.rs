@@ -27,6 +27,7 @@ use deltalake::arrow::array::{
     Int8Array, Int16Array, Int32Array, Int64Array, LargeBinaryArray, LargeStringArray, StringArray, UInt8Array,
     UInt16Array, UInt32Array, UInt64Array,
 };
+use deltalake::arrow::buffer::{NullBuffer, ScalarBuffer};
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
 
 use crate::{Error, Result};
@@ -57,9 +58,16 @@ const TAG_BYTES: u8 = 6;
 const TAG_DATE: u8 = 7;
 const TAG_TIMESTAMP: u8 = 8;
 
-/// One column, downcast once so that encoding a row is a match and a copy.
+/// One column, downcast once, with its validity, so that encoding a row
+/// is a bit test, a match and a copy.
 #[derive(Debug)]
-pub(crate) enum Col<'a> {
+pub(crate) struct Col<'a> {
+    values: Values<'a>,
+    nulls: Option<&'a NullBuffer>,
+}
+
+#[derive(Debug)]
+enum Values<'a> {
     Bool(&'a BooleanArray),
     I8(&'a Int8Array),
     I16(&'a Int16Array),
@@ -77,71 +85,54 @@ pub(crate) enum Col<'a> {
     Bin(&'a BinaryArray),
     LBin(&'a LargeBinaryArray),
     Date(&'a Date32Array),
-    /// Timestamp values and the factor to microseconds (negative: divide).
-    Ts(&'a dyn Array, i64),
+    /// Timestamp values in any unit and the factor to microseconds
+    /// (negative: divide).
+    Ts(&'a ScalarBuffer<i64>, i64),
 }
 
 impl<'a> Col<'a> {
     pub(crate) fn new(name: &str, array: &'a ArrayRef) -> Result<Self> {
+        use Values as V;
         use deltalake::arrow::datatypes as t;
-        Ok(match array.data_type() {
-            DataType::Boolean => Col::Bool(array.as_boolean()),
-            DataType::Int8 => Col::I8(array.as_primitive::<t::Int8Type>()),
-            DataType::Int16 => Col::I16(array.as_primitive::<t::Int16Type>()),
-            DataType::Int32 => Col::I32(array.as_primitive::<t::Int32Type>()),
-            DataType::Int64 => Col::I64(array.as_primitive::<t::Int64Type>()),
-            DataType::UInt8 => Col::U8(array.as_primitive::<t::UInt8Type>()),
-            DataType::UInt16 => Col::U16(array.as_primitive::<t::UInt16Type>()),
-            DataType::UInt32 => Col::U32(array.as_primitive::<t::UInt32Type>()),
-            DataType::UInt64 => Col::U64(array.as_primitive::<t::UInt64Type>()),
-            DataType::Float32 => Col::F32(array.as_primitive::<t::Float32Type>()),
-            DataType::Float64 => Col::F64(array.as_primitive::<t::Float64Type>()),
-            DataType::Decimal128(_, scale) => Col::Dec(array.as_primitive::<t::Decimal128Type>(), *scale),
-            DataType::Utf8 => Col::Str(array.as_string::<i32>()),
-            DataType::LargeUtf8 => Col::LStr(array.as_string::<i64>()),
-            DataType::Binary => Col::Bin(array.as_binary::<i32>()),
-            DataType::LargeBinary => Col::LBin(array.as_binary::<i64>()),
-            DataType::Date32 => Col::Date(array.as_primitive::<t::Date32Type>()),
-            DataType::Timestamp(unit, _) => {
-                let factor = match unit {
-                    TimeUnit::Second => 1_000_000,
-                    TimeUnit::Millisecond => 1_000,
-                    TimeUnit::Microsecond => 1,
-                    TimeUnit::Nanosecond => -1_000,
-                };
-                Col::Ts(array.as_ref(), factor)
+        let values = match array.data_type() {
+            DataType::Boolean => V::Bool(array.as_boolean()),
+            DataType::Int8 => V::I8(array.as_primitive::<t::Int8Type>()),
+            DataType::Int16 => V::I16(array.as_primitive::<t::Int16Type>()),
+            DataType::Int32 => V::I32(array.as_primitive::<t::Int32Type>()),
+            DataType::Int64 => V::I64(array.as_primitive::<t::Int64Type>()),
+            DataType::UInt8 => V::U8(array.as_primitive::<t::UInt8Type>()),
+            DataType::UInt16 => V::U16(array.as_primitive::<t::UInt16Type>()),
+            DataType::UInt32 => V::U32(array.as_primitive::<t::UInt32Type>()),
+            DataType::UInt64 => V::U64(array.as_primitive::<t::UInt64Type>()),
+            DataType::Float32 => V::F32(array.as_primitive::<t::Float32Type>()),
+            DataType::Float64 => V::F64(array.as_primitive::<t::Float64Type>()),
+            DataType::Decimal128(_, scale) => V::Dec(array.as_primitive::<t::Decimal128Type>(), *scale),
+            DataType::Utf8 => V::Str(array.as_string::<i32>()),
+            DataType::LargeUtf8 => V::LStr(array.as_string::<i64>()),
+            DataType::Binary => V::Bin(array.as_binary::<i32>()),
+            DataType::LargeBinary => V::LBin(array.as_binary::<i64>()),
+            DataType::Date32 => V::Date(array.as_primitive::<t::Date32Type>()),
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                V::Ts(array.as_primitive::<t::TimestampSecondType>().values(), 1_000_000)
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                V::Ts(array.as_primitive::<t::TimestampMillisecondType>().values(), 1_000)
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                V::Ts(array.as_primitive::<t::TimestampMicrosecondType>().values(), 1)
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                V::Ts(array.as_primitive::<t::TimestampNanosecondType>().values(), -1_000)
             }
             other => {
                 return Err(Error::UnsupportedType { column: name.to_string(), data_type: other.to_string() });
             }
-        })
-    }
-
-    fn array(&self) -> &dyn Array {
-        match self {
-            Col::Bool(a) => *a,
-            Col::I8(a) => *a,
-            Col::I16(a) => *a,
-            Col::I32(a) => *a,
-            Col::I64(a) => *a,
-            Col::U8(a) => *a,
-            Col::U16(a) => *a,
-            Col::U32(a) => *a,
-            Col::U64(a) => *a,
-            Col::F32(a) => *a,
-            Col::F64(a) => *a,
-            Col::Dec(a, _) => *a,
-            Col::Str(a) => *a,
-            Col::LStr(a) => *a,
-            Col::Bin(a) => *a,
-            Col::LBin(a) => *a,
-            Col::Date(a) => *a,
-            Col::Ts(a, _) => *a,
-        }
+        };
+        Ok(Col { values, nulls: array.nulls() })
     }
 
     pub(crate) fn is_null(&self, row: usize) -> bool {
-        self.array().is_null(row)
+        self.nulls.is_some_and(|n| n.is_null(row))
     }
 
     /// Appends the tagged encoding of `row` to `out`. `compact`: lengths,
@@ -169,19 +160,19 @@ impl<'a> Col<'a> {
             }
             out.extend_from_slice(v);
         };
-        match self {
-            Col::Bool(a) => out.extend_from_slice(&[TAG_BOOL, u8::from(a.value(row))]),
-            Col::I8(a) => int(out, a.value(row).into()),
-            Col::I16(a) => int(out, a.value(row).into()),
-            Col::I32(a) => int(out, a.value(row).into()),
-            Col::I64(a) => int(out, a.value(row).into()),
-            Col::U8(a) => int(out, a.value(row).into()),
-            Col::U16(a) => int(out, a.value(row).into()),
-            Col::U32(a) => int(out, a.value(row).into()),
-            Col::U64(a) => int(out, a.value(row).into()),
-            Col::F32(a) => float(out, a.value(row).into()),
-            Col::F64(a) => float(out, a.value(row)),
-            Col::Dec(a, scale) => {
+        match &self.values {
+            Values::Bool(a) => out.extend_from_slice(&[TAG_BOOL, u8::from(a.value(row))]),
+            Values::I8(a) => int(out, a.value(row).into()),
+            Values::I16(a) => int(out, a.value(row).into()),
+            Values::I32(a) => int(out, a.value(row).into()),
+            Values::I64(a) => int(out, a.value(row).into()),
+            Values::U8(a) => int(out, a.value(row).into()),
+            Values::U16(a) => int(out, a.value(row).into()),
+            Values::U32(a) => int(out, a.value(row).into()),
+            Values::U64(a) => int(out, a.value(row).into()),
+            Values::F32(a) => float(out, a.value(row).into()),
+            Values::F64(a) => float(out, a.value(row)),
+            Values::Dec(a, scale) => {
                 let (mut v, mut s) = (a.value(row), i32::from(*scale));
                 while s > 0 && v % 10 == 0 {
                     v /= 10;
@@ -196,38 +187,21 @@ impl<'a> Col<'a> {
                     out.extend_from_slice(&s.to_le_bytes());
                 }
             }
-            Col::Str(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
-            Col::LStr(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
-            Col::Bin(a) => bytes(out, TAG_BYTES, a.value(row)),
-            Col::LBin(a) => bytes(out, TAG_BYTES, a.value(row)),
-            Col::Date(a) => {
+            Values::Str(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
+            Values::LStr(a) => bytes(out, TAG_STRING, a.value(row).as_bytes()),
+            Values::Bin(a) => bytes(out, TAG_BYTES, a.value(row)),
+            Values::LBin(a) => bytes(out, TAG_BYTES, a.value(row)),
+            Values::Date(a) => {
                 out.push(TAG_DATE);
                 out.extend_from_slice(&a.value(row).to_le_bytes());
             }
-            Col::Ts(a, factor) => {
-                let raw = a.as_primitive_opt::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
-                let v = match raw {
-                    Some(micros) => micros.value(row),
-                    None => timestamp_raw(*a, row),
-                };
+            Values::Ts(values, factor) => {
+                let v = values[row];
                 let micros = if *factor >= 1 { v.saturating_mul(*factor) } else { v.div_euclid(-*factor) };
                 out.push(TAG_TIMESTAMP);
                 out.extend_from_slice(&micros.to_le_bytes());
             }
         }
-    }
-}
-
-fn timestamp_raw(a: &dyn Array, row: usize) -> i64 {
-    use deltalake::arrow::datatypes as t;
-    if let Some(x) = a.as_primitive_opt::<t::TimestampSecondType>() {
-        x.value(row)
-    } else if let Some(x) = a.as_primitive_opt::<t::TimestampMillisecondType>() {
-        x.value(row)
-    } else if let Some(x) = a.as_primitive_opt::<t::TimestampNanosecondType>() {
-        x.value(row)
-    } else {
-        0
     }
 }
 
