@@ -107,6 +107,19 @@ async fn a_table_written_in_encoding_1_is_merged_in_it_with_the_same_keys_as_enc
     crate::assert_invariants(&rows);
     assert_eq!(rows.len(), 6);
     assert_eq!(old.rows("id").await, rows);
+
+    // A table recording an encoding this build does not know (one from a
+    // later build, say) is refused, naming it, and nothing is committed.
+    let later = Table::from_fixture("encoding1");
+    let log = later.target.url.to_file_path().expect("a folder").join("_delta_log/00000000000000000000.json");
+    let text = std::fs::read_to_string(&log).expect("the first commit");
+    let edited = text.replace(r#""gold.scd2.encoding":"1""#, r#""gold.scd2.encoding":"9""#);
+    assert_ne!(edited, text, "the fixture's log records its encoding");
+    std::fs::write(&log, edited).expect("rewrite the commit");
+    let err = merge::merge(&later.target, &spec, day3()).await.expect_err("an unknown encoding");
+    assert!(matches!(err, Error::SpecMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("hash encoding 9"), "{err}");
+    assert_eq!(later.version().await, Some(1), "nothing committed");
 }
 
 fn events_spec() -> Spec {
