@@ -123,7 +123,8 @@ struct Existing {
     from: Vec<i64>,
     to: Vec<i64>,
     cmp: Vec<Hash128>,
-    /// Type-1 hashes; empty when the table has no type-1 columns (all 0).
+    /// Type-1 fingerprints ([`hash::Attrs::fingerprint`]); empty when the
+    /// table has no type-1 columns (all 0).
     t1: Vec<Hash128>,
     /// The stored `attr_hash`; empty when `cmp` is that hash.
     attr: Vec<Hash128>,
@@ -163,13 +164,14 @@ impl Existing {
         }
     }
 
-    /// The type-1 hash of row `r` (0 without type-1 columns).
+    /// The type-1 fingerprint of row `r` (0 without type-1 columns).
     fn t1(&self, r: usize) -> Hash128 {
         self.t1.get(r).copied().unwrap_or(0)
     }
 }
 
-/// Key, compared, full and type-1 hashes of a run of source rows.
+/// Key, compared and full hashes and type-1 fingerprints of a run of
+/// source rows.
 type RowHashes = (Vec<Hash128>, Vec<Hash128>, Vec<Hash128>, Vec<Hash128>);
 
 /// Per-row facts about the incoming batch.
@@ -180,7 +182,7 @@ struct Incoming {
     /// Hashes of every tracked column the source has; empty when those
     /// are exactly the compared ones (`cmp`).
     full: Vec<Hash128>,
-    /// Type-1 hashes; empty without type-1 columns (all 0).
+    /// Type-1 fingerprints; empty without type-1 columns (all 0).
     t1: Vec<Hash128>,
     eff: Vec<i64>,
     delete: Vec<bool>,
@@ -962,7 +964,7 @@ fn load_existing(
         // Decided by the layout, not the file: a file written before a
         // type-1 column was added lacks it, and its rows hash to 0.
         if !layout.t1_cols.is_empty() {
-            ex.t1.push(if t1.is_empty() { 0 } else { t1.hash(r, &mut buf) });
+            ex.t1.push(if t1.is_empty() { 0 } else { t1.fingerprint(r, &mut buf) });
         }
         ex.from.push(from.value(r));
         ex.to.push(if current { OPEN_END } else { to.value(r) });
@@ -1045,7 +1047,7 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
                 out.2.push(full_cols.hash(r, &mut buf));
             }
             if !t1_cols.is_empty() {
-                out.3.push(t1_cols.hash(r, &mut buf));
+                out.3.push(t1_cols.fingerprint(r, &mut buf));
             }
         }
         out

@@ -301,6 +301,26 @@ impl<'a> Attrs<'a> {
         }
         first16(blake3::keyed_hash(&self.names_key, buf))
     }
+
+    /// A value that two rows share exactly when their values in these
+    /// columns are equal, for comparisons within one merge that are never
+    /// stored (the type-1 columns). The compact encoding itself when it
+    /// fits in 15 bytes (a timestamp takes 9), with its length in the top
+    /// byte; else its BLAKE3 hash with the top bit set, so the two kinds
+    /// never meet. Never 0, which stands for "not in the file".
+    pub(crate) fn fingerprint(&self, row: usize, buf: &mut Vec<u8>) -> Hash128 {
+        buf.clear();
+        for (_, col) in &self.cols {
+            col.encode(row, buf, true);
+        }
+        if buf.len() < 16 {
+            let mut inline = [0u8; 16];
+            inline[..buf.len()].copy_from_slice(buf);
+            inline[15] = buf.len() as u8;
+            return u128::from_le_bytes(inline);
+        }
+        first16(blake3::keyed_hash(&self.names_key, buf)) | 1 << 127
+    }
 }
 
 /// A hash as stored in `key_hash` or `attr_hash` (16 bytes,
@@ -389,5 +409,36 @@ mod tests {
         // The names are part of the hash: the same values under other names differ.
         let renamed = vec![("m", Col::new("m", &n).unwrap()), ("name", Col::new("name", &name).unwrap())];
         assert_ne!(Attrs::new(renamed, 2).hash(0, &mut Vec::new()), v2.hash(0, &mut Vec::new()));
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_short_encoding_itself_or_a_marked_hash_and_tells_values_apart() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            None,
+            Some(""),
+            Some("a"),
+            Some("a\0"),
+            Some("a long value of many more than fifteen bytes"),
+            Some("a long value of many more than fifteen bytes"),
+            Some("a long value of many more than fifteen bytes!"),
+        ]));
+        let attrs = Attrs::new(vec![("c", Col::new("c", &text).unwrap())], ENCODING_VERSION);
+        let prints: Vec<Hash128> = (0..text.len()).map(|r| attrs.fingerprint(r, &mut Vec::new())).collect();
+        // "a": the string tag, its length 1 and the byte, then 3 in the top byte.
+        let mut a = [0u8; 16];
+        a[..3].copy_from_slice(&[TAG_STRING, 1, b'a']);
+        a[15] = 3;
+        assert_eq!(prints[2], u128::from_le_bytes(a));
+        assert_eq!(prints[4], prints[5], "equal values, equal fingerprints");
+        for (i, p) in prints.iter().enumerate() {
+            assert_ne!(*p, 0, "row {i}");
+            assert_eq!(*p >> 127 == 1, i >= 4, "row {i}: only long values are hashed");
+            for (j, q) in prints.iter().enumerate().skip(i + 1) {
+                assert!(p != q || (i, j) == (4, 5), "rows {i} and {j}");
+            }
+        }
+        let ts: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1_700_000_000]).with_timezone("UTC"));
+        let ts = Attrs::new(vec![("t", Col::new("t", &ts).unwrap())], ENCODING_VERSION);
+        assert_eq!(ts.fingerprint(0, &mut Vec::new()) >> 120, 9, "a timestamp is held inline, in 9 bytes");
     }
 }

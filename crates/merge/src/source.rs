@@ -40,7 +40,17 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
         ctx.read_parquet(location, ParquetReadOptions::default()).await.map_err(|e| fail(&e))?
     } else {
         let options = CsvReadOptions::new().has_header(true).schema_infer_max_records(INFER_ROWS);
-        let inferred = ctx.read_csv(location, options.clone()).await.map_err(|e| fail(&e))?;
+        // The header alone names the columns; when the table has every
+        // one of them, their types are known and no row is read to infer
+        // them (10,000 rows matched against every type's pattern).
+        let header = ctx.read_csv(location, options.clone().schema_infer_max_records(0)).await.map_err(|e| fail(&e))?;
+        let names = header.schema().fields();
+        let all_known =
+            known.is_some_and(|k| !names.is_empty() && names.iter().all(|f| k.field_with_name(f.name()).is_ok()));
+        let inferred = match all_known {
+            true => header,
+            false => ctx.read_csv(location, options.clone()).await.map_err(|e| fail(&e))?,
+        };
         let fields: Vec<Field> = inferred
             .schema()
             .fields()
