@@ -401,38 +401,56 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     }
     lap("read_history");
 
-    // Place every change.
-    let mut plan = Plan { unknown_key: inc.unknown_key, ..Plan::default() };
-    let mut versions: Vec<Ver> = Vec::new();
-    let mut initial: Vec<u32> = Vec::new();
-    for g in &groups {
-        let g = &order[g.clone()];
-        let key = inc.key[g[0] as usize];
-        initial.clear();
-        if let Some(rows) = history_of.get(&key) {
-            initial.extend(rows);
-        }
-        if let Some(c) = current_of.get(&ex, key) {
-            seen_current[c as usize] = true;
-            initial.push(c);
-        }
-        versions.clear();
-        versions.extend(initial.iter().map(|&r| existing_ver(&ex, r)));
-        versions.sort_by_key(|v| v.from);
-        match mode {
-            Mode::Changes => {
-                for &i in g {
-                    apply(spec, &inc, &ex, &mut versions, i, &mut outcome.metrics);
+    // Place every change. The keys are shared out over the cores: each
+    // run of keys is planned on its own, and the plans are joined in key
+    // order, so the result is the same as one pass.
+    let parts = on_every_core(groups.len(), |run| -> Result<(Plan, Metrics, Vec<u32>)> {
+        let mut plan = Plan { unknown_key: inc.unknown_key, ..Plan::default() };
+        let mut metrics = Metrics::default();
+        // The current rows these keys reach.
+        let mut seen: Vec<u32> = Vec::new();
+        let mut versions: Vec<Ver> = Vec::new();
+        let mut initial: Vec<u32> = Vec::new();
+        for g in &groups[run] {
+            let g = &order[g.clone()];
+            let key = inc.key[g[0] as usize];
+            initial.clear();
+            if let Some(rows) = history_of.get(&key) {
+                initial.extend(rows);
+            }
+            if let Some(c) = current_of.get(&ex, key) {
+                seen.push(c);
+                initial.push(c);
+            }
+            versions.clear();
+            versions.extend(initial.iter().map(|&r| existing_ver(&ex, r)));
+            versions.sort_by_key(|v| v.from);
+            match mode {
+                Mode::Changes => {
+                    for &i in g {
+                        apply(spec, &inc, &ex, &mut versions, i, &mut metrics);
+                    }
                 }
+                Mode::Infer if versions.is_empty() => {
+                    versions.push(Ver { inferred: true, ..new_ver(crate::INFERRED_FROM, OPEN_END, g[0]) });
+                    metrics.inferred += 1;
+                }
+                Mode::Infer => metrics.unchanged += 1,
             }
-            Mode::Infer if versions.is_empty() => {
-                versions.push(Ver { inferred: true, ..new_ver(crate::INFERRED_FROM, OPEN_END, g[0]) });
-                outcome.metrics.inferred += 1;
-            }
-            Mode::Infer => outcome.metrics.unchanged += 1,
+            plan.settle(key, &versions, &initial, &ex)?;
         }
-        plan.settle(key, &versions, &initial, &ex)?;
+        Ok((plan, metrics, seen))
+    })?;
+    let mut plan = Plan { unknown_key: inc.unknown_key, ..Plan::default() };
+    for part in parts {
+        let (part, metrics, seen) = part?;
+        outcome.metrics.add(&metrics);
+        for c in seen {
+            seen_current[c as usize] = true;
+        }
+        plan.absorb(part)?;
     }
+    let mut versions: Vec<Ver> = Vec::new();
     if snapshot_deletes {
         let t = batch_at(&batch);
         for (c, seen) in seen_current.iter().enumerate() {
@@ -448,15 +466,24 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         }
     }
     // No new surrogate key may belong to another version already stored.
+    // Every stored version is looked at, on every core.
     if !plan.new_sks.is_empty() {
-        let current = (0..n_current).map(|r| (ex.sk[r], ex.key[r], ex.from[r]));
-        check_new_sks(&plan.new_sks, current)?;
-        for b in &history_ids {
-            let (keys, from, sks) =
-                (binary_col(b, columns::KEY_HASH)?, ts_col(b, columns::VALID_FROM)?, int_col(b, &spec.surrogate_key)?);
-            let rows = (0..b.num_rows()).map(|r| (sks.value(r), hash::from_stored(keys.value(r)), from.value(r)));
-            check_new_sks(&plan.new_sks, rows)?;
-        }
+        let new_sks = &plan.new_sks;
+        let current =
+            on_every_core(n_current, |rows| check_new_sks(new_sks, rows.map(|r| (ex.sk[r], ex.key[r], ex.from[r]))))?;
+        let history = on_every_core(history_ids.len(), |files| -> Result<()> {
+            for b in &history_ids[files] {
+                let (keys, from, sks) = (
+                    binary_col(b, columns::KEY_HASH)?,
+                    ts_col(b, columns::VALID_FROM)?,
+                    int_col(b, &spec.surrogate_key)?,
+                );
+                let rows = (0..b.num_rows()).map(|r| (sks.value(r), hash::from_stored(keys.value(r)), from.value(r)));
+                check_new_sks(new_sks, rows)?;
+            }
+            Ok(())
+        })?;
+        current.into_iter().chain(history).collect::<Result<()>>()?;
     }
     drop(history_ids);
     drop(std::mem::take(&mut plan.new_sks));
@@ -469,7 +496,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         return Ok(outcome);
     }
     // What only the plan needed goes before the files are read.
-    drop((current_of, seen_current, history_of, order, groups, versions, initial));
+    drop((current_of, seen_current, history_of, order, groups, versions));
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
@@ -477,13 +504,14 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema), &plain)?;
     let mut actions: Vec<Action> = Vec::new();
     let touched: Vec<u32> = plan.touched_files(&ex);
-    let mut by_file: HashMap<u32, Vec<OutRow>> = HashMap::new();
+    // Per file of the table, by its index in `files`.
+    let mut by_file: Vec<Vec<OutRow>> = vec![Vec::new(); files.len()];
     // The plan's own list is freed once its rows are sorted out.
     let planned = std::mem::take(&mut plan.rows);
     let mut fresh: Vec<OutRow> = Vec::with_capacity(planned.iter().filter(|r| r.file(&ex).is_none()).count());
     for row in planned {
         match row.file(&ex) {
-            Some(f) => by_file.entry(f).or_default().push(row),
+            Some(f) => by_file[f as usize].push(row),
             None => fresh.push(row),
         }
     }
@@ -517,11 +545,14 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     for &r in &plan.replaced {
         replaced[r as usize] = true;
     }
-    let touched_set: HashSet<u32> = touched.iter().copied().collect();
-    let mut rows_of_file: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut is_touched = vec![false; files.len()];
+    for &f in &touched {
+        is_touched[f as usize] = true;
+    }
+    let mut rows_of_file: Vec<Vec<u32>> = vec![Vec::new(); files.len()];
     for (r, &f) in ex.file.iter().enumerate() {
-        if touched_set.contains(&f) {
-            rows_of_file.entry(f).or_default().push(r as u32);
+        if is_touched[f as usize] {
+            rows_of_file[f as usize].push(r as u32);
         }
     }
     // Each touched file's rows to write, and what to read of it. A current
@@ -533,14 +564,14 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     // the copies of its untouched rows exist for a few files at a time.
     let mut jobs: Vec<(u32, Vec<OutRow>, Option<RecordBatch>)> = Vec::with_capacity(touched.len());
     for &f in &touched {
-        jobs.push((f, by_file.remove(&f).unwrap_or_default(), held.remove(&f)));
+        jobs.push((f, std::mem::take(&mut by_file[f as usize]), held.remove(&f)));
     }
-    if !by_file.is_empty() {
+    if by_file.iter().any(|rows| !rows.is_empty()) {
         return Err(Error::data("merge", "planned rows for a file that is not rewritten"));
     }
     let plan_file = |f: u32, mut rows: Vec<OutRow>, held: Option<RecordBatch>| {
         // Rows of this file that the merge did not touch are copied.
-        for &r in rows_of_file.get(&f).map(Vec::as_slice).unwrap_or_default() {
+        for &r in &rows_of_file[f as usize] {
             if !replaced[r as usize] {
                 rows.push(OutRow::copy(&ex, r));
             }
@@ -1483,6 +1514,26 @@ struct Plan {
 impl Plan {
     fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.replaced.is_empty()
+    }
+
+    /// Appends `later`, the plan of keys after these: a surrogate key both
+    /// give out to different versions is a collision.
+    fn absorb(&mut self, later: Plan) -> Result<()> {
+        if self.rows.is_empty() && self.replaced.is_empty() && self.new_sks.is_empty() {
+            *self = later;
+            return Ok(());
+        }
+        for (sk, version) in later.new_sks {
+            if let Some(other) = self.new_sks.insert(sk, version)
+                && other != version
+            {
+                return Err(collision(sk, version.0, version.1));
+            }
+        }
+        self.rows.extend(later.rows);
+        self.replaced.extend(later.replaced);
+        self.changed.extend(later.changed);
+        Ok(())
     }
 
     fn touched_files(&self, ex: &Existing) -> Vec<u32> {

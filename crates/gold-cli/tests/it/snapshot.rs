@@ -142,6 +142,38 @@ fn a_snapshot_applied_again_is_known_by_its_digest_unless_its_bytes_or_options_d
 }
 
 #[test]
+fn a_later_snapshot_may_reorder_its_columns_or_bring_one_whose_type_comes_from_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "day1.csv", &["M1,Ann,1980-01-02,North,1.0,2025-01-01", "M2,Bob,1975-03-04,South,1.0,2025-01-01"]);
+    assert_eq!(snapshot(d, "day1.csv", "2025-01-01").0, Some(0));
+
+    // The same rows, the columns in another order: each value is read by
+    // its column's name and the table's type, and nothing changes.
+    let reordered = "LastUpdated,IsActive,Region,DOB,Name,MemberID\n\
+                     2025-01-02,1.0,North,1980-01-02,Ann,M1\n\
+                     2025-01-02,1.0,South,1975-03-04,Bob,M2\n";
+    std::fs::write(d.join("reordered.csv"), reordered).unwrap();
+    let (code, same) = snapshot(d, "reordered.csv", "2025-01-02");
+    assert_eq!(code, Some(0), "{same}");
+    assert!(same["version"].is_null(), "{same}");
+    assert_eq!(same["metrics"]["unchanged"], 2, "{same}");
+
+    // A column the table lacks: its type is inferred from the rows.
+    let wider = format!(
+        "{},Children\nM1,Ann,1980-01-02,North,1.0,2025-01-03,2\nM2,Bob,1975-03-04,South,1.0,2025-01-03,0\n",
+        HEADER.trim_end()
+    );
+    std::fs::write(d.join("wider.csv"), wider).unwrap();
+    let (code, added) = snapshot(d, "wider.csv", "2025-01-03");
+    assert_eq!(code, Some(0), "{added}");
+    assert_eq!(added["columns_added"], serde_json::json!(["Children"]), "{added}");
+    assert_eq!(added["metrics"]["inserted"], 0, "a new column opens no version: {added}");
+    let log = std::fs::read_to_string(d.join("dim_members/_delta_log/00000000000000000001.json")).unwrap();
+    assert!(log.contains(r#"\"name\":\"Children\",\"type\":\"long\""#), "{log}");
+}
+
+#[test]
 fn snapshot_bad_input_names_the_file_column_or_row_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
