@@ -80,6 +80,16 @@ impl CurrentIndex {
     fn get(&self, ex: &Existing, k: Hash128) -> Option<u32> {
         self.0.find(k as u64, |&r| ex.key[r as usize] == k).copied()
     }
+
+    /// As [`get`](Self::get), trying row `guess` (one of the first `n`)
+    /// first, so that a source in the table's row order is matched by
+    /// sequential reads rather than the table's random ones.
+    fn get_near(&self, ex: &Existing, n: usize, k: Hash128, guess: usize) -> Option<u32> {
+        if guess < n && ex.key[guess] == k {
+            return Some(guess as u32);
+        }
+        self.get(ex, k)
+    }
 }
 
 const PROP_ENCODING: &str = "gold.scd2.encoding";
@@ -305,8 +315,19 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     let mut seen_current = vec![false; n_current];
     // The source row that left each current row as it is.
     let mut partner = vec![u32::MAX; n_current];
+    // Snapshots are often exported in key order, and a table keeps most of
+    // its current rows in the order they came: each row's match is looked
+    // for first just after the previous row's.
     let at_current: Vec<u32> = on_every_core(inc.key.len(), |rows| {
-        rows.map(|i| current_of.get(&ex, inc.key[i]).unwrap_or(u32::MAX)).collect::<Vec<_>>()
+        let mut next = 0;
+        rows.map(|i| match current_of.get_near(&ex, n_current, inc.key[i], next) {
+            Some(c) => {
+                next = c as usize + 1;
+                c
+            }
+            None => u32::MAX,
+        })
+        .collect::<Vec<_>>()
     })?
     .concat();
     let mut hits = vec![0u8; n_current];
@@ -642,6 +663,14 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             writer.write(out).await?;
         }
     }
+    // New versions in the order of their source rows, not of their key
+    // hashes: the table then keeps the order its sources come in, and the
+    // next snapshot in that order finds most of its rows' current versions
+    // by sequential reads (CurrentIndex::get_near).
+    fresh.sort_unstable_by_key(|r| match r.content {
+        Content::Incoming(i) => i,
+        Content::Existing(_) | Content::Updated { .. } => u32::MAX,
+    });
     let fresh = current_first(fresh);
     current_rows += fresh.iter().filter(|r| r.to == OPEN_END).count() as i64;
     for chunk in fresh.chunks(BUILD_ROWS) {
