@@ -1836,4 +1836,39 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn plans_of_later_keys_join_in_order_and_a_surrogate_key_given_to_two_versions_is_a_collision() {
+        let row = |key: Hash128, sk: i64| OutRow {
+            key,
+            sk,
+            from: 0,
+            to: OPEN_END,
+            deleted: false,
+            inferred: false,
+            content: Content::Incoming(key as u32),
+        };
+        let plan = |key: Hash128, sk: i64| {
+            let mut p = Plan::default();
+            p.rows.push(row(key, sk));
+            p.replaced.push(key as u32);
+            p.new_sks.insert(sk, (key, 0));
+            p
+        };
+        let mut joined = Plan::default();
+        for part in [plan(1, 10), plan(2, 20), plan(3, 30)] {
+            joined.absorb(part).expect("no collision");
+        }
+        assert_eq!(joined.rows.iter().map(|r| r.key).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(joined.replaced, [1, 2, 3]);
+        assert_eq!(joined.new_sks.len(), 3);
+        // Surrogate key 20 again, for another key's version.
+        match joined.absorb(plan(4, 20)) {
+            Err(Error::SurrogateKeyCollision { surrogate_key, key_hash, .. }) => {
+                assert_eq!(surrogate_key, 20);
+                assert_eq!(key_hash, key_hash_hex(4));
+            }
+            other => panic!("expected a collision, got {other:?}"),
+        }
+    }
 }

@@ -190,7 +190,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Adds `other`'s counts to these (the merges of several batches).
+    /// Adds `other`'s counts to these (the merges of several batches, or
+    /// the runs of keys one merge plans on several cores).
     pub fn add(&mut self, other: &Metrics) {
         self.rows_in += other.rows_in;
         self.duplicates += other.duplicates;
