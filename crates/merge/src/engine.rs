@@ -54,7 +54,11 @@ type KeyMap<V> = HashMap<Hash128, V, Prehashed>;
 /// [`Existing`], hashed by the key hash's low bits, so an entry takes 4
 /// bytes rather than a copy of the 16-byte key (10 million keys: about
 /// 90 MB instead of 550).
-struct CurrentIndex(hashbrown::HashTable<u32>);
+struct CurrentIndex {
+    table: hashbrown::HashTable<u32>,
+    /// The rows indexed: the first `n` of `ex`.
+    n: usize,
+}
 
 impl CurrentIndex {
     /// Indexes the first `n` rows of `ex`; two current rows of one key
@@ -74,18 +78,18 @@ impl CurrentIndex {
                 }
             }
         }
-        Ok(Self(table))
+        Ok(Self { table, n })
     }
 
     fn get(&self, ex: &Existing, k: Hash128) -> Option<u32> {
-        self.0.find(k as u64, |&r| ex.key[r as usize] == k).copied()
+        self.table.find(k as u64, |&r| ex.key[r as usize] == k).copied()
     }
 
-    /// As [`get`](Self::get), trying row `guess` (one of the first `n`)
-    /// first, so that a source in the table's row order is matched by
-    /// sequential reads rather than the table's random ones.
-    fn get_near(&self, ex: &Existing, n: usize, k: Hash128, guess: usize) -> Option<u32> {
-        if guess < n && ex.key[guess] == k {
+    /// As [`get`](Self::get), trying row `guess` (if indexed) first, so
+    /// that a source in the table's row order is matched by sequential
+    /// reads rather than the table's random ones.
+    fn get_near(&self, ex: &Existing, k: Hash128, guess: usize) -> Option<u32> {
+        if guess < self.n && ex.key[guess] == k {
             return Some(guess as u32);
         }
         self.get(ex, k)
@@ -320,7 +324,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     // for first just after the previous row's.
     let at_current: Vec<u32> = on_every_core(inc.key.len(), |rows| {
         let mut next = 0;
-        rows.map(|i| match current_of.get_near(&ex, n_current, inc.key[i], next) {
+        rows.map(|i| match current_of.get_near(&ex, inc.key[i], next) {
             Some(c) => {
                 next = c as usize + 1;
                 c
@@ -1548,21 +1552,26 @@ impl Plan {
     /// Appends `later`, the plan of keys after these: a surrogate key both
     /// give out to different versions is a collision.
     fn absorb(&mut self, later: Plan) -> Result<()> {
-        if self.rows.is_empty() && self.replaced.is_empty() && self.new_sks.is_empty() {
+        if self.is_empty() && self.new_sks.is_empty() {
             *self = later;
             return Ok(());
         }
         for (sk, version) in later.new_sks {
-            if let Some(other) = self.new_sks.insert(sk, version)
-                && other != version
-            {
-                return Err(collision(sk, version.0, version.1));
-            }
+            self.give_sk(sk, version)?;
         }
         self.rows.extend(later.rows);
         self.replaced.extend(later.replaced);
         self.changed.extend(later.changed);
         Ok(())
+    }
+
+    /// Records that surrogate key `sk` identifies `version` (key hash,
+    /// start); one already given to another version is a collision.
+    fn give_sk(&mut self, sk: i64, version: (Hash128, i64)) -> Result<()> {
+        match self.new_sks.insert(sk, version) {
+            Some(other) if other != version => Err(collision(sk, version.0, version.1)),
+            _ => Ok(()),
+        }
     }
 
     fn touched_files(&self, ex: &Existing) -> Vec<u32> {
@@ -1588,11 +1597,7 @@ impl Plan {
                 Some(o) => ex.sk[o as usize],
                 None => {
                     let sk = if self.unknown_key == Some(key) { crate::UNKNOWN_SK } else { surrogate_key(key, v.from) };
-                    if let Some(other) = self.new_sks.insert(sk, (key, v.from))
-                        && other != (key, v.from)
-                    {
-                        return Err(collision(sk, key, v.from));
-                    }
+                    self.give_sk(sk, (key, v.from))?;
                     sk
                 }
             };

@@ -286,8 +286,8 @@ impl<'a> Attrs<'a> {
 
     /// The hash of `row`; `buf` is scratch space.
     pub(crate) fn hash(&self, row: usize, buf: &mut Vec<u8>) -> Hash128 {
-        buf.clear();
         if self.encoding == 1 {
+            buf.clear();
             buf.push(1);
             for (name, col) in &self.cols {
                 buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -296,10 +296,16 @@ impl<'a> Attrs<'a> {
             }
             return hash128(buf);
         }
+        self.encode_values(row, buf);
+        first16(blake3::keyed_hash(&self.names_key, buf))
+    }
+
+    /// Version 2's encoding of `row`: the values alone, compact, into `buf`.
+    fn encode_values(&self, row: usize, buf: &mut Vec<u8>) {
+        buf.clear();
         for (_, col) in &self.cols {
             col.encode(row, buf, true);
         }
-        first16(blake3::keyed_hash(&self.names_key, buf))
     }
 
     /// A value that two rows share exactly when their values in these
@@ -309,10 +315,7 @@ impl<'a> Attrs<'a> {
     /// byte; else its BLAKE3 hash with the top bit set, so the two kinds
     /// never meet. Never 0, which stands for "not in the file".
     pub(crate) fn fingerprint(&self, row: usize, buf: &mut Vec<u8>) -> Hash128 {
-        buf.clear();
-        for (_, col) in &self.cols {
-            col.encode(row, buf, true);
-        }
+        self.encode_values(row, buf);
         if buf.len() < 16 {
             let mut inline = [0u8; 16];
             inline[..buf.len()].copy_from_slice(buf);
