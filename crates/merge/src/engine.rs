@@ -155,27 +155,48 @@ impl Existing {
         self.attr.get(r).copied().unwrap_or(self.cmp[r])
     }
 
-    /// Room for `n` more rows, exactly: a million-row table's vectors
-    /// would otherwise grow to the next power of two.
-    fn reserve_exact(&mut self, n: usize, layout: &Layout) {
-        for v in [&mut self.key, &mut self.cmp] {
-            v.reserve_exact(n);
+    /// Room for rows in runs of `lens` at the end, each run's part to be
+    /// filled by [`load_existing`], on any thread. A vector of no rows yet
+    /// is allocated zeroed, so its pages are first touched by the threads
+    /// that fill them.
+    fn grow(&mut self, lens: &[usize], layout: &Layout) -> Vec<ExistingRows<'_>> {
+        fn tail<'a, T: Clone + Default>(
+            v: &'a mut Vec<T>,
+            n: usize,
+            runs: &[std::ops::Range<usize>],
+        ) -> Vec<&'a mut [T]> {
+            let start = v.len();
+            match start {
+                0 => *v = vec![T::default(); n],
+                _ => v.resize(start + n, T::default()),
+            }
+            split_runs(&mut v[start..], runs)
         }
-        if !layout.t1_cols.is_empty() {
-            self.t1.reserve_exact(n);
+        let n: usize = lens.iter().sum();
+        let mut runs = Vec::with_capacity(lens.len());
+        for &len in lens {
+            let start = runs.last().map_or(0, |r: &std::ops::Range<usize>| r.end);
+            runs.push(start..start + len);
         }
-        if !layout.stored_hash_comparable {
-            self.attr.reserve_exact(n);
-        }
-        for v in [&mut self.from, &mut self.to, &mut self.sk] {
-            v.reserve_exact(n);
-        }
-        for v in [&mut self.deleted, &mut self.inferred] {
-            v.reserve_exact(n);
-        }
-        for v in [&mut self.file, &mut self.row_in_file] {
-            v.reserve_exact(n);
-        }
+        let (t1_n, attr_n) =
+            (if layout.t1_cols.is_empty() { 0 } else { n }, if layout.stored_hash_comparable { 0 } else { n });
+        let parts = tail(&mut self.key, n, &runs)
+            .into_iter()
+            .zip(tail(&mut self.from, n, &runs))
+            .zip(tail(&mut self.to, n, &runs))
+            .zip(tail(&mut self.cmp, n, &runs))
+            .zip(tail(&mut self.t1, t1_n, &runs))
+            .zip(tail(&mut self.attr, attr_n, &runs))
+            .zip(tail(&mut self.sk, n, &runs))
+            .zip(tail(&mut self.deleted, n, &runs))
+            .zip(tail(&mut self.inferred, n, &runs))
+            .zip(tail(&mut self.file, n, &runs))
+            .zip(tail(&mut self.row_in_file, n, &runs));
+        parts
+            .map(|((((((((((key, from), to), cmp), t1), attr), sk), deleted), inferred), file), row_in_file)| {
+                ExistingRows { key, from, to, cmp, t1, attr, sk, deleted, inferred, file, row_in_file }
+            })
+            .collect()
     }
 
     /// The type-1 fingerprint of row `r` (0 without type-1 columns).
@@ -184,9 +205,21 @@ impl Existing {
     }
 }
 
-/// Key, compared and full hashes and type-1 fingerprints of a run of
-/// source rows.
-type RowHashes = (Vec<Hash128>, Vec<Hash128>, Vec<Hash128>, Vec<Hash128>);
+/// A run of [`Existing`]'s rows, to be filled in place (see
+/// [`Existing::grow`]); `t1` and `attr` are empty where `Existing`'s are.
+struct ExistingRows<'a> {
+    key: &'a mut [Hash128],
+    from: &'a mut [i64],
+    to: &'a mut [i64],
+    cmp: &'a mut [Hash128],
+    t1: &'a mut [Hash128],
+    attr: &'a mut [Hash128],
+    sk: &'a mut [i64],
+    deleted: &'a mut [bool],
+    inferred: &'a mut [bool],
+    file: &'a mut [u32],
+    row_in_file: &'a mut [u32],
+}
 
 /// Per-row facts about the incoming batch.
 struct Incoming {
@@ -302,10 +335,12 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     if let Some(table) = &table {
         let projection = phase1_columns(spec, &layout);
         let batches = io::read_files(table, &current_files, Some(&projection)).await?;
-        ex.reserve_exact(batches.iter().map(RecordBatch::num_rows).sum(), &layout);
-        for (file, b) in batches.iter().enumerate() {
-            load_existing(&mut ex, spec, &layout, b, file as u32, true, |_, _| true)?;
-        }
+        let lens: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
+        let parts = ex.grow(&lens, &layout);
+        let loads = parts.into_iter().zip(batches.iter().enumerate()).collect();
+        on_threads(loads, |(part, (file, b))| load_existing(part, spec, &layout, b, file as u32, true, None))?
+            .into_iter()
+            .collect::<Result<()>>()?;
     }
     let n_current = ex.key.len();
     let current_of = CurrentIndex::of(&ex, n_current)?;
@@ -322,18 +357,20 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     // Snapshots are often exported in key order, and a table keeps most of
     // its current rows in the order they came: each row's match is looked
     // for first just after the previous row's.
-    let at_current: Vec<u32> = on_every_core(inc.key.len(), |rows| {
+    // Kept for the plan: a key's current row is never looked up twice.
+    let mut at_current: Vec<u32> = vec![u32::MAX; inc.key.len()];
+    fill_on_every_core(&mut at_current, |start, out| {
         let mut next = 0;
-        rows.map(|i| match current_of.get_near(&ex, inc.key[i], next) {
-            Some(c) => {
+        for (j, slot) in out.iter_mut().enumerate() {
+            if let Some(c) = current_of.get_near(&ex, inc.key[start + j], next) {
                 next = c as usize + 1;
-                c
+                *slot = c;
             }
-            None => u32::MAX,
-        })
-        .collect::<Vec<_>>()
-    })?
-    .concat();
+        }
+    })?;
+    drop(current_of);
+    // The current row of source row `i`'s key.
+    let current_at = |i: u32| Some(at_current[i as usize]).filter(|&c| c != u32::MAX);
     let mut hits = vec![0u8; n_current];
     for &c in at_current.iter().filter(|&&c| c != u32::MAX) {
         hits[c as usize] = hits[c as usize].saturating_add(1);
@@ -356,7 +393,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             slow.push(i as u32);
         }
     }
-    drop((at_current, hits, settled));
+    drop((hits, settled));
 
     // Group the other rows by key, in (effective time, order) sequence.
     let mut order = sort_incoming(spec, &inc, slow)?;
@@ -380,7 +417,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         for g in &groups {
             let g = &order[g.clone()];
             let key = inc.key[g[0] as usize];
-            match current_of.get(&ex, key) {
+            match current_at(g[0]) {
                 None => {
                     wanted.insert(key);
                 }
@@ -393,35 +430,39 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         let projection =
             vec![columns::KEY_HASH.to_string(), columns::VALID_FROM.to_string(), spec.surrogate_key.clone()];
         history_ids = io::read_files(table, &history_files, Some(&projection)).await?;
-        let mut needed_files = Vec::new();
-        for (f, b) in history_ids.iter().enumerate() {
+        // The positions of the wanted keys' versions in each history file,
+        // looked for on every core.
+        let wanted_rows = |b: &RecordBatch| -> Result<Vec<u32>> {
             let keys = binary_col(b, columns::KEY_HASH)?;
-            if !wanted.is_empty() && keys.iter().flatten().any(|k| wanted.contains(&hash::from_stored(k))) {
-                needed_files.push(f);
-            }
-        }
+            Ok((0..b.num_rows())
+                .filter(|&r| keys.is_valid(r) && wanted.contains(&hash::from_stored(keys.value(r))))
+                .map(|r| r as u32)
+                .collect())
+        };
+        let found = match wanted.is_empty() {
+            true => Vec::new(),
+            false => on_threads(history_ids.iter().collect(), wanted_rows)?.into_iter().collect::<Result<Vec<_>>>()?,
+        };
+        let (needed_files, rows): (Vec<usize>, Vec<Vec<u32>>) =
+            found.into_iter().enumerate().filter(|(_, rows)| !rows.is_empty()).unzip();
         // Only the wanted keys' versions are loaded, from the columns the
         // plan needs; a history file is read whole only if it is rewritten.
         let to_read: Vec<DataFile> = needed_files.iter().map(|&f| history_files[f].clone()).collect();
         let mut projection = phase1_columns(spec, &layout);
         projection.push(columns::VALID_TO.to_string());
         let slim = io::read_files(table, &to_read, Some(&projection)).await?;
-        let mut keep = 0;
-        for b in &slim {
-            keep += binary_col(b, columns::KEY_HASH)?
-                .iter()
-                .flatten()
-                .filter(|k| wanted.contains(&hash::from_stored(k)))
-                .count();
-        }
-        ex.reserve_exact(keep, &layout);
-        for (&f, b) in needed_files.iter().zip(slim) {
+        let start = ex.key.len();
+        let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let parts = ex.grow(&lens, &layout);
+        let loads = parts.into_iter().zip(needed_files.iter().zip(&slim).zip(&rows)).collect();
+        on_threads(loads, |(part, ((&f, b), rows))| {
             let file_id = (current_files.len() + f) as u32;
-            let start = ex.key.len();
-            load_existing(&mut ex, spec, &layout, &b, file_id, false, |_, key| wanted.contains(&key))?;
-            for row in start..ex.key.len() {
-                history_of.entry(ex.key[row]).or_default().push(row as u32);
-            }
+            load_existing(part, spec, &layout, b, file_id, false, Some(rows))
+        })?
+        .into_iter()
+        .collect::<Result<()>>()?;
+        for row in start..ex.key.len() {
+            history_of.entry(ex.key[row]).or_default().push(row as u32);
         }
     }
     lap("read_history");
@@ -443,7 +484,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             if let Some(rows) = history_of.get(&key) {
                 initial.extend(rows);
             }
-            if let Some(c) = current_of.get(&ex, key) {
+            if let Some(c) = current_at(g[0]) {
                 seen.push(c);
                 initial.push(c);
             }
@@ -521,7 +562,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         return Ok(outcome);
     }
     // What only the plan needed goes before the files are read.
-    drop((current_of, seen_current, history_of, order, groups, versions));
+    drop((at_current, seen_current, history_of, order, groups, versions));
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
@@ -551,7 +592,10 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         for (f, b) in rewritten.into_iter().zip(full) {
             let loaded: HashSet<u32> =
                 (0..ex.key.len()).filter(|&r| ex.file[r] == f).map(|r| ex.row_in_file[r]).collect();
-            load_existing(&mut ex, spec, &layout, &b, f, false, |row, _| !loaded.contains(&(row as u32)))?;
+            let rows: Vec<u32> = (0..b.num_rows() as u32).filter(|row| !loaded.contains(row)).collect();
+            for part in ex.grow(&[rows.len()], &layout) {
+                load_existing(part, spec, &layout, &b, f, false, Some(&rows))?;
+            }
             held.insert(f, b);
         }
     }
@@ -704,15 +748,60 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 /// `f` over `0..n`, cut into one run of consecutive rows per core, each
 /// run on its own thread; the runs' results in row order.
 fn on_every_core<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Result<Vec<T>> {
+    on_threads(core_runs(n), f)
+}
+
+/// `0..n` cut into one run of consecutive rows per core.
+fn core_runs(n: usize) -> Vec<std::ops::Range<usize>> {
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
     let chunk = n.div_ceil(threads).max(1);
-    let parts: Vec<Option<T>> = std::thread::scope(|s| {
+    (0..n).step_by(chunk).map(|start| start..(start + chunk).min(n)).collect()
+}
+
+/// `f` on each item, the items shared out over the cores in consecutive
+/// runs, each run on its own thread; the results in item order.
+fn on_threads<I: Send, T: Send>(items: Vec<I>, f: impl Fn(I) -> T + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
+    let per_run = items.len().div_ceil(threads).max(1);
+    let mut items = items.into_iter().peekable();
+    let mut runs: Vec<Vec<I>> = Vec::with_capacity(threads);
+    while items.peek().is_some() {
+        runs.push(items.by_ref().take(per_run).collect());
+    }
+    let parts: Vec<Option<Vec<T>>> = std::thread::scope(|s| {
         let f = &f;
         let handles: Vec<_> =
-            (0..n).step_by(chunk).map(|start| s.spawn(move || f(start..(start + chunk).min(n)))).collect();
+            runs.into_iter().map(|run| s.spawn(move || run.into_iter().map(f).collect::<Vec<T>>())).collect();
         handles.into_iter().map(|h| h.join().ok()).collect()
     });
-    parts.into_iter().map(|part| part.ok_or_else(|| Error::data("merge", "a worker thread panicked"))).collect()
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(part.ok_or_else(|| Error::data("merge", "a worker thread panicked"))?);
+    }
+    Ok(out)
+}
+
+/// `out` cut at `runs` (consecutive, from 0): one part per run. An empty
+/// `out` (a column of results not needed) gives an empty part for each.
+fn split_runs<'a, T>(mut out: &'a mut [T], runs: &[std::ops::Range<usize>]) -> Vec<&'a mut [T]> {
+    runs.iter()
+        .map(|run| match out.is_empty() {
+            true => &mut [][..],
+            false => {
+                let (part, rest) = std::mem::take(&mut out).split_at_mut(run.len());
+                out = rest;
+                part
+            }
+        })
+        .collect()
+}
+
+/// `out` filled on every core, each run of rows in place: `f` gets the
+/// first row of its run and the run's part of `out`.
+fn fill_on_every_core<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) -> Result<()> {
+    let runs = core_runs(out.len());
+    let parts = runs.iter().map(|r| r.start).zip(split_runs(out, &runs)).collect();
+    on_threads(parts, |(start, part)| f(start, part)).map(drop)
 }
 
 pub(crate) async fn business_schema(target: &Target, spec: &Spec) -> Result<Option<Schema>> {
@@ -992,14 +1081,16 @@ fn attr_cols<'a>(b: &'a RecordBatch, names: &'a [String], encoding: u8) -> Resul
     Ok(Attrs::new(cols, encoding))
 }
 
+/// Loads the rows `rows` of `b` (ascending positions; all: `None`), read
+/// from table file `file`, into `part`, which has room for exactly them.
 fn load_existing(
-    ex: &mut Existing,
+    part: ExistingRows<'_>,
     spec: &Spec,
     layout: &Layout,
     b: &RecordBatch,
     file: u32,
     current: bool,
-    keep: impl Fn(usize, Hash128) -> bool,
+    rows: Option<&[u32]>,
 ) -> Result<()> {
     let keys = binary_col(b, columns::KEY_HASH)?;
     let attrs = binary_col(b, columns::ATTR_HASH)?;
@@ -1010,33 +1101,34 @@ fn load_existing(
     let sks = int_col(b, &spec.surrogate_key)?;
     let t1 = attr_cols(b, &layout.t1_cols, layout.encoding)?;
     let cmp = if layout.stored_hash_comparable { None } else { Some(attr_cols(b, &layout.cmp_cols, layout.encoding)?) };
+    let n = rows.map_or(b.num_rows(), <[u32]>::len);
+    if part.key.len() != n {
+        return Err(Error::data("merge", format!("room for {} rows loaded from a file, not {n}", part.key.len())));
+    }
     let mut buf = Vec::new();
-    for r in 0..b.num_rows() {
-        let key = hash::from_stored(keys.value(r));
-        if !keep(r, key) {
-            continue;
-        }
-        ex.key.push(key);
+    for j in 0..n {
+        let r = rows.map_or(j, |rows| rows[j] as usize);
+        part.key[j] = hash::from_stored(keys.value(r));
         let stored = hash::from_stored(attrs.value(r));
-        ex.cmp.push(match &cmp {
+        part.cmp[j] = match &cmp {
             None => stored,
             Some(cols) => {
-                ex.attr.push(stored);
+                part.attr[j] = stored;
                 cols.hash(r, &mut buf)
             }
-        });
+        };
         // Decided by the layout, not the file: a file written before a
         // type-1 column was added lacks it, and its rows hash to 0.
-        if !layout.t1_cols.is_empty() {
-            ex.t1.push(if t1.is_empty() { 0 } else { t1.fingerprint(r, &mut buf) });
+        if let Some(slot) = part.t1.get_mut(j) {
+            *slot = if t1.is_empty() { 0 } else { t1.fingerprint(r, &mut buf) };
         }
-        ex.from.push(from.value(r));
-        ex.to.push(if current { OPEN_END } else { to.value(r) });
-        ex.deleted.push(deleted.value(r));
-        ex.inferred.push(inferred.value(r));
-        ex.sk.push(sks.value(r));
-        ex.file.push(file);
-        ex.row_in_file.push(r as u32);
+        part.from[j] = from.value(r);
+        part.to[j] = if current { OPEN_END } else { to.value(r) };
+        part.deleted[j] = deleted.value(r);
+        part.inferred[j] = inferred.value(r);
+        part.sk[j] = sks.value(r);
+        part.file[j] = file;
+        part.row_in_file[j] = r as u32;
     }
     Ok(())
 }
@@ -1099,45 +1191,36 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         _ => vec![false; n],
     };
 
-    // Hash on every core.
-    let parts = on_every_core(n, |rows| {
-        let mut buf = Vec::with_capacity(256);
-        let mut out: RowHashes = Default::default();
-        for r in rows {
-            encode_key(&key_cols, r, &mut buf);
-            out.0.push(hash128(&buf));
-            out.1.push(cmp_cols.hash(r, &mut buf));
-            if full_cols.len() != cmp_cols.len() {
-                out.2.push(full_cols.hash(r, &mut buf));
-            }
-            if !t1_cols.is_empty() {
-                out.3.push(t1_cols.fingerprint(r, &mut buf));
-            }
-        }
-        out
-    })?;
-    let unknown_row = (mode == Mode::Infer).then(|| (0..n).find(|&r| key_cols.iter().all(|c| c.is_null(r)))).flatten();
+    // Hash on every core, each run into its own part of the vectors.
     let (full_n, t1_n) =
         (if full_cols.len() != cmp_cols.len() { n } else { 0 }, if t1_cols.is_empty() { 0 } else { n });
+    let (mut key, mut cmp, mut full_hash, mut t1) = (vec![0; n], vec![0; n], vec![0; full_n], vec![0; t1_n]);
+    let runs = core_runs(n);
+    let parts = runs
+        .iter()
+        .cloned()
+        .zip(split_runs(&mut key, &runs))
+        .zip(split_runs(&mut cmp, &runs))
+        .zip(split_runs(&mut full_hash, &runs))
+        .zip(split_runs(&mut t1, &runs))
+        .collect();
+    on_threads(parts, |((((rows, key), cmp), full), t1)| {
+        let mut buf = Vec::with_capacity(256);
+        for (j, r) in rows.enumerate() {
+            encode_key(&key_cols, r, &mut buf);
+            key[j] = hash128(&buf);
+            cmp[j] = cmp_cols.hash(r, &mut buf);
+            if let Some(slot) = full.get_mut(j) {
+                *slot = full_cols.hash(r, &mut buf);
+            }
+            if let Some(slot) = t1.get_mut(j) {
+                *slot = t1_cols.fingerprint(r, &mut buf);
+            }
+        }
+    })?;
+    let unknown_row = (mode == Mode::Infer).then(|| (0..n).find(|&r| key_cols.iter().all(|c| c.is_null(r)))).flatten();
     drop((key_cols, cmp_cols, full_cols, t1_cols));
-    let mut inc = Incoming {
-        unknown_key: None,
-        batch: full,
-        key: Vec::with_capacity(n),
-        cmp: Vec::with_capacity(n),
-        full: Vec::with_capacity(full_n),
-        t1: Vec::with_capacity(t1_n),
-        eff,
-        delete,
-    };
-    for (k, c, f, t) in parts {
-        inc.key.extend(k);
-        inc.cmp.extend(c);
-        inc.full.extend(f);
-        inc.t1.extend(t);
-    }
-    inc.unknown_key = unknown_row.map(|r| inc.key[r]);
-    Ok(inc)
+    Ok(Incoming { unknown_key: unknown_row.map(|r| key[r]), batch: full, key, cmp, full: full_hash, t1, eff, delete })
 }
 
 /// Each row's effective time in UTC microseconds.
