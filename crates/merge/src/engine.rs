@@ -1820,18 +1820,22 @@ impl Builder<'_> {
         // slim columns, 2 its wide ones. `fresh`: the column takes an
         // updated row's source value (type-1 and new columns); `wide`: the
         // column is one a matched row takes from its source row.
+        // A loop into a vector of the right size: collecting the results
+        // through an iterator of `Result`s grew the vector a row at a time.
         let refs = |fresh: bool, wide: bool| -> Result<Vec<(usize, usize)>> {
-            rows.iter()
-                .map(|o| match o.content {
-                    Content::Incoming(i) => Ok((0, i as usize)),
-                    Content::Updated { from: i, .. } if fresh => Ok((0, i as usize)),
+            let mut out = Vec::with_capacity(rows.len());
+            for o in rows {
+                out.push(match o.content {
+                    Content::Incoming(i) => (0, i as usize),
+                    Content::Updated { from: i, .. } if fresh => (0, i as usize),
+                    Content::Existing(r) | Content::Updated { base: r, .. } if !wide => (1, ex_row(r)),
                     Content::Existing(r) | Content::Updated { base: r, .. } => match o.matched(self.partner) {
-                        _ if !wide => Ok((1, ex_row(r))),
-                        Some(i) if wide_rows.is_some() => Ok((0, i)),
-                        _ => Ok((2, wide_row(r)?)),
+                        Some(i) if wide_rows.is_some() => (0, i),
+                        _ => (2, wide_row(r)?),
                     },
-                })
-                .collect()
+                });
+            }
+            Ok(out)
         };
         let mut memo: [Option<Vec<(usize, usize)>>; 4] = Default::default();
         let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
