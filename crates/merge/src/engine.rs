@@ -1963,4 +1963,28 @@ mod tests {
             other => panic!("expected a collision, got {other:?}"),
         }
     }
+
+    #[test]
+    fn runs_of_rows_fill_their_own_parts_in_order_and_a_vector_not_needed_gives_empty_parts() {
+        let runs = vec![0..3, 3..3, 3..7];
+        let mut v: Vec<u32> = vec![0; 7];
+        let lens: Vec<usize> = split_runs(&mut v, &runs).iter().map(|p| p.len()).collect();
+        assert_eq!(lens, vec![3, 0, 4]);
+        let mut unused: Vec<u32> = Vec::new();
+        let parts = split_runs(&mut unused, &runs);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.is_empty()));
+
+        let mut out = vec![0usize; 1001];
+        fill_on_every_core(&mut out, |start, part| {
+            for (j, slot) in part.iter_mut().enumerate() {
+                *slot = (start + j) * 2;
+            }
+        })
+        .unwrap();
+        assert!(out.iter().enumerate().all(|(i, &x)| x == i * 2));
+        let doubled = on_threads((0..10).collect(), |i: i32| i * 2).unwrap();
+        assert_eq!(doubled, (0..10).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(on_threads(Vec::<i32>::new(), |i| i).unwrap().is_empty());
+    }
 }
