@@ -751,17 +751,21 @@ fn on_every_core<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sy
     on_threads(core_runs(n), f)
 }
 
+/// The threads a merge shares its work over: one per core, at most 8.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8)
+}
+
 /// `0..n` cut into one run of consecutive rows per core.
 fn core_runs(n: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
-    let chunk = n.div_ceil(threads).max(1);
+    let chunk = n.div_ceil(cores()).max(1);
     (0..n).step_by(chunk).map(|start| start..(start + chunk).min(n)).collect()
 }
 
 /// `f` on each item, the items shared out over the cores in consecutive
 /// runs, each run on its own thread; the results in item order.
 fn on_threads<I: Send, T: Send>(items: Vec<I>, f: impl Fn(I) -> T + Sync) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8);
+    let threads = cores();
     let per_run = items.len().div_ceil(threads).max(1);
     let mut items = items.into_iter().peekable();
     let mut runs: Vec<Vec<I>> = Vec::with_capacity(threads);
@@ -1911,6 +1915,17 @@ impl Builder<'_> {
 mod tests {
     use super::*;
 
+    /// `result` is a collision of surrogate key `sk`, reported for `key`.
+    fn expect_collision(result: Result<()>, sk: i64, key: Hash128) {
+        match result {
+            Err(Error::SurrogateKeyCollision { surrogate_key, key_hash, .. }) => {
+                assert_eq!(surrogate_key, sk);
+                assert_eq!(key_hash, key_hash_hex(key));
+            }
+            other => panic!("expected a collision, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_new_surrogate_key_held_by_another_stored_version_is_a_collision() {
         let mut new_sks: HashMap<i64, (Hash128, i64), Prehashed> = HashMap::default();
@@ -1919,13 +1934,7 @@ mod tests {
         // comes back, and unrelated keys are fine.
         assert!(check_new_sks(&new_sks, [(42, 1, 10), (7, 2, 10)].into_iter()).is_ok());
         for other in [(42, 2, 10), (42, 1, 11)] {
-            match check_new_sks(&new_sks, [other].into_iter()) {
-                Err(Error::SurrogateKeyCollision { surrogate_key, key_hash, .. }) => {
-                    assert_eq!(surrogate_key, 42);
-                    assert_eq!(key_hash, key_hash_hex(1));
-                }
-                other => panic!("expected a collision, got {other:?}"),
-            }
+            expect_collision(check_new_sks(&new_sks, [other].into_iter()), 42, 1);
         }
     }
 
@@ -1955,13 +1964,7 @@ mod tests {
         assert_eq!(joined.replaced, [1, 2, 3]);
         assert_eq!(joined.new_sks.len(), 3);
         // Surrogate key 20 again, for another key's version.
-        match joined.absorb(plan(4, 20)) {
-            Err(Error::SurrogateKeyCollision { surrogate_key, key_hash, .. }) => {
-                assert_eq!(surrogate_key, 20);
-                assert_eq!(key_hash, key_hash_hex(4));
-            }
-            other => panic!("expected a collision, got {other:?}"),
-        }
+        expect_collision(joined.absorb(plan(4, 20)), 20, 4);
     }
 
     #[test]
