@@ -14,7 +14,6 @@ use deltalake::arrow::compute::{cast, concat, interleave};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::Action;
-use futures::StreamExt as _;
 
 use crate::hash::{self, Attrs, Col, Hash128, encode_key, hash128, surrogate_key};
 use crate::io::{self, DataFile};
@@ -50,12 +49,13 @@ impl std::hash::Hasher for PrehashedHasher {
 type Prehashed = std::hash::BuildHasherDefault<PrehashedHasher>;
 type KeyMap<V> = HashMap<Hash128, V, Prehashed>;
 
-/// The current row of each key: a table of bare row numbers into
+/// The current row of each key: tables of bare row numbers into
 /// [`Existing`], hashed by the key hash's low bits, so an entry takes 4
 /// bytes rather than a copy of the 16-byte key (10 million keys: about
-/// 90 MB instead of 550).
+/// 90 MB instead of 550). The keys are sharded over one table per core by
+/// a bit of their high half, so the tables are built at once.
 struct CurrentIndex {
-    table: hashbrown::HashTable<u32>,
+    shards: Vec<hashbrown::HashTable<u32>>,
     /// The rows indexed: the first `n` of `ex`.
     n: usize,
 }
@@ -64,25 +64,36 @@ impl CurrentIndex {
     /// Indexes the first `n` rows of `ex`; two current rows of one key
     /// break the SCD2 invariant.
     fn of(ex: &Existing, n: usize) -> Result<Self> {
-        let mut table = hashbrown::HashTable::with_capacity(n);
-        for (i, &k) in ex.key[..n].iter().enumerate() {
-            match table.entry(k as u64, |&r: &u32| ex.key[r as usize] == k, |&r: &u32| ex.key[r as usize] as u64) {
-                hashbrown::hash_table::Entry::Occupied(_) => {
-                    return Err(Error::Invariant {
-                        key_hash: key_hash_hex(k),
-                        reason: "two current rows in the table".into(),
-                    });
-                }
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    v.insert(i as u32);
+        let count = cores();
+        let keys = &ex.key[..n];
+        let shards = on_threads((0..count).collect(), |shard| {
+            let mut table = hashbrown::HashTable::with_capacity(n / count + n / 64);
+            for (i, &k) in keys.iter().enumerate().filter(|&(_, &k)| Self::shard_of(k, count) == shard) {
+                match table.entry(k as u64, |&r: &u32| ex.key[r as usize] == k, |&r: &u32| ex.key[r as usize] as u64) {
+                    hashbrown::hash_table::Entry::Occupied(_) => {
+                        return Err(Error::Invariant {
+                            key_hash: key_hash_hex(k),
+                            reason: "two current rows in the table".into(),
+                        });
+                    }
+                    hashbrown::hash_table::Entry::Vacant(v) => {
+                        v.insert(i as u32);
+                    }
                 }
             }
-        }
-        Ok(Self { table, n })
+            Ok(table)
+        })?;
+        Ok(Self { shards: shards.into_iter().collect::<Result<_>>()?, n })
+    }
+
+    /// The shard of key `k`: from bits the tables' hashing does not use.
+    fn shard_of(k: Hash128, count: usize) -> usize {
+        ((k >> 64) as u64 % count as u64) as usize
     }
 
     fn get(&self, ex: &Existing, k: Hash128) -> Option<u32> {
-        self.table.find(k as u64, |&r| ex.key[r as usize] == k).copied()
+        let shard = &self.shards[Self::shard_of(k, self.shards.len())];
+        shard.find(k as u64, |&r| ex.key[r as usize] == k).copied()
     }
 
     /// As [`get`](Self::get), trying row `guess` (if indexed) first, so
@@ -674,31 +685,34 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         .chain(layout.business.iter().map(|f| f.name().clone()).filter(|n| !matched.contains(n)))
         .collect();
     let wide_cols: Vec<String> = matched.iter().cloned().collect();
-    // The touched files are read a few at a time ahead of the one being
-    // rewritten, so decoding overlaps building and encoding.
-    let table_ref = table.as_ref();
-    let (files_ref, slim_ref, wide_ref) = (&files, &slim_cols, &wide_cols);
-    let mut reads = std::pin::pin!(
-        futures::stream::iter(jobs.into_iter().map(|(f, rows, held)| async move {
-            let (rows, read) = plan_file(f, rows, held);
-            let file = &files_ref[f as usize];
-            let table = || table_ref.ok_or_else(|| Error::data("merge", "a file without a table"));
-            let data = match read {
+    // Each touched file is read on its own task, started before the file
+    // ahead of it is rebuilt: decoding overlaps building and encoding, and
+    // the first two files are decoded on two cores at once.
+    let store = table.as_ref().map(|t| t.object_store());
+    let start_read = |f: u32, read: FileRead| {
+        let (store, file) = (store.clone(), files[f as usize].clone());
+        let (slim_cols, wide_cols) = (slim_cols.clone(), wide_cols.clone());
+        tokio::spawn(async move {
+            let store = || store.ok_or_else(|| Error::data("merge", "a file without a table"));
+            Ok::<_, Error>(match read {
                 FileRead::Held(b) => FileData::whole(b),
-                FileRead::Whole => {
-                    FileData::whole(io::read_files(table()?, std::slice::from_ref(file), None).await?.remove(0))
-                }
+                FileRead::Whole => FileData::whole(io::read_file(store()?, &file, None).await?),
                 FileRead::Slim(wide_rows) => {
-                    let (slim, wide) = io::read_split(table()?, file, slim_ref, wide_ref, wide_rows.clone()).await?;
+                    let (slim, wide) =
+                        io::read_split(store()?, &file, &slim_cols, &wide_cols, wide_rows.clone()).await?;
                     FileData { slim, wide, wide_rows: Some(wide_rows) }
                 }
-            };
-            Ok::<_, Error>((f, rows, data))
-        }))
-        .buffered(READ_AHEAD_FILES)
-    );
-    while let Some(next) = reads.next().await {
-        let (f, rows, data) = next?;
+            })
+        })
+    };
+    let mut jobs = jobs.into_iter().map(|(f, rows, held)| {
+        let (rows, read) = plan_file(f, rows, held);
+        (f, rows, start_read(f, read))
+    });
+    let mut ahead: std::collections::VecDeque<_> = jobs.by_ref().take(1).collect();
+    while let Some((f, rows, reading)) = ahead.pop_front() {
+        ahead.extend(jobs.by_ref().take(READ_AHEAD_FILES));
+        let data = reading.await.map_err(|e| Error::data("reading table files", e))??;
         let file = &files[f as usize];
         actions.push(Action::Remove(file.remove.clone()));
         if file.current {
@@ -1512,7 +1526,8 @@ fn delete_at(spec: &Spec, versions: &mut Vec<Ver>, t: i64, m: &mut Metrics) {
     }
 }
 
-/// Touched files decoded ahead of the one being rewritten.
+/// Touched files read (on their own tasks) while the one before them is
+/// rewritten.
 const READ_AHEAD_FILES: usize = 1;
 
 /// Output rows built into one batch for the writers.

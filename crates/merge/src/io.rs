@@ -95,13 +95,13 @@ pub(crate) async fn read_files(
 /// every row, and the columns `some` of the rows `rows` only (ascending
 /// positions in the file, in that order).
 pub(crate) async fn read_split(
-    table: &DeltaTable,
+    store: Arc<dyn ObjectStore>,
     file: &DataFile,
     all: &[String],
     some: &[String],
     rows: Vec<u32>,
 ) -> Result<(RecordBatch, RecordBatch)> {
-    let bytes = fetch(table.object_store(), file).await?;
+    let bytes = fetch(store, file).await?;
     let (context, all, some) = (format!("reading {}", file.path), all.to_vec(), some.to_vec());
     let split = move || -> Result<(RecordBatch, RecordBatch)> {
         let every = decode(&context, bytes.clone(), Some(&all), None)?;
@@ -120,7 +120,12 @@ async fn fetch(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<impl Chun
     bytes.map_err(|e| Error::data(&context, e))
 }
 
-async fn read_file(store: Arc<dyn ObjectStore>, file: &DataFile, projection: Option<&[String]>) -> Result<RecordBatch> {
+/// Reads one file (or the named columns of it) as one batch.
+pub(crate) async fn read_file(
+    store: Arc<dyn ObjectStore>,
+    file: &DataFile,
+    projection: Option<&[String]>,
+) -> Result<RecordBatch> {
     let bytes = fetch(store, file).await?;
     let (context, projection) = (format!("reading {}", file.path), projection.map(<[String]>::to_vec));
     tokio::task::spawn_blocking(move || decode(&context, bytes, projection.as_deref(), None))
