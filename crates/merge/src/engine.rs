@@ -234,7 +234,13 @@ struct ExistingRows<'a> {
 
 /// Per-row facts about the incoming batch.
 struct Incoming {
-    batch: RecordBatch,
+    /// The rows in the table's business layout, in the pieces they were
+    /// read in; row `i` of the batch is found by [`Incoming::at`].
+    pieces: Vec<RecordBatch>,
+    /// The batch's first row of each piece.
+    starts: Vec<usize>,
+    /// The pieces' schema: the business layout.
+    schema: SchemaRef,
     key: Vec<Hash128>,
     cmp: Vec<Hash128>,
     /// Hashes of every tracked column the source has; empty when those
@@ -249,12 +255,55 @@ struct Incoming {
 }
 
 impl Incoming {
+    /// The piece holding row `i` of the batch, and the row within it.
+    fn at(&self, i: usize) -> (usize, usize) {
+        locate(&self.starts, i)
+    }
+
+    /// Column `name` of every row, as one array: for the few columns read
+    /// across the batch (ordering columns).
+    fn column(&self, name: &str) -> Result<ArrayRef> {
+        whole_column(&self.schema, &self.pieces, name)
+    }
+
     fn full(&self, i: usize) -> Hash128 {
         self.full.get(i).copied().unwrap_or(self.cmp[i])
     }
 
     fn t1(&self, i: usize) -> Hash128 {
         self.t1.get(i).copied().unwrap_or(0)
+    }
+}
+
+/// The piece of `starts` (each piece's first row) holding row `i`, and
+/// the row within it.
+fn locate(starts: &[usize], i: usize) -> (usize, usize) {
+    let p = starts.partition_point(|&s| s <= i).saturating_sub(1);
+    (p, i - starts.get(p).copied().unwrap_or(0))
+}
+
+/// The rows `rows` of the batch as (piece, row in it), `starts` being
+/// each piece's first row.
+fn located(starts: &[usize], rows: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut p = locate(starts, rows.start).0;
+    rows.map(move |i| {
+        while starts.get(p + 1).is_some_and(|&s| s <= i) {
+            p += 1;
+        }
+        (p, i - starts[p])
+    })
+}
+
+/// The column `name` of `pieces` (of `schema`) as one array.
+fn whole_column(schema: &Schema, pieces: &[RecordBatch], name: &str) -> Result<ArrayRef> {
+    let parts = pieces.iter().map(|p| column(p, name).map(|c| c.as_ref())).collect::<Result<Vec<&dyn Array>>>()?;
+    match parts.as_slice() {
+        [] => {
+            let field = schema.field_with_name(name).map_err(|e| Error::data(name, e))?;
+            Ok(deltalake::arrow::array::new_empty_array(field.data_type()))
+        }
+        [one] => Ok(one.slice(0, one.len())),
+        _ => concat(&parts).map_err(|e| Error::data(name, e)),
     }
 }
 
@@ -324,14 +373,15 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         Some(t) => Some(table_arrow_schema(target, t)?),
         None => None,
     };
-    // One batch of rows; the caller's pieces are freed as soon as it exists.
-    let incoming = normalise(std::mem::take(&mut batch.rows))?;
-    let layout = layout(spec, table_schema.as_deref(), incoming.schema().as_ref(), mode, encoding)?;
+    // The rows stay in the pieces they were read in: joining them would
+    // copy every value once more.
+    let (source_schema, incoming) = normalise(std::mem::take(&mut batch.rows))?;
+    let layout = layout(spec, table_schema.as_deref(), &source_schema, mode, encoding)?;
     outcome.columns_added = match &table_schema {
         Some(_) => layout.business.iter().map(|f| f.name().clone()).filter(|n| !layout.existed.contains(n)).collect(),
         None => Vec::new(),
     };
-    let inc = prepare_incoming(spec, &layout, &incoming, &batch, mode)?;
+    let inc = prepare_incoming(spec, &layout, incoming, &batch, mode)?;
     outcome.metrics.rows_in = inc.key.len() as u64;
     lap("prepare");
 
@@ -577,7 +627,9 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
-    let plain = io::plain_columns(&inc.batch, &spec.key);
+    let first = inc.pieces.first().cloned().unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema)));
+    let plain = io::plain_columns(&first, &spec.key);
+    drop(first);
     let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema), &plain)?;
     let mut actions: Vec<Action> = Vec::new();
     let touched: Vec<u32> = plan.touched_files(&ex);
@@ -871,10 +923,11 @@ fn table_arrow_schema(target: &Target, table: &deltalake::DeltaTable) -> Result<
     Ok(Arc::new(schema))
 }
 
-/// One batch, with views and large strings made plain.
-fn normalise(rows: Vec<RecordBatch>) -> Result<RecordBatch> {
+/// The source's pieces with one schema, views and large strings made
+/// plain, empty pieces dropped.
+fn normalise(rows: Vec<RecordBatch>) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let Some(first) = rows.first() else {
-        return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
+        return Ok((Arc::new(Schema::empty()), Vec::new()));
     };
     let fields: Vec<Field> = first
         .schema()
@@ -883,36 +936,22 @@ fn normalise(rows: Vec<RecordBatch>) -> Result<RecordBatch> {
         .map(|f| f.as_ref().clone().with_data_type(crate::source::plain(f.data_type())))
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    // Column by column, the columns shared out over the cores, each part's
-    // column dropped once it is copied, so the batch is never held twice
-    // over; a single part is cast, not copied.
-    let single = rows.len() == 1;
-    let mut pieces: Vec<Vec<ArrayRef>> = schema.fields().iter().map(|_| Vec::with_capacity(rows.len())).collect();
-    for b in rows {
-        for (j, c) in b.columns().iter().enumerate() {
-            pieces[j].push(Arc::clone(c));
-        }
-    }
-    let pieces: Vec<std::sync::Mutex<Vec<ArrayRef>>> = pieces.into_iter().map(std::sync::Mutex::new).collect();
-    let joined = on_every_core(pieces.len(), |columns| {
-        columns
-            .map(|j| {
-                let f = schema.field(j);
-                let fail = |e| Error::data(&format!("column {:?}", f.name()), e);
-                let mut parts =
-                    std::mem::take(&mut *pieces[j].lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                for p in &mut parts {
-                    *p = cast(p, f.data_type()).map_err(fail)?;
-                }
-                match single {
-                    true => Ok(Arc::clone(&parts[0])),
-                    false => concat(&parts.iter().map(|c| c.as_ref()).collect::<Vec<&dyn Array>>()).map_err(fail),
-                }
+    // Piece by piece, on every core; a column already of its plain type is
+    // passed on as it is.
+    let pieces: Vec<RecordBatch> = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let pieces = on_threads(pieces, |piece| {
+        let cols = piece
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => Ok(Arc::clone(c)),
+                false => cast(c, f.data_type()).map_err(|e| Error::data(&format!("column {:?}", f.name()), e)),
             })
-            .collect::<Result<Vec<ArrayRef>>>()
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| Error::data("batch", e))
     })?;
-    let cols = joined.into_iter().collect::<Result<Vec<_>>>()?.concat();
-    RecordBatch::try_new(schema, cols).map_err(|e| Error::data("batch", e))
+    Ok((schema, pieces.into_iter().collect::<Result<_>>()?))
 }
 
 fn is_engine_column(spec: &Spec, name: &str) -> bool {
@@ -1151,45 +1190,75 @@ fn load_existing(
     Ok(())
 }
 
-fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &Batch, mode: Mode) -> Result<Incoming> {
-    // The batch in the table's business layout: table types, NULL for
+fn prepare_incoming(
+    spec: &Spec,
+    layout: &Layout,
+    source: Vec<RecordBatch>,
+    batch: &Batch,
+    mode: Mode,
+) -> Result<Incoming> {
+    // Each piece in the table's business layout: table types, NULL for
     // columns the source lacks.
-    let n = source.num_rows();
-    let mut cols = Vec::with_capacity(layout.business.len());
-    for f in &layout.business {
-        let col = match source.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Arc::clone(c),
-            Some(c) => {
-                let cast_options = deltalake::arrow::compute::CastOptions { safe: false, ..Default::default() };
-                deltalake::arrow::compute::cast_with_options(c, f.data_type(), &cast_options).map_err(|e| {
-                    Error::Column {
-                        column: f.name().clone(),
-                        reason: format!("does not convert to the table's type {}: {e}", f.data_type()),
-                    }
-                })?
-            }
-            None => new_null_array(f.data_type(), n),
-        };
-        cols.push(col);
-    }
     let schema = Arc::new(Schema::new(layout.business.clone()));
-    let full = RecordBatch::try_new(schema, cols).map_err(|e| Error::data("batch", e))?;
+    let to_layout = |piece: RecordBatch| -> Result<RecordBatch> {
+        let mut cols = Vec::with_capacity(layout.business.len());
+        for f in &layout.business {
+            let col = match piece.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => Arc::clone(c),
+                Some(c) => {
+                    let cast_options = deltalake::arrow::compute::CastOptions { safe: false, ..Default::default() };
+                    deltalake::arrow::compute::cast_with_options(c, f.data_type(), &cast_options).map_err(|e| {
+                        Error::Column {
+                            column: f.name().clone(),
+                            reason: format!("does not convert to the table's type {}: {e}", f.data_type()),
+                        }
+                    })?
+                }
+                None => new_null_array(f.data_type(), piece.num_rows()),
+            };
+            cols.push(col);
+        }
+        RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| Error::data("batch", e))
+    };
+    let pieces: Vec<RecordBatch> = on_threads(source, to_layout)?.into_iter().collect::<Result<_>>()?;
+    let mut starts = Vec::with_capacity(pieces.len());
+    let mut n = 0;
+    for piece in &pieces {
+        starts.push(n);
+        n += piece.num_rows();
+    }
 
-    let key_cols: Vec<Col<'_>> = spec.key.iter().map(|k| Col::new(k, column(&full, k)?)).collect::<Result<Vec<_>>>()?;
-    let cmp_cols = attr_cols(&full, &layout.cmp_cols, layout.encoding)?;
     let tracked_in_source: Vec<String> =
         layout.tracked.iter().filter(|c| layout.in_source.contains(*c)).cloned().collect();
-    let full_cols = attr_cols(&full, &tracked_in_source, layout.encoding)?;
-    let t1_cols = attr_cols(&full, &layout.t1_cols, layout.encoding)?;
+    // Each piece's columns as the hashes read them.
+    struct Views<'a> {
+        key: Vec<Col<'a>>,
+        cmp: Attrs<'a>,
+        full: Attrs<'a>,
+        t1: Attrs<'a>,
+    }
+    let views = pieces
+        .iter()
+        .map(|p| {
+            Ok(Views {
+                key: spec.key.iter().map(|k| Col::new(k, column(p, k)?)).collect::<Result<Vec<_>>>()?,
+                cmp: attr_cols(p, &layout.cmp_cols, layout.encoding)?,
+                full: attr_cols(p, &tracked_in_source, layout.encoding)?,
+                t1: attr_cols(p, &layout.t1_cols, layout.encoding)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Every row of the batch as (piece, row in it).
+    let every_row = || views.iter().enumerate().flat_map(|(p, v)| (0..pieces[p].num_rows()).map(move |r| (v, r)));
     if mode == Mode::Changes {
-        for (k, col) in spec.key.iter().zip(&key_cols) {
-            if let Some(row) = (0..n).find(|&r| col.is_null(r)) {
+        for (j, k) in spec.key.iter().enumerate() {
+            if let Some(row) = every_row().position(|(v, r)| v.key[j].is_null(r)) {
                 return Err(Error::Row { row: row + 1, reason: format!("key column {k:?} is empty") });
             }
         }
-    } else if let Some(row) = (0..n).find(|&r| {
-        let nulls = key_cols.iter().filter(|c| c.is_null(r)).count();
-        nulls > 0 && nulls < key_cols.len()
+    } else if let Some(row) = every_row().position(|(v, r)| {
+        let nulls = v.key.iter().filter(|c| c.is_null(r)).count();
+        nulls > 0 && nulls < v.key.len()
     }) {
         return Err(Error::Row {
             row: row + 1,
@@ -1197,12 +1266,12 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         });
     }
     let eff = match mode {
-        Mode::Changes => effective_times(spec, &full, batch)?,
+        Mode::Changes => effective_times(spec, &schema, &pieces, n, batch)?,
         Mode::Infer => vec![crate::INFERRED_FROM; n],
     };
     let delete = match &spec.deletes {
         Deletes::Events { column: c, values } => {
-            let text = cast(column(&full, c)?, &DataType::Utf8).map_err(|e| Error::data(c, e))?;
+            let text = cast(&whole_column(&schema, &pieces, c)?, &DataType::Utf8).map_err(|e| Error::data(c, e))?;
             let text = text.as_string::<i32>();
             (0..n).map(|r| text.is_valid(r) && values.iter().any(|v| v == text.value(r))).collect()
         }
@@ -1210,8 +1279,10 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
     };
 
     // Hash on every core, each run into its own part of the vectors.
-    let (full_n, t1_n) =
-        (if full_cols.len() != cmp_cols.len() { n } else { 0 }, if t1_cols.is_empty() { 0 } else { n });
+    let (full_n, t1_n) = match views.first() {
+        Some(v) => (if v.full.len() != v.cmp.len() { n } else { 0 }, if v.t1.is_empty() { 0 } else { n }),
+        None => (0, 0),
+    };
     let (mut key, mut cmp, mut full_hash, mut t1) = (vec![0; n], vec![0; n], vec![0; full_n], vec![0; t1_n]);
     let runs = core_runs(n);
     let parts = runs
@@ -1224,28 +1295,39 @@ fn prepare_incoming(spec: &Spec, layout: &Layout, source: &RecordBatch, batch: &
         .collect();
     on_threads(parts, |((((rows, key), cmp), full), t1)| {
         let mut buf = Vec::with_capacity(256);
-        for (j, r) in rows.enumerate() {
-            encode_key(&key_cols, r, &mut buf);
+        for (j, (p, r)) in located(&starts, rows).enumerate() {
+            let v = &views[p];
+            encode_key(&v.key, r, &mut buf);
             key[j] = hash128(&buf);
-            cmp[j] = cmp_cols.hash(r, &mut buf);
+            cmp[j] = v.cmp.hash(r, &mut buf);
             if let Some(slot) = full.get_mut(j) {
-                *slot = full_cols.hash(r, &mut buf);
+                *slot = v.full.hash(r, &mut buf);
             }
             if let Some(slot) = t1.get_mut(j) {
-                *slot = t1_cols.fingerprint(r, &mut buf);
+                *slot = v.t1.fingerprint(r, &mut buf);
             }
         }
     })?;
-    let unknown_row = (mode == Mode::Infer).then(|| (0..n).find(|&r| key_cols.iter().all(|c| c.is_null(r)))).flatten();
-    drop((key_cols, cmp_cols, full_cols, t1_cols));
-    Ok(Incoming { unknown_key: unknown_row.map(|r| key[r]), batch: full, key, cmp, full: full_hash, t1, eff, delete })
+    let unknown_row = (mode == Mode::Infer).then(|| every_row().position(|(v, r)| v.key.iter().all(|c| c.is_null(r))));
+    drop(views);
+    Ok(Incoming {
+        unknown_key: unknown_row.flatten().map(|r| key[r]),
+        pieces,
+        starts,
+        schema,
+        key,
+        cmp,
+        full: full_hash,
+        t1,
+        eff,
+        delete,
+    })
 }
 
 /// Each row's effective time in UTC microseconds.
-fn effective_times(spec: &Spec, full: &RecordBatch, batch: &Batch) -> Result<Vec<i64>> {
-    let n = full.num_rows();
+fn effective_times(spec: &Spec, schema: &Schema, pieces: &[RecordBatch], n: usize, batch: &Batch) -> Result<Vec<i64>> {
     let Some(name) = &spec.effective_from else { return Ok(vec![batch_at(batch); n]) };
-    let col = column(full, name)?;
+    let col = &whole_column(schema, pieces, name)?;
     let bad = |row: usize, reason: String| Error::Row { row: row + 1, reason: format!("column {name:?}: {reason}") };
     let micros: ArrayRef = match col.data_type() {
         DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => {
@@ -1288,8 +1370,7 @@ fn sort_incoming(spec: &Spec, inc: &Incoming, subset: Vec<u32>) -> Result<Vec<u3
     let rows = if spec.order_by.is_empty() {
         None
     } else {
-        let cols: Vec<ArrayRef> =
-            spec.order_by.iter().map(|c| column(&inc.batch, c).cloned()).collect::<Result<Vec<_>>>()?;
+        let cols: Vec<ArrayRef> = spec.order_by.iter().map(|c| inc.column(c)).collect::<Result<Vec<_>>>()?;
         let fields = cols.iter().map(|c| SortField::new(c.data_type().clone())).collect();
         let converter = RowConverter::new(fields).map_err(|e| Error::data("ordering columns", e))?;
         Some(converter.convert_columns(&cols).map_err(|e| Error::data("ordering columns", e))?)
@@ -1835,22 +1916,23 @@ impl Builder<'_> {
                     .map_err(|_| Error::data("merge", format!("row {row} of a rewritten file was not read"))),
             }
         };
-        // (array, row) per output row: array 0 is the batch, 1 the file's
-        // slim columns, 2 its wide ones. `fresh`: the column takes an
+        // (array, row) per output row: the batch's pieces come first, then
+        // the file's slim columns, then its wide ones. `fresh`: the column takes an
         // updated row's source value (type-1 and new columns); `wide`: the
         // column is one a matched row takes from its source row.
         // A loop into a vector of the right size: collecting the results
         // through an iterator of `Result`s grew the vector a row at a time.
+        let (slim_at, wide_at) = (self.inc.pieces.len(), self.inc.pieces.len() + 1);
         let refs = |fresh: bool, wide: bool| -> Result<Vec<(usize, usize)>> {
             let mut out = Vec::with_capacity(rows.len());
             for o in rows {
                 out.push(match o.content {
-                    Content::Incoming(i) => (0, i as usize),
-                    Content::Updated { from: i, .. } if fresh => (0, i as usize),
-                    Content::Existing(r) | Content::Updated { base: r, .. } if !wide => (1, ex_row(r)),
+                    Content::Incoming(i) => self.inc.at(i as usize),
+                    Content::Updated { from: i, .. } if fresh => self.inc.at(i as usize),
+                    Content::Existing(r) | Content::Updated { base: r, .. } if !wide => (slim_at, ex_row(r)),
                     Content::Existing(r) | Content::Updated { base: r, .. } => match o.matched(self.partner) {
-                        Some(i) if wide_rows.is_some() => (0, i),
-                        _ => (2, wide_row(r)?),
+                        Some(i) if wide_rows.is_some() => self.inc.at(i),
+                        _ => (wide_at, wide_row(r)?),
                     },
                 });
             }
@@ -1876,11 +1958,11 @@ impl Builder<'_> {
             if slot.is_none() {
                 *slot = Some(refs(fresh, is_wide)?);
             }
-            let arrays = [
-                column(&self.inc.batch, name)?.clone(),
-                from_file(slim, name, data_type)?,
-                from_file(wide, name, data_type)?,
-            ];
+            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(wide_at + 1);
+            for piece in &self.inc.pieces {
+                arrays.push(Arc::clone(column(piece, name)?));
+            }
+            arrays.extend([from_file(slim, name, data_type)?, from_file(wide, name, data_type)?]);
             let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
             cols.push(interleave(&arrays, slot.as_deref().unwrap_or_default()).map_err(|e| Error::data(name, e))?);
         }
@@ -1980,6 +2062,21 @@ mod tests {
         assert_eq!(joined.new_sks.len(), 3);
         // Surrogate key 20 again, for another key's version.
         expect_collision(joined.absorb(plan(4, 20)), 20, 4);
+    }
+
+    #[test]
+    fn a_row_of_a_batch_read_in_pieces_is_found_in_its_piece() {
+        // Pieces of 3, 4 and 2 rows.
+        let starts = [0, 3, 7];
+        assert_eq!(locate(&starts, 0), (0, 0));
+        assert_eq!(locate(&starts, 2), (0, 2));
+        assert_eq!(locate(&starts, 3), (1, 0));
+        assert_eq!(locate(&starts, 6), (1, 3));
+        assert_eq!(locate(&starts, 8), (2, 1));
+        let every: Vec<(usize, usize)> = (0..9).map(|i| locate(&starts, i)).collect();
+        assert_eq!(located(&starts, 0..9).collect::<Vec<_>>(), every);
+        assert_eq!(located(&starts, 2..8).collect::<Vec<_>>(), every[2..8]);
+        assert_eq!(located(&[], 0..0).count(), 0);
     }
 
     #[test]

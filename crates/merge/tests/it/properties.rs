@@ -77,7 +77,7 @@ fn to_batch(n: usize, changes: &[Change]) -> merge::Batch {
     let seqs: Vec<i64> = (0..changes.len() as i64).collect();
     let values: Vec<Option<&str>> = changes.iter().map(|c| c.2.as_deref()).collect();
     let ops: Vec<Option<&str>> = changes.iter().map(|c| Some(if c.3 { "D" } else { "U" })).collect();
-    batch(
+    let mut b = batch(
         &format!("batch{n}"),
         n as i64 + 1,
         day(28),
@@ -88,7 +88,12 @@ fn to_batch(n: usize, changes: &[Change]) -> merge::Batch {
             ("op", strings(&ops)),
             ("value", strings(&values)),
         ],
-    )
+    );
+    // The rows in pieces of up to three, as a file read in parts comes.
+    let whole = b.rows.remove(0);
+    let rows = whole.num_rows();
+    b.rows = (0..rows).step_by(3).map(|start| whole.slice(start, 3.min(rows - start))).collect();
+    b
 }
 
 fn change() -> impl Strategy<Value = Change> {
