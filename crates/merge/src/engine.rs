@@ -627,9 +627,8 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 
     // Rewrite the touched files, write the new versions, commit.
     let schema = table_schema_for(spec, &layout);
-    let first = inc.pieces.first().cloned().unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema)));
-    let plain = io::plain_columns(&first, &spec.key);
-    drop(first);
+    // No rows: the key alone is written without a dictionary.
+    let plain = inc.pieces.first().map_or_else(|| spec.key.clone(), |p| io::plain_columns(p, &spec.key));
     let mut writer = io::ParallelWriter::new(target, Arc::clone(&schema), &plain)?;
     let mut actions: Vec<Action> = Vec::new();
     let touched: Vec<u32> = plan.touched_files(&ex);
@@ -1249,7 +1248,7 @@ fn prepare_incoming(
         })
         .collect::<Result<Vec<_>>>()?;
     // Every row of the batch as (piece, row in it).
-    let every_row = || views.iter().enumerate().flat_map(|(p, v)| (0..pieces[p].num_rows()).map(move |r| (v, r)));
+    let every_row = || located(&starts, 0..n).map(|(p, r)| (&views[p], r));
     if mode == Mode::Changes {
         for (j, k) in spec.key.iter().enumerate() {
             if let Some(row) = every_row().position(|(v, r)| v.key[j].is_null(r)) {
