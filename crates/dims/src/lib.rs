@@ -248,6 +248,8 @@ pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCa
             storage_options: warehouse.storage_options().clone(),
             app_id,
             commit_info: commit.info(),
+            // Warehouse tables stay plain Delta (reader 1) for every engine.
+            deletion_vectors: false,
         };
         let batch =
             merge::Batch { id: format!("{}@v{version}", dim.source), sequence: version, clock: run.clock.now(), rows };

@@ -237,6 +237,8 @@ impl Dim {
             storage_options: warehouse.storage_options().clone(),
             app_id: format!("gold.facts.infer:{table}"),
             commit_info: Commit::new(run, "infer").info(),
+            // Warehouse tables stay plain Delta (reader 1) for every engine.
+            deletion_vectors: false,
         };
         let sequence = self.version().unwrap_or(-1) + 1;
         let outcome = merge::infer(

@@ -327,6 +327,13 @@ pub(crate) struct SnapshotArgs {
     /// Name of the surrogate key column.
     #[arg(long, value_name = "NAME", default_value = "surrogate_key")]
     pub(crate) surrogate_key: String,
+
+    /// Create the table without deletion vectors. Each merge then rewrites
+    /// every current file it touches, and readers that do not know deletion
+    /// vectors (Delta reader version 1, such as pyarrow datasets) can read
+    /// the table. A table that exists keeps what it was created with.
+    #[arg(long)]
+    pub(crate) no_deletion_vectors: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -901,6 +901,7 @@ pub(crate) async fn snapshot(
             ("gold.logical_date".to_string(), json!(clock.logical_date().to_string())),
             (merge::SOURCE_DIGEST.to_string(), json!(digest)),
         ],
+        deletion_vectors: !args.no_deletion_vectors,
     };
     // The very file (and options) the table's newest version applied: the
     // table is already its result.

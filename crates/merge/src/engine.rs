@@ -387,7 +387,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
 
     // The existing current rows: hashes and intervals only.
     let files = match &table {
-        Some(t) => io::data_files(t, target)?,
+        Some(t) => io::data_files(t, target).await?,
         None => Vec::new(),
     };
     let current_files: Vec<DataFile> = files.iter().filter(|f| f.current).cloned().collect();
@@ -700,7 +700,33 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
     if by_file.iter().any(|rows| !rows.is_empty()) {
         return Err(Error::data("merge", "planned rows for a file that is not rewritten"));
     }
+    // A current file keeps its untouched rows where they are, and a
+    // deletion vector hides the rows the merge replaced, unless that would
+    // leave more than half of the file hidden: then it is rewritten, and
+    // its hidden rows are dropped for good.
+    let deletion_vectors = table.as_ref().is_some_and(io::takes_deletion_vectors);
     let plan_file = |f: u32, mut rows: Vec<OutRow>, held: Option<RecordBatch>| {
+        let file = &files[f as usize];
+        if deletion_vectors && file.current && held.is_none() {
+            let kept = &rows_of_file[f as usize];
+            let gone: Vec<u32> =
+                kept.iter().filter(|&&r| replaced[r as usize]).map(|&r| ex.row_in_file[r as usize]).collect();
+            if (file.deleted.len() + gone.len()) * 2 <= file.deleted.len() + kept.len() {
+                // Only the rows that the planned rows take values from are read.
+                let mut needed: Vec<u32> = rows
+                    .iter()
+                    .filter_map(|o| match o.content {
+                        Content::Existing(r) | Content::Updated { base: r, .. } => Some(ex.row_in_file[r as usize]),
+                        Content::Incoming(_) => None,
+                    })
+                    .collect();
+                needed.sort_unstable();
+                needed.dedup();
+                let mut gone = gone;
+                gone.sort_unstable();
+                return (rows, FileRead::Rows(needed), Some(gone));
+            }
+        }
         // Rows of this file that the merge did not touch are copied.
         for &r in &rows_of_file[f as usize] {
             if !replaced[r as usize] {
@@ -728,7 +754,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
                 }
             }
         };
-        (rows, read)
+        (rows, read, None)
     };
     let slim_cols: Vec<String> = [columns::RECORDED_AT, columns::BATCH_ID]
         .into_iter()
@@ -751,23 +777,44 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
                 FileRead::Slim(wide_rows) => {
                     let (slim, wide) =
                         io::read_split(store()?, &file, &slim_cols, &wide_cols, wide_rows.clone()).await?;
-                    FileData { slim, wide, wide_rows: Some(wide_rows) }
+                    FileData { slim, wide, slim_rows: None, wide_rows: Some(wide_rows) }
+                }
+                FileRead::Rows(rows) if rows.is_empty() => {
+                    let none = RecordBatch::new_empty(Arc::new(Schema::empty()));
+                    FileData { slim: none.clone(), wide: none, slim_rows: Some(rows.clone()), wide_rows: Some(rows) }
+                }
+                FileRead::Rows(rows) => {
+                    let read = io::read_rows(store()?, &file, None, Some(rows.clone())).await?;
+                    FileData { slim: read.clone(), wide: read, slim_rows: Some(rows.clone()), wide_rows: Some(rows) }
                 }
             })
         })
     };
     let mut jobs = jobs.into_iter().map(|(f, rows, held)| {
-        let (rows, read) = plan_file(f, rows, held);
-        (f, rows, start_read(f, read))
+        let (rows, read, gone) = plan_file(f, rows, held);
+        (f, rows, gone, start_read(f, read))
     });
     let mut ahead: std::collections::VecDeque<_> = jobs.by_ref().take(1).collect();
-    while let Some((f, rows, reading)) = ahead.pop_front() {
+    // Per file kept in place: the rows its new deletion vector hides.
+    let mut hidden: Vec<(&DataFile, Vec<u32>)> = Vec::new();
+    while let Some((f, rows, gone, reading)) = ahead.pop_front() {
         ahead.extend(jobs.by_ref().take(READ_AHEAD_FILES));
         let data = reading.await.map_err(|e| Error::data("reading table files", e))??;
         let file = &files[f as usize];
-        actions.push(Action::Remove(file.remove.clone()));
-        if file.current {
-            current_rows -= data.slim.num_rows() as i64;
+        match gone {
+            // Kept in place (a current file): its replaced rows leave.
+            Some(gone) => {
+                current_rows -= gone.len() as i64;
+                if !gone.is_empty() {
+                    hidden.push((file, gone));
+                }
+            }
+            None => {
+                actions.push(Action::Remove(file.remove.clone()));
+                if file.current {
+                    current_rows -= data.slim.num_rows() as i64;
+                }
+            }
         }
         let rows = current_first(rows);
         current_rows += rows.iter().filter(|r| r.to == OPEN_END).count() as i64;
@@ -791,12 +838,18 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         writer.write(out).await?;
     }
     actions.extend(writer.finish().await?);
+    if let Some(table) = &table {
+        actions.extend(io::delete_rows(table, hidden).await?);
+    }
     lap("write");
 
     let mut configuration = HashMap::new();
     configuration.insert(PROP_ENCODING.to_string(), layout.encoding.to_string());
     configuration.insert(PROP_KEY.to_string(), spec.key.join(","));
     configuration.insert(PROP_SK.to_string(), spec.surrogate_key.clone());
+    if target.deletion_vectors {
+        configuration.insert("delta.enableDeletionVectors".to_string(), "true".to_string());
+    }
     let info = vec![
         ("gold.batch_id".to_string(), serde_json::json!(batch.id)),
         ("gold.batch_sequence".to_string(), serde_json::json!(batch.sequence)),
@@ -1620,13 +1673,17 @@ enum FileRead {
     Whole,
     /// The slim columns of every row, the others of these rows only.
     Slim(Vec<u32>),
+    /// Every column of these rows only (a file kept in place).
+    Rows(Vec<u32>),
 }
 
 /// A touched file as read for its rewrite.
 struct FileData {
-    /// Every row: its `recorded_at`, `batch_id` and the business columns a
-    /// matched source row cannot supply (or every column).
+    /// The rows `slim_rows` of the file (`None`: every row): their
+    /// `recorded_at`, `batch_id` and the business columns a matched source
+    /// row cannot supply (or every column).
     slim: RecordBatch,
+    slim_rows: Option<Vec<u32>>,
     /// The other business columns, of the rows `wide_rows` of the file
     /// (`None`: of every row).
     wide: RecordBatch,
@@ -1635,7 +1692,7 @@ struct FileData {
 
 impl FileData {
     fn whole(batch: RecordBatch) -> Self {
-        FileData { slim: batch.clone(), wide: batch, wide_rows: None }
+        FileData { slim: batch.clone(), wide: batch, slim_rows: None, wide_rows: None }
     }
 }
 
@@ -1905,16 +1962,20 @@ impl Builder<'_> {
     fn build(&self, rows: &[OutRow], file: Option<&FileData>) -> Result<RecordBatch> {
         let n = rows.len();
         let ex_row = |r: u32| self.ex.row_in_file[r as usize] as usize;
-        let wide_rows = file.and_then(|d| d.wide_rows.as_deref());
-        let wide_row = |r: u32| -> Result<usize> {
+        // Where row `r` of the file is in a batch read of the rows `read`.
+        let at = |read: Option<&[u32]>, r: u32| -> Result<usize> {
             let row = ex_row(r);
-            match wide_rows {
+            match read {
                 None => Ok(row),
                 Some(w) => w
                     .binary_search(&(row as u32))
                     .map_err(|_| Error::data("merge", format!("row {row} of a rewritten file was not read"))),
             }
         };
+        let (slim_rows, wide_rows) =
+            (file.and_then(|d| d.slim_rows.as_deref()), file.and_then(|d| d.wide_rows.as_deref()));
+        let slim_row = |r: u32| at(slim_rows, r);
+        let wide_row = |r: u32| at(wide_rows, r);
         // (array, row) per output row: the batch's pieces come first, then
         // the file's slim columns, then its wide ones. `fresh`: the column takes an
         // updated row's source value (type-1 and new columns); `wide`: the
@@ -1928,7 +1989,7 @@ impl Builder<'_> {
                 out.push(match o.content {
                     Content::Incoming(i) => self.inc.at(i as usize),
                     Content::Updated { from: i, .. } if fresh => self.inc.at(i as usize),
-                    Content::Existing(r) | Content::Updated { base: r, .. } if !wide => (slim_at, ex_row(r)),
+                    Content::Existing(r) | Content::Updated { base: r, .. } if !wide => (slim_at, slim_row(r)?),
                     Content::Existing(r) | Content::Updated { base: r, .. } => match o.matched(self.partner) {
                         Some(i) if wide_rows.is_some() => self.inc.at(i),
                         _ => (wide_at, wide_row(r)?),
@@ -1989,13 +2050,13 @@ impl Builder<'_> {
         cols.push(Arc::new(BooleanArray::from(rows.iter().map(|o| o.deleted).collect::<Vec<_>>())));
         cols.push(Arc::new(BooleanArray::from(rows.iter().map(|o| o.inferred).collect::<Vec<_>>())));
         // recorded_at and batch_id: kept for existing rows, this batch's for new ones.
-        let meta_refs: Vec<(usize, usize)> = rows
-            .iter()
-            .map(|o| match o.content {
-                Content::Existing(r) | Content::Updated { base: r, .. } => (1, ex_row(r)),
+        let mut meta_refs: Vec<(usize, usize)> = Vec::with_capacity(n);
+        for o in rows {
+            meta_refs.push(match o.content {
+                Content::Existing(r) | Content::Updated { base: r, .. } => (1, slim_row(r)?),
                 Content::Incoming(_) => (0, 0),
-            })
-            .collect();
+            });
+        }
         let now: ArrayRef = ts(vec![batch_at(self.batch)]);
         let id: ArrayRef = Arc::new(StringArray::from(vec![self.batch.id.clone()]));
         for (name, own) in [(columns::RECORDED_AT, now), (columns::BATCH_ID, id)] {

@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use delta_kernel::actions::deletion_vector::DeletionVectorDescriptor as KernelDv;
 use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::record_batch::{RecordBatch, RecordBatchReader as _};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, Add, DeletionVectorDescriptor, Remove, StorageType, StructType, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use deltalake::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::file::reader::ChunkReader;
@@ -27,7 +28,13 @@ use crate::{Error, Result, Target, columns};
 pub(crate) struct DataFile {
     pub(crate) path: Path,
     pub(crate) current: bool,
-    pub(crate) remove: deltalake::kernel::Remove,
+    pub(crate) remove: Remove,
+    /// The file's add action, to add it again with a new deletion vector.
+    add: Add,
+    /// The rows its deletion vector deletes (ascending positions in the
+    /// file); empty without one. Every read leaves them out, so the rows
+    /// of a file are numbered among those it keeps.
+    pub(crate) deleted: Arc<[u32]>,
 }
 
 pub(crate) fn delta_err(target: &Target) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
@@ -51,20 +58,130 @@ pub(crate) async fn open(target: &Target) -> Result<Option<DeltaTable>> {
     Ok(Some(table))
 }
 
-/// The table's data files, current partition first.
-pub(crate) fn data_files(table: &DeltaTable, target: &Target) -> Result<Vec<DataFile>> {
+/// The table's data files, current partition first, with the rows their
+/// deletion vectors delete.
+pub(crate) async fn data_files(table: &DeltaTable, target: &Target) -> Result<Vec<DataFile>> {
     let snapshot = table.snapshot().map_err(delta_err(target))?;
-    let mut files: Vec<DataFile> = snapshot
-        .log_data()
-        .iter()
-        .map(|f| {
-            let current =
-                f.partition_values_map().get(columns::IS_CURRENT).cloned().flatten().as_deref() == Some("true");
-            DataFile { path: f.object_store_path(), current, remove: f.remove_action(true) }
-        })
-        .collect();
+    let mut files = Vec::new();
+    let mut vectors = Vec::new();
+    for f in snapshot.log_data().iter() {
+        let current = f.partition_values_map().get(columns::IS_CURRENT).cloned().flatten().as_deref() == Some("true");
+        if let Some(dv) = f.deletion_vector_descriptor() {
+            vectors.push((files.len(), dv));
+        }
+        // The whole action (stats, tags, row tracking), which the file
+        // view gives only this way.
+        #[allow(deprecated)]
+        let add = f.add_action();
+        let (path, remove) = (f.object_store_path(), f.remove_action(true));
+        files.push(DataFile { path, current, remove, add, deleted: Arc::from([]) });
+    }
+    if !vectors.is_empty() {
+        let engine = table.log_store().engine(None);
+        let mut root = table.log_store().root_url().clone();
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        let paths: Vec<String> = files.iter().map(|f| f.path.to_string()).collect();
+        // The kernel reads them through its blocking storage interface.
+        let read = move || -> Result<Vec<(usize, Vec<u32>)>> {
+            let mut out = Vec::with_capacity(vectors.len());
+            for (i, dv) in vectors {
+                let context = format!("reading the deletion vector of {}", paths[i]);
+                let dv = KernelDv::try_from(dv).map_err(|e| Error::data(&context, e))?;
+                let bitmap = dv.read(engine.storage_handler(), &root).map_err(|e| Error::data(&context, e))?;
+                let rows = bitmap.iter().map(u32::try_from).collect::<Result<Vec<u32>, _>>();
+                out.push((i, rows.map_err(|e| Error::data(&context, e))?));
+            }
+            Ok(out)
+        };
+        let read =
+            tokio::task::spawn_blocking(read).await.map_err(|e| Error::data("reading deletion vectors", e))??;
+        for (i, rows) in read {
+            files[i].deleted = Arc::from(rows);
+        }
+    }
     files.sort_by_key(|f| (!f.current, f.path.to_string()));
     Ok(files)
+}
+
+/// Whether the table takes deletion vectors: the protocol has the feature
+/// and the table property enables it.
+pub(crate) fn takes_deletion_vectors(table: &DeltaTable) -> bool {
+    use delta_kernel::table_features::TableFeature;
+    table.snapshot().is_ok_and(|s| {
+        let snapshot = s.snapshot();
+        snapshot.table_properties().enable_deletion_vectors == Some(true)
+            && snapshot.table_configuration().is_feature_supported(&TableFeature::DeletionVectors)
+    })
+}
+
+/// Deletes rows of files by deletion vectors: `gone` holds, per file, the
+/// rows to delete (ascending positions among the rows the file keeps).
+/// The vectors, the files' old ones and the new rows together, are
+/// written to one new file of the table; the actions returned remove each
+/// file and add it again with its new vector. Nothing is committed.
+pub(crate) async fn delete_rows(table: &DeltaTable, gone: Vec<(&DataFile, Vec<u32>)>) -> Result<Vec<Action>> {
+    use delta_kernel::actions::deletion_vector_writer::{KernelDeletionVector, StreamingDeletionVectorWriter};
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let id = uuid::Uuid::new_v4();
+    let name = format!("deletion_vector_{id}.bin");
+    let mut bytes = Vec::new();
+    let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
+    let mut actions = Vec::with_capacity(2 * gone.len());
+    for (file, rows) in gone {
+        let context = format!("writing the deletion vector of {}", file.path);
+        let mut dv = KernelDeletionVector::new();
+        dv.add_deleted_row_indexes(file.deleted.iter().map(|&r| u64::from(r)));
+        dv.add_deleted_row_indexes(in_file(&file.deleted, rows).into_iter().map(u64::from));
+        let written = writer.write_deletion_vector(dv).map_err(|e| Error::data(&context, e))?;
+        let mut add = file.add.clone();
+        add.deletion_vector = Some(DeletionVectorDescriptor {
+            storage_type: StorageType::UuidRelativePath,
+            path_or_inline_dv: z85::encode(id.as_bytes()),
+            offset: Some(written.offset),
+            size_in_bytes: written.size_in_bytes,
+            cardinality: written.cardinality,
+        });
+        add.data_change = true;
+        add.stats = add.stats.map(|stats| loose_bounds(&stats));
+        actions.push(Action::Remove(file.remove.clone()));
+        actions.push(Action::Add(add));
+    }
+    writer.finalize().map_err(|e| Error::data(&name, e))?;
+    let store = table.object_store();
+    store.put(&Path::from(name.as_str()), bytes.into()).await.map_err(|e| Error::data(&name, e))?;
+    Ok(actions)
+}
+
+/// A file's statistics once a deletion vector hides some of its rows: the
+/// minimum and maximum still bound every row kept, but may no longer be
+/// reached, which the protocol's `tightBounds: false` says.
+fn loose_bounds(stats: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(stats) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("tightBounds".to_string(), serde_json::Value::Bool(false));
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => stats.to_string(),
+    }
+}
+
+/// The positions in a file of the kept rows `rows` (ascending positions
+/// among the rows kept), `deleted` being the rows it deletes (ascending).
+fn in_file(deleted: &[u32], rows: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    let mut before = 0;
+    rows.into_iter()
+        .map(|j| {
+            // Deleted rows up to this row's position in the file.
+            while deleted.get(before).is_some_and(|&d| d as usize <= j as usize + before) {
+                before += 1;
+            }
+            j + before as u32
+        })
+        .collect()
 }
 
 /// Reads whole files (or the named columns of them), several at once; one
@@ -103,11 +220,12 @@ pub(crate) async fn read_split(
 ) -> Result<(RecordBatch, RecordBatch)> {
     let bytes = fetch(store, file).await?;
     let (context, all, some) = (format!("reading {}", file.path), all.to_vec(), some.to_vec());
+    let deleted = Arc::clone(&file.deleted);
     let split = move || -> Result<(RecordBatch, RecordBatch)> {
-        let every = decode(&context, bytes.clone(), Some(&all), None)?;
+        let every = decode(&context, bytes.clone(), Some(&all), None, &deleted)?;
         let selected = match rows.is_empty() {
             true => RecordBatch::new_empty(Arc::new(Schema::empty())),
-            false => decode(&context, bytes, Some(&some), Some(&rows))?,
+            false => decode(&context, bytes, Some(&some), Some(&rows), &deleted)?,
         };
         Ok((every, selected))
     };
@@ -126,20 +244,35 @@ pub(crate) async fn read_file(
     file: &DataFile,
     projection: Option<&[String]>,
 ) -> Result<RecordBatch> {
+    read_rows(store, file, projection, None).await
+}
+
+/// Reads the rows `rows` (ascending positions among the rows the file
+/// keeps; all: `None`) of one file, or the named columns of them, as one
+/// batch.
+pub(crate) async fn read_rows(
+    store: Arc<dyn ObjectStore>,
+    file: &DataFile,
+    projection: Option<&[String]>,
+    rows: Option<Vec<u32>>,
+) -> Result<RecordBatch> {
     let bytes = fetch(store, file).await?;
     let (context, projection) = (format!("reading {}", file.path), projection.map(<[String]>::to_vec));
-    tokio::task::spawn_blocking(move || decode(&context, bytes, projection.as_deref(), None))
+    let deleted = Arc::clone(&file.deleted);
+    tokio::task::spawn_blocking(move || decode(&context, bytes, projection.as_deref(), rows.as_deref(), &deleted))
         .await
         .map_err(|e| Error::data("reading table files", e))?
 }
 
 /// Decodes the columns `projection` (all: `None`) of the rows `rows` (all:
-/// `None`) of a Parquet file into one batch.
+/// `None`) of a Parquet file into one batch. The rows `deleted` (by a
+/// deletion vector) are never read, and `rows` counts only the others.
 fn decode(
     context: &str,
     bytes: impl ChunkReader + 'static,
     projection: Option<&[String]>,
     rows: Option<&[u32]>,
+    deleted: &[u32],
 ) -> Result<RecordBatch> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::data(context, e))?;
     let builder = match projection {
@@ -150,12 +283,30 @@ fn decode(
         None => builder,
     };
     let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-    let (builder, wanted) = match rows {
-        Some(rows) => {
-            if let Some(&last) = rows.last().filter(|&&r| r as usize >= total) {
+    let kept = total.saturating_sub(deleted.len());
+    let positions = match (rows, deleted.is_empty()) {
+        (None, true) => None,
+        (Some(rows), true) => Some(std::borrow::Cow::Borrowed(rows)),
+        (Some(rows), false) => Some(std::borrow::Cow::Owned(in_file(deleted, rows.iter().copied()))),
+        (None, false) => Some(std::borrow::Cow::Owned(in_file(deleted, 0..kept as u32))),
+    };
+    let (builder, wanted) = match positions {
+        Some(positions) => {
+            if let Some(&last) = positions.last().filter(|&&r| r as usize >= total) {
                 return Err(Error::data(context, format!("row {last} is past the file's {total} rows")));
             }
-            (builder.with_row_selection(RowSelection::from_consecutive_ranges(runs(rows), total)), rows.len())
+            let selection = RowSelection::from_consecutive_ranges(runs(&positions), total);
+            let builder = builder.with_row_selection(selection);
+            // A few rows picked out of many (the rows a merge changed) are
+            // read faster by skipping the others than by decoding every row
+            // and filtering, which Parquet's default picks for short runs:
+            // 0.92 against 1.03 s for a 10% change of 1M rows (a file's
+            // rows but those its deletion vector hides keep the default).
+            let builder = match rows {
+                Some(_) => builder.with_row_selection_policy(RowSelectionPolicy::Selectors),
+                None => builder,
+            };
+            (builder, positions.len())
         }
         None => (builder, total),
     };
@@ -449,6 +600,26 @@ mod tests {
     use deltalake::arrow::array::{ArrayRef, BooleanArray, Date32Array, StringArray};
 
     use super::*;
+
+    #[test]
+    fn rows_counted_among_those_a_file_keeps_are_found_at_their_places_in_the_file() {
+        // A file of 8 rows whose deletion vector hides rows 0, 2, 3 and 7.
+        let deleted = [0, 2, 3, 7];
+        assert_eq!(in_file(&deleted, 0..4), [1, 4, 5, 6]);
+        assert_eq!(in_file(&deleted, [1, 3]), [4, 6]);
+        assert_eq!(in_file(&[], [0, 5]), [0, 5]);
+        assert_eq!(in_file(&[5, 6], 0..5), [0, 1, 2, 3, 4]);
+        assert!(in_file(&deleted, []).is_empty());
+    }
+
+    #[test]
+    fn statistics_of_a_file_with_a_deletion_vector_say_their_bounds_are_loose() {
+        let stats = r#"{"numRecords":3,"minValues":{"id":"a"},"maxValues":{"id":"c"},"nullCount":{"id":0}}"#;
+        let loose: serde_json::Value = serde_json::from_str(&loose_bounds(stats)).expect("JSON");
+        assert_eq!(loose["tightBounds"], serde_json::json!(false));
+        assert_eq!(loose["numRecords"], serde_json::json!(3), "numRecords still counts every row of the file");
+        assert_eq!(loose["minValues"]["id"], serde_json::json!("a"));
+    }
 
     #[test]
     fn only_the_key_and_columns_whose_values_mostly_differ_lose_their_dictionary() {

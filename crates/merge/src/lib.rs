@@ -160,6 +160,12 @@ pub struct Target {
     pub app_id: String,
     /// Extra commit-info entries (run id, operation, …).
     pub commit_info: Vec<(String, serde_json::Value)>,
+    /// Whether a table this merge creates takes deletion vectors. With
+    /// them, a merge leaves a current file's untouched rows where they are
+    /// and hides the rows it replaced, instead of rewriting the file; the
+    /// table then needs a reader that knows deletion vectors (Delta reader
+    /// version 3). A table that exists keeps what it was created with.
+    pub deletion_vectors: bool,
 }
 
 /// Counts of what a merge did, per key version.

@@ -438,3 +438,86 @@ async fn unique_columns_are_written_without_a_dictionary_and_repeating_ones_with
         (0..n).map(|i| (ids[i].clone(), Some(emails[i].clone()), Some(regions[i].to_string()))).collect();
     assert_eq!(read, written);
 }
+
+/// The table's files as its log lists them: (in the current partition,
+/// the rows its deletion vector hides), sorted.
+async fn files_of(t: &Table) -> Vec<(bool, Option<i64>)> {
+    let table = deltalake::open_table(t.target.url.clone()).await.expect("open table");
+    let snapshot = table.snapshot().expect("snapshot");
+    let mut files: Vec<(bool, Option<i64>)> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let current = f.partition_values_map().get("is_current").cloned().flatten().as_deref() == Some("true");
+            (current, f.deletion_vector_descriptor().map(|dv| dv.cardinality))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Ten keys, all valued "1" except `changed`, valued "2".
+fn ten_keys(seq: i64, d: u32, changed: &[usize]) -> merge::Batch {
+    let ids: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let values: Vec<Option<&str>> = (0..10).map(|i| Some(if changed.contains(&i) { "2" } else { "1" })).collect();
+    snapshot(seq, d, &ids, &values, &["x"; 10])
+}
+
+#[tokio::test]
+async fn a_current_file_keeps_its_untouched_rows_and_hides_replaced_ones_until_half_are_hidden() {
+    let t = Table::new();
+    let spec = snapshot_spec();
+    t.merge(&spec, ten_keys(1, 1, &[])).await;
+    let log = t.target.url.to_file_path().expect("a folder").join("_delta_log/00000000000000000000.json");
+    let first = std::fs::read_to_string(log).expect("the first commit");
+    assert!(first.contains(r#""readerFeatures":["deletionVectors"]"#), "{first}");
+
+    // One key of ten changes: the day-1 file stays, hiding that key's old
+    // row; the new version and the closed one go to new files.
+    let second = t.merge(&spec, ten_keys(2, 2, &[1])).await;
+    let m = &second.metrics;
+    assert_eq!((m.unchanged, m.closed, m.inserted, second.current_rows), (9, 1, 1, 10), "{m:?}");
+    assert_eq!(files_of(&t).await, [(false, None), (true, None), (true, Some(1))]);
+
+    // Four more: the day-1 file hides half of its rows, read past its
+    // vector by this merge and by DataFusion alike.
+    let third = t.merge(&spec, ten_keys(3, 3, &[1, 2, 3, 4, 5])).await;
+    let m = &third.metrics;
+    assert_eq!((m.unchanged, m.closed, m.inserted, third.current_rows), (6, 4, 4, 10), "{m:?}");
+    let hidden: Vec<i64> = files_of(&t).await.into_iter().filter_map(|(_, dv)| dv).collect();
+    assert_eq!(hidden, [5]);
+
+    // One more would hide more than half: the file is rewritten with only
+    // the rows it kept, and no deletion vector is left.
+    let fourth = t.merge(&spec, ten_keys(4, 4, &[1, 2, 3, 4, 5, 6])).await;
+    let m = &fourth.metrics;
+    assert_eq!((m.unchanged, m.closed, m.inserted, fourth.current_rows), (9, 1, 1, 10), "{m:?}");
+    assert!(files_of(&t).await.iter().all(|(_, dv)| dv.is_none()), "{:?}", files_of(&t).await);
+
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    assert_eq!(rows.len(), 16);
+    for r in rows.iter().filter(|r| r.current) {
+        let changed = ["k1", "k2", "k3", "k4", "k5", "k6"].contains(&r.key.as_str());
+        assert_eq!(r.value.as_deref(), Some(if changed { "2" } else { "1" }), "{r:?}");
+    }
+    assert_eq!(rows.iter().filter(|r| !r.current).count(), 6);
+}
+
+#[tokio::test]
+async fn a_table_made_without_deletion_vectors_rewrites_each_touched_file() {
+    let mut t = Table::new();
+    t.target.deletion_vectors = false;
+    let spec = snapshot_spec();
+    t.merge(&spec, ten_keys(1, 1, &[])).await;
+    t.merge(&spec, ten_keys(2, 2, &[1])).await;
+    let log = t.target.url.to_file_path().expect("a folder").join("_delta_log/00000000000000000000.json");
+    let first = std::fs::read_to_string(log).expect("the first commit");
+    assert!(!first.contains("deletionVectors"), "{first}");
+    let files = files_of(&t).await;
+    assert!(files.iter().all(|(_, dv)| dv.is_none()), "{files:?}");
+    let rows = t.rows("id").await;
+    crate::assert_invariants(&rows);
+    assert_eq!((rows.len(), rows.iter().filter(|r| r.current).count()), (11, 10));
+}

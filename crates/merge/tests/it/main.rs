@@ -32,6 +32,7 @@ impl Table {
                 storage_options: Default::default(),
                 app_id: "gold.test".into(),
                 commit_info: vec![("gold.operation".into(), serde_json::json!("test"))],
+                deletion_vectors: true,
             },
         }
     }

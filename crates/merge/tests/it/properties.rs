@@ -109,10 +109,12 @@ fn batches() -> impl Strategy<Value = Vec<Vec<Change>>> {
     prop::collection::vec(prop::collection::vec(change(), 1..8), 1..4)
 }
 
-/// Runs the batches; returns the table, its history in the model's shape,
-/// its rows, and whether the last batch wrote a version.
-async fn run(batches: &[Vec<Change>]) -> (Table, BTreeMap<String, Vec<Version>>, Vec<crate::Row>, bool) {
-    let t = Table::new();
+/// Runs the batches on a table with deletion vectors (`dv`) or without;
+/// returns the table, its history in the model's shape, its rows, and
+/// whether the last batch wrote a version.
+async fn run(batches: &[Vec<Change>], dv: bool) -> (Table, BTreeMap<String, Vec<Version>>, Vec<crate::Row>, bool) {
+    let mut t = Table::new();
+    t.target.deletion_vectors = dv;
     let spec = spec();
     let mut last_wrote = false;
     for (n, changes) in batches.iter().enumerate() {
@@ -137,9 +139,9 @@ fn random_batches_match_the_model_hold_the_invariants_and_rerun_as_no_ops() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
     runner
-        .run(&batches(), |batches| {
+        .run(&(batches(), any::<bool>()), |(batches, dv)| {
             runtime.block_on(async {
-                let (t, got, rows, last_wrote) = run(&batches).await;
+                let (t, got, rows, last_wrote) = run(&batches, dv).await;
                 prop_assert_eq!(&got, &model(&batches));
                 crate::assert_invariants(&rows);
                 // The last batch again is a no-op: skipped by its transaction
@@ -158,15 +160,17 @@ fn random_batches_match_the_model_hold_the_invariants_and_rerun_as_no_ops() {
 }
 
 #[test]
-fn the_same_batches_give_the_same_rows_and_surrogate_keys() {
+fn the_same_batches_give_the_same_rows_and_surrogate_keys_with_deletion_vectors_or_without() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut runner = TestRunner::new(Config { cases: cases() / 10, failure_persistence: None, ..Config::default() });
     runner
         .run(&batches(), |batches| {
             runtime.block_on(async {
-                let (_a, _, first, _) = run(&batches).await;
-                let (_b, _, second, _) = run(&batches).await;
-                prop_assert_eq!(first, second);
+                let (_a, _, first, _) = run(&batches, true).await;
+                let (_b, _, second, _) = run(&batches, true).await;
+                prop_assert_eq!(&first, &second);
+                let (_c, _, rewritten, _) = run(&batches, false).await;
+                prop_assert_eq!(&first, &rewritten);
                 Ok(())
             })
         })
