@@ -9,7 +9,9 @@
 # 3. runs benches/peers/run_gold.py on the same files: day2 (the peers'
 #    case), noop (day2 = day1), noop-crlf (day1's rows again with CRLF
 #    line ends) and, with GOLD_SCD2_HISTORY_DAYS=N, the
-#    history-growth case (day N+1 after N alternating snapshots).
+#    history-growth case (day N+1 after N alternating snapshots); day2
+#    and history run again with --no-deletion-vectors (tools *_no_dv),
+#    where every touched current file is rewritten.
 # Every line is JSON on stdout ({"tool", "rows", "day2_wall_s",
 # "peak_rss_mb", "counts_ok", ...}), and a table closes the run.
 # PEERS_TOOLS narrows the peers (default: all of them).
@@ -31,9 +33,13 @@ for run in $(seq 1 "$REPEATS"); do
   for mode in day2 noop noop-crlf; do
     "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode "$mode" | tee -a "$OUT" || true
   done
+  "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode day2 --no-deletion-vectors \
+    | tee -a "$OUT" || true
   if [[ -n "${GOLD_SCD2_HISTORY_DAYS:-}" ]]; then
-    "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode history \
-      --days "$GOLD_SCD2_HISTORY_DAYS" | tee -a "$OUT" || true
+    for dv in "" --no-deletion-vectors; do
+      "$PY" benches/peers/run_gold.py "/tmp/peers/data-$ROWS" --gold "$BIN" --mode history \
+        --days "$GOLD_SCD2_HISTORY_DAYS" $dv | tee -a "$OUT" || true
+    done
   fi
 done
 
@@ -51,6 +57,9 @@ floor, read = walls("floor_write_delta"), walls("floor_read_csv_arrow")
 gold, noop, crlf = walls("gold_snapshot"), walls("gold_snapshot_noop"), walls("gold_snapshot_noop_crlf")
 if floor and gold:
     print(f"\ngold day2 / floor_write_delta: {min(gold) / min(floor):.2f}x (best of each)")
+if floor and walls("gold_snapshot_no_dv"):
+    print(f"gold day2 without deletion vectors / floor_write_delta: "
+          f"{min(walls('gold_snapshot_no_dv')) / min(floor):.2f}x (best of each)")
 if read and noop:
     print(f"gold no-op day / floor_read_csv_arrow: {min(noop) / min(read):.2f}x (best of each)")
 if read and crlf:

@@ -2,6 +2,7 @@
 """Peer-harness runner for gold: `gold snapshot` on the harness's members data.
 
     run_gold.py DATA_DIR --gold BIN [--work DIR] [--mode day2|noop|noop-crlf|history] [--days N]
+                [--no-deletion-vectors]
 
 Follows ../shared/peers/README.md "Adding the Rust engine": day1 and day2 each
 run as their own process through peers_common.measure, and only day2 is
@@ -16,6 +17,13 @@ one JSON line is printed with peers_common.emit.
   history  day1 and day2 alternate for N days (default 30), so every day
            changes 10 % of keys, deletes 1 % and brings back 0.5 %; then
            day2 (or day1) once more is timed as day N+1. Compare with day2.
+
+gold creates its tables with deletion vectors: a merge hides the rows it
+replaces in a current file instead of rewriting the file. With
+--no-deletion-vectors the table is created without them, as pyarrow datasets
+need, and every touched current file is rewritten; the tool name then ends in
+_no_dv. The counts are read through deltalake's own scan, which applies
+deletion vectors.
 """
 from __future__ import annotations
 
@@ -33,10 +41,10 @@ sys.path.insert(0, os.path.abspath(PEERS))
 import peers_common as pc  # noqa: E402
 
 
-def snapshot(gold: str, csv: str, table: str, day: date) -> list[str]:
+def snapshot(gold: str, csv: str, table: str, day: date, dv: bool) -> list[str]:
     return [gold, "-q", "--output-format", "json", "snapshot", "--source", csv, "--target", table,
             "--key", "MemberID", "--track-all-except", "LastUpdated", "--hard-deletes", "invalidate",
-            "--date", day.isoformat()]
+            "--date", day.isoformat()] + ([] if dv else ["--no-deletion-vectors"])
 
 
 def main() -> int:
@@ -46,13 +54,14 @@ def main() -> int:
     ap.add_argument("--work")
     ap.add_argument("--mode", choices=["day2", "noop", "noop-crlf", "history"], default="day2")
     ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--no-deletion-vectors", action="store_true")
     a = ap.parse_args()
 
     data_dir = os.path.abspath(a.data_dir)
     exp = pc.load_expected(data_dir)
     rows = exp["params"]["rows"]
     tool = {"day2": "gold_snapshot", "noop": "gold_snapshot_noop", "noop-crlf": "gold_snapshot_noop_crlf",
-            "history": "gold_snapshot_history"}[a.mode]
+            "history": "gold_snapshot_history"}[a.mode] + ("_no_dv" if a.no_deletion_vectors else "")
     work = os.path.abspath(a.work or os.path.join(os.environ.get("PEERS_WORK", "/tmp/peers/work"), f"{tool}-{rows}"))
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -77,7 +86,7 @@ def main() -> int:
         steps = []
         for i, csv in enumerate(plan):
             out = os.path.join(work, f"step{i}.json")
-            cmd = snapshot(a.gold, csv, table, start + timedelta(days=i))
+            cmd = snapshot(a.gold, csv, table, start + timedelta(days=i), not a.no_deletion_vectors)
             if i < len(plan) - 1:
                 with open(log, "ab") as fh:
                     subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=True)
@@ -100,11 +109,13 @@ def main() -> int:
             result["counts_ok"] = True  # checked by the day2 mode; history reports time only
         else:
             import duckdb
+            import pyarrow as pa
             from deltalake import DeltaTable
 
             t = DeltaTable(table)
             con = duckdb.connect()
-            con.register("gold_ds", t.to_pyarrow_dataset())
+            # deltalake's scan applies deletion vectors; pyarrow datasets cannot.
+            con.register("gold_ds", pa.RecordBatchReader.from_stream(t.scan()).read_all())
             con.execute("CREATE TABLE gold_t AS SELECT * FROM gold_ds")
             final_csv = day2 if a.mode == "day2" else day1
             got = pc.fetch_counts(con, pc.counts_sql("gold_t", "is_current", "NOT is_current", final_csv))
