@@ -21,9 +21,12 @@
 //!   invariants are checked before anything is committed.
 //!
 //! The table is partitioned by `is_current`: a merge reads the current rows,
-//! rewrites only the current files that hold a changed key, and appends
-//! closed versions to the history partition, which it reads only for the
-//! surrogate-key check and for the keys of late changes and resurrections.
+//! rewrites only the current files that hold a changed key (on a table with
+//! deletion vectors, [`Target::deletion_vectors`], it keeps such a file and
+//! hides the changed rows instead, until more than half would be hidden),
+//! and appends closed versions to the history partition, which it reads
+//! only for the surrogate-key check and for the keys of late changes and
+//! resurrections.
 
 mod engine;
 pub mod hash;
