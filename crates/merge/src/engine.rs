@@ -713,15 +713,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
                 kept.iter().filter(|&&r| replaced[r as usize]).map(|&r| ex.row_in_file[r as usize]).collect();
             if (file.deleted.len() + gone.len()) * 2 <= file.deleted.len() + kept.len() {
                 // Only the rows that the planned rows take values from are read.
-                let mut needed: Vec<u32> = rows
-                    .iter()
-                    .filter_map(|o| match o.content {
-                        Content::Existing(r) | Content::Updated { base: r, .. } => Some(ex.row_in_file[r as usize]),
-                        Content::Incoming(_) => None,
-                    })
-                    .collect();
-                needed.sort_unstable();
-                needed.dedup();
+                let needed = rows_read(rows.iter(), &ex);
                 let mut gone = gone;
                 gone.sort_unstable();
                 return (rows, FileRead::Rows(needed), Some(gone));
@@ -738,17 +730,7 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
             None => {
                 let matched_rows = rows.iter().filter(|o| o.matched(&partner).is_some()).count();
                 if files[f as usize].current && !matched.is_empty() && matched_rows * 2 >= rows.len() {
-                    let mut wide: Vec<u32> = rows
-                        .iter()
-                        .filter(|o| o.matched(&partner).is_none())
-                        .filter_map(|o| match o.content {
-                            Content::Existing(r) | Content::Updated { base: r, .. } => Some(ex.row_in_file[r as usize]),
-                            Content::Incoming(_) => None,
-                        })
-                        .collect();
-                    wide.sort_unstable();
-                    wide.dedup();
-                    FileRead::Slim(wide)
+                    FileRead::Slim(rows_read(rows.iter().filter(|o| o.matched(&partner).is_none()), &ex))
                 } else {
                     FileRead::Whole
                 }
@@ -1715,6 +1697,19 @@ fn matched_from_source(spec: &Spec, layout: &Layout) -> HashSet<String> {
         .filter(|n| spec.key.contains(n) || layout.cmp_cols.contains(n) || layout.t1_cols.contains(n))
         .cloned()
         .collect()
+}
+
+/// The rows of their file that `rows` take values from, ascending, each once.
+fn rows_read<'a>(rows: impl Iterator<Item = &'a OutRow>, ex: &Existing) -> Vec<u32> {
+    let mut read: Vec<u32> = rows
+        .filter_map(|o| match o.content {
+            Content::Existing(r) | Content::Updated { base: r, .. } => Some(ex.row_in_file[r as usize]),
+            Content::Incoming(_) => None,
+        })
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    read
 }
 
 /// The rows in the order the writers take them: the current partition's
