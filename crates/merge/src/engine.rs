@@ -709,14 +709,13 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
         let file = &files[f as usize];
         if deletion_vectors && file.current && held.is_none() {
             let kept = &rows_of_file[f as usize];
+            // In file order, as a file's rows are loaded.
             let gone: Vec<u32> =
                 kept.iter().filter(|&&r| replaced[r as usize]).map(|&r| ex.row_in_file[r as usize]).collect();
             if (file.deleted.len() + gone.len()) * 2 <= file.deleted.len() + kept.len() {
                 // Only the rows that the planned rows take values from are read.
-                let needed = rows_read(rows.iter(), &ex);
-                let mut gone = gone;
-                gone.sort_unstable();
-                return (rows, FileRead::Rows(needed), Some(gone));
+                let read = FileRead::Rows(rows_read(rows.iter(), &ex));
+                return (rows, read, Some(gone));
             }
         }
         // Rows of this file that the merge did not touch are copied.
@@ -760,10 +759,6 @@ pub(crate) async fn run(target: &Target, spec: &Spec, mut batch: Batch, mode: Mo
                     let (slim, wide) =
                         io::read_split(store()?, &file, &slim_cols, &wide_cols, wide_rows.clone()).await?;
                     FileData { slim, wide, slim_rows: None, wide_rows: Some(wide_rows) }
-                }
-                FileRead::Rows(rows) if rows.is_empty() => {
-                    let none = RecordBatch::new_empty(Arc::new(Schema::empty()));
-                    FileData { slim: none.clone(), wide: none, slim_rows: Some(rows.clone()), wide_rows: Some(rows) }
                 }
                 FileRead::Rows(rows) => {
                     let read = io::read_rows(store()?, &file, None, Some(rows.clone())).await?;

@@ -67,7 +67,7 @@ pub(crate) async fn data_files(table: &DeltaTable, target: &Target) -> Result<Ve
     for f in snapshot.log_data().iter() {
         let current = f.partition_values_map().get(columns::IS_CURRENT).cloned().flatten().as_deref() == Some("true");
         if let Some(dv) = f.deletion_vector_descriptor() {
-            vectors.push((files.len(), dv));
+            vectors.push((files.len(), f.path().to_string(), dv));
         }
         // The whole action (stats, tags, row tracking), which the file
         // view gives only this way.
@@ -82,12 +82,11 @@ pub(crate) async fn data_files(table: &DeltaTable, target: &Target) -> Result<Ve
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        let paths: Vec<String> = files.iter().map(|f| f.path.to_string()).collect();
         // The kernel reads them through its blocking storage interface.
         let read = move || -> Result<Vec<(usize, Vec<u32>)>> {
             let mut out = Vec::with_capacity(vectors.len());
-            for (i, dv) in vectors {
-                let context = format!("reading the deletion vector of {}", paths[i]);
+            for (i, path, dv) in vectors {
+                let context = format!("reading the deletion vector of {path}");
                 let dv = KernelDv::try_from(dv).map_err(|e| Error::data(&context, e))?;
                 let bitmap = dv.read(engine.storage_handler(), &root).map_err(|e| Error::data(&context, e))?;
                 let rows = bitmap.iter().map(u32::try_from).collect::<Result<Vec<u32>, _>>();
