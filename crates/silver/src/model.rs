@@ -9,16 +9,6 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
-/// The models built into gold (`models/silver/*.toml`): file name and text.
-pub const DEFAULT_MODELS: [(&str, &str); 6] = [
-    ("diagnosis_ref.toml", include_str!("../../../models/silver/diagnosis_ref.toml")),
-    ("members.toml", include_str!("../../../models/silver/members.toml")),
-    ("patients.toml", include_str!("../../../models/silver/patients.toml")),
-    ("providers.toml", include_str!("../../../models/silver/providers.toml")),
-    ("claims.toml", include_str!("../../../models/silver/claims.toml")),
-    ("medical_events.toml", include_str!("../../../models/silver/medical_events.toml")),
-];
-
 /// What a failed expectation does to the row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +24,8 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action as models spell it (`warn`, `drop`, `quarantine`,
+    /// `fail`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Warn => "warn",
@@ -59,9 +51,13 @@ pub enum OnMissing {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnModel {
+    /// The column's name (names starting with `_` are reserved).
     pub name: String,
+    /// The column holds personal data (masked for readers without the
+    /// right to see it).
     #[serde(default)]
     pub pii: bool,
+    /// What the column holds, for the catalog.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -86,8 +82,12 @@ pub struct SourceModel {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
+    /// The rule's name, as `_failed_rules`, `_dq_warnings` and
+    /// `dq_results` list it.
     pub name: String,
+    /// The SQL boolean expression over the typed columns.
     pub rule: String,
+    /// What a row that fails it does.
     pub action: Action,
     /// Abort the run when more than this share (0..1) of a batch fails.
     #[serde(default)]
@@ -95,6 +95,7 @@ pub struct Expectation {
     /// Only rows of these bronze tables are checked (all when absent).
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// What the rule checks, for the catalog.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -103,11 +104,18 @@ pub struct Expectation {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parent {
+    /// The rule's name, as `_failed_rules`, `_dq_warnings` and
+    /// `dq_results` list it.
     pub name: String,
+    /// The column of this table holding the parent's key.
     pub column: String,
+    /// The parent silver table.
     pub table: String,
+    /// The parent's key column.
     pub key: String,
+    /// What a row whose parent is unknown does.
     pub on_missing: OnMissing,
+    /// Only rows of these bronze tables are checked (all when absent).
     #[serde(default)]
     pub sources: Option<Vec<String>>,
 }
@@ -116,8 +124,11 @@ pub struct Parent {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Derived {
+    /// The derived table's name.
     pub table: String,
+    /// The query over `parent` (the silver table's new rows).
     pub sql: String,
+    /// What the table holds, for the catalog.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -126,7 +137,9 @@ pub struct Derived {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableModel {
+    /// The silver table's name, `silver_<name>`.
     pub table: String,
+    /// What the table holds, for the catalog.
     #[serde(default)]
     pub description: Option<String>,
     /// The business key: one silver row per key.
@@ -143,13 +156,18 @@ pub struct TableModel {
     /// has the column (partial events, such as a stream's status update).
     #[serde(default)]
     pub coalesce: bool,
+    /// The table's columns, in order.
     pub columns: Vec<ColumnModel>,
+    /// The bronze tables feeding it (`[[source]]`).
     #[serde(rename = "source")]
     pub sources: Vec<SourceModel>,
+    /// The declared expectations (`[[expect]]`).
     #[serde(default, rename = "expect")]
     pub expectations: Vec<Expectation>,
+    /// The parents checked for referential integrity (`[[parent]]`).
     #[serde(default, rename = "parent")]
     pub parents: Vec<Parent>,
+    /// The tables computed from this one's rows.
     #[serde(default)]
     pub derived: Vec<Derived>,
 }
@@ -265,7 +283,9 @@ impl SilverCatalog {
     /// The models built into gold.
     pub fn default_catalog() -> Result<Self> {
         Self::parse(
-            DEFAULT_MODELS.iter().map(|(name, text)| (format!("embedded models/silver/{name}"), text.to_string())),
+            reference::models::SILVER
+                .iter()
+                .map(|(name, text)| (format!("embedded models/silver/{name}"), text.to_string())),
         )
     }
 
@@ -290,7 +310,7 @@ impl SilverCatalog {
         let mut tables = Vec::new();
         for (origin, text) in files {
             let table: TableModel = toml::from_str(&text)
-                .map_err(|e| Error::Model { origin: origin.clone(), reason: e.to_string().trim_end().to_string() })?;
+                .map_err(|e| Error::ModelSyntax { origin: origin.clone(), source: Box::new(e) })?;
             table.check(&origin)?;
             tables.push((origin, table));
         }

@@ -1,23 +1,16 @@
-//! Fixtures shared by the silver tests.
+//! Fixtures shared by the silver tests: a build with hand-written sources
+//! and models, and readers of silver's list and `_lineage` columns. Runs,
+//! dates, table rows and columns as text come from `testkit`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::NaiveDate;
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::DataType;
 use ingest::{IngestOptions, SourceCatalog};
-use quality::{SilverCatalog, SilverReport};
-use storage::{RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
-
-pub(crate) fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-pub(crate) fn run(id: i64, day: NaiveDate) -> RunContext {
-    RunContext { id: RunId(id), kind: RunKind::Build, clock: RunClock::for_date(day) }
-}
+use silver::{SilverCatalog, SilverReport};
+use storage::Warehouse;
+use testkit::{rows, run, strings};
 
 /// Ingests the landing up to `day`, then builds silver, as run `id`.
 pub(crate) async fn build(
@@ -27,29 +20,10 @@ pub(crate) async fn build(
     silver: &SilverCatalog,
     landing: &Path,
     day: NaiveDate,
-) -> quality::Result<SilverReport> {
+) -> silver::Result<SilverReport> {
     let run = run(id, day);
     ingest::ingest(warehouse, &run, sources, &IngestOptions { landing, up_to: day }).await.unwrap();
-    quality::build_silver(warehouse, &run, silver).await
-}
-
-pub(crate) async fn rows(warehouse: &Warehouse, table: &str) -> Vec<RecordBatch> {
-    let name = TableName::new(table).unwrap();
-    if warehouse.load(&name).await.unwrap().is_none() {
-        return Vec::new();
-    }
-    warehouse.scan(&name, None).await.unwrap()
-}
-
-/// Column `name` of every batch, as optional strings.
-pub(crate) fn strings(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let col = cast(b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")), &DataType::Utf8).unwrap();
-        let col = col.as_string::<i32>();
-        out.extend((0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
-    }
-    out
+    silver::build_silver(warehouse, &run, silver).await
 }
 
 /// A list-of-strings column, row by row.
@@ -120,11 +94,4 @@ pub(crate) fn versions(dir: &Path) -> BTreeMap<String, u64> {
         }
     }
     out
-}
-
-/// Writes `text` to `dir/rel`, creating folders.
-pub(crate) fn write(dir: &Path, rel: &str, text: &str) {
-    let path = dir.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
 }

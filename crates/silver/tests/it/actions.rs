@@ -1,10 +1,12 @@
 //! Each rule action on a small hand-written feed.
 
 use ingest::SourceCatalog;
-use quality::SilverCatalog;
+use silver::SilverCatalog;
 use storage::Warehouse;
 
-use crate::support::{build, date, lineage, lists, rows, strings, versions, write};
+use testkit::{date, rows, strings, write};
+
+use crate::support::{build, lineage, lists, versions};
 
 const SOURCES: &str = r#"
 [[source]]
@@ -120,7 +122,7 @@ async fn warn_drop_quarantine_and_fail_each_do_what_they_say() {
     assert!(strings(&q, "_batch_id").iter().all(|b| b.as_deref() == Some("items-000001")));
 
     // dq_results: one row per batch, table and rule.
-    let dq = rows(&warehouse, quality::DQ_RESULTS_TABLE).await;
+    let dq = rows(&warehouse, silver::DQ_RESULTS_TABLE).await;
     let (rule, evaluated, failed) = (strings(&dq, "rule"), strings(&dq, "rows_evaluated"), strings(&dq, "rows_failed"));
     let get = |name: &str| {
         let i = rule.iter().position(|r| r.as_deref() == Some(name)).unwrap_or_else(|| panic!("dq_results has {name}"));
@@ -141,7 +143,7 @@ async fn warn_drop_quarantine_and_fail_each_do_what_they_say() {
     let before = versions(&wh_dir);
     let err = build(&warehouse, 2, &sources, &silver, &landing, date("2025-01-02")).await.unwrap_err();
     assert!(
-        matches!(&err, quality::Error::ExpectationFailed { rule, failed: 2, evaluated: 3, .. } if rule == "mostly_open"),
+        matches!(&err, silver::Error::ExpectationFailed { rule, failed: 2, evaluated: 3, .. } if rule == "mostly_open"),
         "{err}"
     );
     assert!(err.is_user_error());
@@ -158,7 +160,7 @@ async fn warn_drop_quarantine_and_fail_each_do_what_they_say() {
     let only_day1 = dir.path().join("day1");
     write(&only_day1, "2025-01-01/items.csv", DAY1);
     let err = build(&warehouse2, 1, &sources, &strict, &only_day1, date("2025-01-01")).await.unwrap_err();
-    assert!(matches!(&err, quality::Error::ExpectationFailed { rule, failed: 1, .. } if rule == "no_bogus"), "{err}");
+    assert!(matches!(&err, silver::Error::ExpectationFailed { rule, failed: 1, .. } if rule == "no_bogus"), "{err}");
     assert!(!versions(dir2.path()).contains_key("silver_items"), "no silver table was created");
 }
 

@@ -1,12 +1,15 @@
 //! A generated insurer with injected defects, through bronze and silver.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 
 use ingest::SourceCatalog;
-use quality::SilverCatalog;
+use silver::{SilverCatalog, SilverReport};
 use storage::Warehouse;
 
-use crate::support::{bronze_per_batch, build, date, lineage, lists, rows, strings, versions};
+use testkit::{date, rows, strings};
+
+use crate::support::{bronze_per_batch, build, lineage, lists, versions};
 
 /// The bronze table and silver table a landing file feeds.
 fn tables_of(file: &str) -> (&'static str, &'static str) {
@@ -37,9 +40,24 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
     let last = date("2024-12-31");
     let report = build(&warehouse, 1, &sources, &silver, &landing, last).await.unwrap();
 
-    // 1. Accounting, per table and batch, from the tables themselves:
-    // rows in lineage + unreleased quarantine + duplicates + dropped = bronze.
-    let dq = rows(&warehouse, quality::DQ_RESULTS_TABLE).await;
+    // 1. Accounting, per table and batch, from the tables themselves.
+    every_row_accounted_for(&warehouse, &silver, &report, &landing).await;
+    // 2. Every injected defect is caught.
+    let defect_rows = every_defect_caught(&warehouse, &silver, &landing).await;
+    // 3. No row without a defect is quarantined.
+    no_clean_row_quarantined(&warehouse, &silver, &defect_rows).await;
+
+    // 4. Re-running writes nothing new.
+    let before = versions(&wh_dir);
+    let again = build(&warehouse, 2, &sources, &silver, &landing, last).await.unwrap();
+    assert!(again.tables.iter().all(|t| t.version.is_none() && t.batches.is_empty()), "{:?}", again.tables);
+    assert_eq!(versions(&wh_dir), before, "a rerun writes no new Delta version");
+}
+
+/// Accounting, per table and batch, from the tables themselves:
+/// rows in lineage + unreleased quarantine + duplicates + dropped = bronze.
+async fn every_row_accounted_for(warehouse: &Warehouse, silver: &SilverCatalog, report: &SilverReport, landing: &Path) {
+    let dq = rows(warehouse, silver::DQ_RESULTS_TABLE).await;
     let (dq_table, dq_batch, dq_rule, dq_failed) =
         (strings(&dq, "table"), strings(&dq, "batch_id"), strings(&dq, "rule"), strings(&dq, "rows_failed"));
     let counted = |table: &str, batch: &str, rule: &str| -> u64 {
@@ -55,12 +73,12 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
     let mut checked = 0;
     for model in silver.tables() {
         let table = model.table.as_str();
-        let silver_rows = rows(&warehouse, table).await;
+        let silver_rows = rows(warehouse, table).await;
         let entries = lineage(&silver_rows);
-        let quarantine = rows(&warehouse, &model.quarantine_table()).await;
+        let quarantine = rows(warehouse, &model.quarantine_table()).await;
         let (q_batch, q_released) = (strings(&quarantine, "_batch_id"), strings(&quarantine, "_released_at"));
         for source in &model.sources {
-            for (batch, bronze) in bronze_per_batch(&warehouse, &source.bronze).await {
+            for (batch, bronze) in bronze_per_batch(warehouse, &source.bronze).await {
                 let in_lineage = entries.iter().filter(|e| e.batch == batch).count() as u64;
                 let quarantined = (0..q_batch.len())
                     .filter(|&i| q_batch[i].as_deref() == Some(batch.as_str()) && q_released[i].is_none())
@@ -99,7 +117,7 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
     }
     // One batch per source and day folder holding its files.
     let mut day_batches = HashSet::new();
-    for day in std::fs::read_dir(&landing).unwrap().flatten() {
+    for day in std::fs::read_dir(landing).unwrap().flatten() {
         if !day.path().is_dir() || day.file_name().to_string_lossy().starts_with('_') {
             continue;
         }
@@ -108,9 +126,12 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
         }
     }
     assert_eq!(checked, day_batches.len(), "every bronze source had one batch per day folder");
+}
 
-    // 2. Every injected defect is caught: quarantined, counted (as a
-    // duplicate or dropped, so absent from lineage), or flagged.
+/// Every injected defect is caught: quarantined, counted (as a
+/// duplicate or dropped, so absent from lineage), or flagged.
+/// Returns the rows with a defect, by file and row.
+async fn every_defect_caught(warehouse: &Warehouse, silver: &SilverCatalog, landing: &Path) -> HashSet<(String, i64)> {
     let defects = std::fs::read_to_string(landing.join("_truth/defects.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(defects.as_bytes());
     // Per silver table: (file, row) -> warnings in lineage, and (file, row)
@@ -118,9 +139,9 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
     type ByPlace = HashMap<(String, i64), Vec<String>>;
     let mut by_table: HashMap<&str, (ByPlace, ByPlace)> = HashMap::new();
     for model in silver.tables() {
-        let silver_rows = rows(&warehouse, &model.table).await;
+        let silver_rows = rows(warehouse, &model.table).await;
         let flagged = lineage(&silver_rows).into_iter().map(|e| ((e.file, e.row), e.warnings)).collect();
-        let quarantine = rows(&warehouse, &model.quarantine_table()).await;
+        let quarantine = rows(warehouse, &model.quarantine_table()).await;
         let failed = lists(&quarantine, "_failed_rules");
         let places = strings(&quarantine, "_source_file").into_iter().zip(strings(&quarantine, "_source_row"));
         let quarantined =
@@ -167,11 +188,14 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
             "the landing has {kind} defects, caught: {caught:?}"
         );
     }
+    defect_rows
+}
 
-    // 3. No row without a defect is quarantined, except an orphan whose
-    // parent's own row was quarantined for a defect.
+/// No row without a defect is quarantined, except an orphan whose
+/// parent's own row was quarantined for a defect.
+async fn no_clean_row_quarantined(warehouse: &Warehouse, silver: &SilverCatalog, defect_rows: &HashSet<(String, i64)>) {
     for model in silver.tables() {
-        let quarantine = rows(&warehouse, &model.quarantine_table()).await;
+        let quarantine = rows(warehouse, &model.quarantine_table()).await;
         let failed = lists(&quarantine, "_failed_rules");
         let places: Vec<(String, i64)> = strings(&quarantine, "_source_file")
             .into_iter()
@@ -182,11 +206,11 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
         for p in &model.parents {
             let parent = silver.table(&p.table).unwrap();
             let keys =
-                strings(&rows(&warehouse, &parent.quarantine_table()).await, &p.key).into_iter().flatten().collect();
+                strings(&rows(warehouse, &parent.quarantine_table()).await, &p.key).into_iter().flatten().collect();
             held_parents.insert(p.name.as_str(), (p.column.clone(), keys));
         }
         let warn: HashSet<&str> =
-            model.expectations.iter().filter(|e| e.action == quality::Action::Warn).map(|e| e.name.as_str()).collect();
+            model.expectations.iter().filter(|e| e.action == silver::Action::Warn).map(|e| e.name.as_str()).collect();
         for (i, place) in places.iter().enumerate() {
             if defect_rows.contains(place) {
                 continue;
@@ -205,10 +229,4 @@ async fn generated_landing_every_row_accounted_for_and_every_defect_caught() {
             );
         }
     }
-
-    // 4. Re-running writes nothing new.
-    let before = versions(&wh_dir);
-    let again = build(&warehouse, 2, &sources, &silver, &landing, last).await.unwrap();
-    assert!(again.tables.iter().all(|t| t.version.is_none() && t.batches.is_empty()), "{:?}", again.tables);
-    assert_eq!(versions(&wh_dir), before, "a rerun writes no new Delta version");
 }

@@ -2,10 +2,12 @@
 //! parent arrives; members missing from a full extract marked deleted.
 
 use ingest::SourceCatalog;
-use quality::SilverCatalog;
+use silver::SilverCatalog;
 use storage::Warehouse;
 
-use crate::support::{build, date, lineage, lists, rows, strings, write};
+use testkit::{date, rows, strings, write};
+
+use crate::support::{build, lineage, lists};
 
 const MEMBERS_HEADER: &str = "MemberID,Name,DOB,Gender,Region,PlanType,EffectiveDate,Email,IsActive,LastUpdated\n";
 const CLAIMS_HEADER: &str = "ClaimID,MemberID,ProviderID,ClaimDate,ServiceDate,Amount,Status,ICD10Codes,CPTCodes,ClaimType,SubmissionChannel,Notes,IngestTimestamp\n";
@@ -24,7 +26,7 @@ fn claim(id: &str, member: &str) -> String {
 /// than flagged for inferred members.
 fn quarantining_orphans() -> SilverCatalog {
     let flagged = "key = \"member_id\"\non_missing = \"flag\"";
-    SilverCatalog::parse(quality::DEFAULT_MODELS.iter().map(|(name, text)| {
+    SilverCatalog::parse(reference::models::SILVER.iter().map(|(name, text)| {
         let text = if *name == "claims.toml" {
             assert!(text.contains(flagged), "the claims model flags unknown members");
             text.replace(flagged, "key = \"member_id\"\non_missing = \"quarantine\"")

@@ -75,7 +75,7 @@ fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> R
     if wanted.is_empty() {
         return Ok(out);
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(wanted.len().div_ceil(CHUNK));
+    let threads = parallel::threads().min(wanted.len().div_ceil(CHUNK));
     let per_thread = wanted.len().div_ceil(threads);
     // One thread's rows, a chunk at a time: their digests, in order.
     let hash_rows = |mine: &[usize]| -> Result<Vec<Digest>, ArrowError> {
@@ -100,19 +100,9 @@ fn content_hashes(batch: &RecordBatch, columns: &[usize], wanted: &[usize]) -> R
         }
         Ok(digests)
     };
-    let parts: Vec<Result<Vec<Digest>, ArrowError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = wanted
-            .chunks(per_thread)
-            .map(|mine| {
-                let hash_rows = &hash_rows;
-                scope.spawn(move || hash_rows(mine))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(ArrowError::ComputeError("a hashing thread panicked".into()))))
-            .collect()
-    });
+    // One run of rows per thread, each on its own.
+    let parts = parallel::on_threads(wanted.chunks(per_thread).collect(), hash_rows)
+        .map_err(|_| ArrowError::ComputeError("a hashing thread panicked".into()))?;
     for (part, mine) in parts.into_iter().zip(wanted.chunks(per_thread)) {
         for (&row, h) in mine.iter().zip(part?) {
             out[row] = h;
