@@ -21,6 +21,10 @@
 //!   integers. A row of the harness's members takes two BLAKE3 blocks
 //!   where version 1 took four. Key hashes and surrogate keys are the same
 //!   under both versions.
+//!
+//! Type-1 values are never stored: a merge compares them by a fingerprint
+//! (`Attrs::fingerprint`), the values' encoding itself when it fits in 15
+//! bytes, so most of them never reach BLAKE3.
 
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,

@@ -1,4 +1,25 @@
 //! Reading an SCD2 table's files and committing a merge.
+//!
+//! - Files are read with the Parquet reader, several at once on their own
+//!   tasks, each as one batch (a file is small: writers roll over at 16 MB,
+//!   so the size bounds a rewrite's memory). A few rows picked out of many
+//!   are read with a row selection that skips the others.
+//! - A file's deletion vector is read through the Delta kernel when the file
+//!   list is built ([`data_files`]), and every read leaves out the rows it
+//!   hides: the engine numbers a file's rows among those it keeps, and this
+//!   module maps them to positions in the file. [`delete_rows`] writes the
+//!   new vectors of one merge into one file with the kernel's writer, and
+//!   marks the files' statistics `tightBounds: false`.
+//! - [`ParallelWriter`] encodes on several tasks at once, each batch cut
+//!   into slices handed to the writers in turn, each run of rows going
+//!   straight to its `is_current` partition as a zero-copy slice. The
+//!   hashes and the surrogate key are written without a dictionary or
+//!   compression (random bytes), the hashes without page statistics, and
+//!   the business key and the columns whose values mostly differ in the
+//!   source's first rows without a dictionary ([`plain_columns`]).
+//! - [`commit`] writes the removes and adds as one Delta version with the
+//!   batch's application transaction, evolving the schema in the same
+//!   commit when the batch brings new columns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,15 +108,17 @@ pub(crate) async fn data_files(table: &DeltaTable, target: &Target) -> Result<Ve
             let mut out = Vec::with_capacity(vectors.len());
             for (i, path, dv) in vectors {
                 let context = format!("reading the deletion vector of {path}");
-                let dv = KernelDv::try_from(dv).map_err(|e| Error::data(&context, e))?;
-                let bitmap = dv.read(engine.storage_handler(), &root).map_err(|e| Error::data(&context, e))?;
-                let rows = bitmap.iter().map(u32::try_from).collect::<Result<Vec<u32>, _>>();
-                out.push((i, rows.map_err(|e| Error::data(&context, e))?));
+                let dv = KernelDv::try_from(dv).map_err(|e| Error::kernel(&context, e))?;
+                let bitmap = dv.read(engine.storage_handler(), &root).map_err(|e| Error::kernel(&context, e))?;
+                let rows = bitmap.iter().map(|r| u32::try_from(r).map_err(|_| r)).collect::<Result<Vec<u32>, u64>>();
+                let rows =
+                    rows.map_err(|r| Error::internal(&context, format!("row {r} is past the rows a file can hold")))?;
+                out.push((i, rows));
             }
             Ok(out)
         };
         let read =
-            tokio::task::spawn_blocking(read).await.map_err(|e| Error::data("reading deletion vectors", e))??;
+            tokio::task::spawn_blocking(read).await.map_err(|e| Error::task("reading deletion vectors", e))??;
         for (i, rows) in read {
             files[i].deleted = Arc::from(rows);
         }
@@ -135,7 +158,7 @@ pub(crate) async fn delete_rows(table: &DeltaTable, gone: Vec<(&DataFile, Vec<u3
         let mut dv = KernelDeletionVector::new();
         dv.add_deleted_row_indexes(file.deleted.iter().map(|&r| u64::from(r)));
         dv.add_deleted_row_indexes(in_file(&file.deleted, rows).into_iter().map(u64::from));
-        let written = writer.write_deletion_vector(dv).map_err(|e| Error::data(&context, e))?;
+        let written = writer.write_deletion_vector(dv).map_err(|e| Error::kernel(&context, e))?;
         let mut add = file.add.clone();
         add.deletion_vector = Some(DeletionVectorDescriptor {
             storage_type: StorageType::UuidRelativePath,
@@ -149,9 +172,9 @@ pub(crate) async fn delete_rows(table: &DeltaTable, gone: Vec<(&DataFile, Vec<u3
         actions.push(Action::Remove(file.remove.clone()));
         actions.push(Action::Add(add));
     }
-    writer.finalize().map_err(|e| Error::data(&name, e))?;
+    writer.finalize().map_err(|e| Error::kernel(&name, e))?;
     let store = table.object_store();
-    store.put(&Path::from(name.as_str()), bytes.into()).await.map_err(|e| Error::data(&name, e))?;
+    store.put(&Path::from(name.as_str()), bytes.into()).await.map_err(|e| Error::store(&name, e))?;
     Ok(actions)
 }
 
@@ -202,7 +225,7 @@ pub(crate) async fn read_files(
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
     for task in tasks {
-        out.push(task.await.map_err(|e| Error::data("reading table files", e))??);
+        out.push(task.await.map_err(|e| Error::task("reading table files", e))??);
     }
     Ok(out)
 }
@@ -228,13 +251,13 @@ pub(crate) async fn read_split(
         };
         Ok((every, selected))
     };
-    tokio::task::spawn_blocking(split).await.map_err(|e| Error::data("reading table files", e))?
+    tokio::task::spawn_blocking(split).await.map_err(|e| Error::task("reading table files", e))?
 }
 
 async fn fetch(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<impl ChunkReader + Clone + 'static> {
     let context = format!("reading {}", file.path);
-    let bytes = store.get(&file.path).await.map_err(|e| Error::data(&context, e))?.bytes().await;
-    bytes.map_err(|e| Error::data(&context, e))
+    let bytes = store.get(&file.path).await.map_err(|e| Error::store(&context, e))?.bytes().await;
+    bytes.map_err(|e| Error::store(&context, e))
 }
 
 /// Reads one file (or the named columns of it) as one batch.
@@ -260,7 +283,7 @@ pub(crate) async fn read_rows(
     let deleted = Arc::clone(&file.deleted);
     tokio::task::spawn_blocking(move || decode(&context, bytes, projection.as_deref(), rows.as_deref(), &deleted))
         .await
-        .map_err(|e| Error::data("reading table files", e))?
+        .map_err(|e| Error::task("reading table files", e))?
 }
 
 /// Decodes the columns `projection` (all: `None`) of the rows `rows` (all:
@@ -273,7 +296,7 @@ fn decode(
     rows: Option<&[u32]>,
     deleted: &[u32],
 ) -> Result<RecordBatch> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::data(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
     let builder = match projection {
         Some(names) => {
             let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().map(String::as_str));
@@ -292,7 +315,7 @@ fn decode(
     let (builder, wanted) = match positions {
         Some(positions) => {
             if let Some(&last) = positions.last().filter(|&&r| r as usize >= total) {
-                return Err(Error::data(context, format!("row {last} is past the file's {total} rows")));
+                return Err(Error::internal(context, format!("row {last} is past the file's {total} rows")));
             }
             let selection = RowSelection::from_consecutive_ranges(runs(&positions), total);
             let builder = builder.with_row_selection(selection);
@@ -312,10 +335,10 @@ fn decode(
     // The rows come as one batch, which concat_batches passes on without a
     // copy: a file is small (see TARGET_FILE_BYTES), and gathering pieces
     // would copy every value once more.
-    let reader = builder.with_batch_size(wanted.max(1)).build().map_err(|e| Error::data(context, e))?;
+    let reader = builder.with_batch_size(wanted.max(1)).build().map_err(|e| Error::parquet(context, e))?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::data(context, e))?;
-    concat_batches(&schema, &batches).map_err(|e| Error::data(context, e))
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| Error::arrow(context, e))?;
+    concat_batches(&schema, &batches).map_err(|e| Error::arrow(context, e))
 }
 
 /// Ascending row positions as runs of consecutive rows.
@@ -388,7 +411,7 @@ impl FileWriter {
         let flags = batch
             .column_by_name(columns::IS_CURRENT)
             .and_then(|c| c.as_boolean_opt())
-            .ok_or_else(|| Error::data("writing table files", "the rows have no boolean is_current"))?
+            .ok_or_else(|| Error::internal("writing table files", "the rows have no boolean is_current"))?
             .clone();
         let mut start = 0;
         while start < batch.num_rows() {
@@ -399,7 +422,7 @@ impl FileWriter {
             }
             let flag = flags.slice(start, 1);
             let value = <_ as ScalarExt>::from_array(&flag, 0)
-                .ok_or_else(|| Error::data("writing table files", "is_current has no partition value"))?;
+                .ok_or_else(|| Error::internal("writing table files", "is_current has no partition value"))?;
             let partition = indexmap::IndexMap::from([(columns::IS_CURRENT.to_string(), value)]);
             self.writer
                 .write_partition(batch.slice(start, end - start), &partition, deltalake::writer::WriteMode::Default)
@@ -474,7 +497,10 @@ const SLICE_ROWS: usize = 64 * 1024;
 impl ParallelWriter {
     /// `plain`: as for [`FileWriter::new`].
     pub(crate) fn new(target: &Target, schema: SchemaRef, plain: &[String]) -> Result<Self> {
-        let writers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        // At most four writers, whatever the thread policy allows: encoding
+        // keeps up with the merge building batches by then, and each writer
+        // holds a file of up to TARGET_FILE_BYTES open.
+        let writers = parallel::threads().min(4);
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..writers {
@@ -514,7 +540,7 @@ impl ParallelWriter {
         drop(self.senders);
         let mut actions = Vec::new();
         for task in self.tasks {
-            actions.extend(task.await.map_err(|e| Error::data("writing table files", e))??);
+            actions.extend(task.await.map_err(|e| Error::task("writing table files", e))??);
         }
         Ok(actions)
     }
@@ -556,14 +582,11 @@ pub(crate) async fn commit(
             };
             let snapshot = table.snapshot().map_err(delta_err(target))?;
             // New columns: the same commit evolves the table's schema.
-            let kernel_schema: StructType = schema.try_into_kernel().map_err(|e| Error::data("table schema", e))?;
+            let kernel_schema: StructType = schema.try_into_kernel().map_err(|e| Error::arrow("table schema", e))?;
             if snapshot.schema().as_ref() != &kernel_schema {
                 use deltalake::kernel::MetadataExt as _;
-                let metadata = snapshot
-                    .metadata()
-                    .clone()
-                    .with_schema(&kernel_schema)
-                    .map_err(|e| Error::data("table schema", e))?;
+                let metadata =
+                    snapshot.metadata().clone().with_schema(&kernel_schema).map_err(|e| delta_err(target)(e.into()))?;
                 actions.push(Action::Metadata(metadata));
             }
             let done = CommitBuilder::from(properties)
@@ -575,9 +598,10 @@ pub(crate) async fn commit(
         }
         None => {
             if let Ok(path) = target.url.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|e| Error::data(&path.display().to_string(), e))?;
+                std::fs::create_dir_all(&path)
+                    .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
             }
-            let kernel_schema: StructType = schema.try_into_kernel().map_err(|e| Error::data("table schema", e))?;
+            let kernel_schema: StructType = schema.try_into_kernel().map_err(|e| Error::arrow("table schema", e))?;
             let table = deltalake::operations::create::CreateBuilder::new()
                 .with_location(target.url.as_str())
                 .with_storage_options(target.storage_options.clone())

@@ -27,11 +27,41 @@
 //! and appends closed versions to the history partition, which it reads
 //! only for the surrogate-key check and for the keys of late changes and
 //! resurrections.
+//!
+//! The main types: [`Spec`] (how a table is versioned), [`Target`] (where
+//! it lives), [`Batch`] (the rows), [`Outcome`] with its [`Metrics`] and
+//! [`ChangedInterval`]s, and [`Error`]. [`infer`] gives facts' unknown keys
+//! an inferred version, and [`source`] reads snapshot files.
+//!
+//! ```no_run
+//! # async fn example() -> merge::Result<()> {
+//! use merge::{Batch, Spec, Target};
+//!
+//! let target = Target {
+//!     url: url::Url::parse("file:///warehouse/gold/dim_members/").expect("a URL"),
+//!     storage_options: Default::default(),
+//!     app_id: "gold.dims.dim_members".into(),
+//!     commit_info: Vec::new(),
+//!     deletion_vectors: false,
+//! };
+//! let spec = Spec::new(&["member_id"]);
+//! let rows = merge::source::read_snapshot(std::path::Path::new("members.csv"), None).await?;
+//! let clock = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a time");
+//! let batch = Batch { id: "2026-01-01".into(), sequence: 1, clock, rows };
+//! let outcome = merge::merge(&target, &spec, batch).await?;
+//! println!("{} new versions, {} closed", outcome.metrics.inserted, outcome.metrics.closed);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
 
 mod engine;
+mod error;
 pub mod hash;
 mod io;
 pub mod source;
+
+pub use error::{Error, Result};
 
 use std::collections::BTreeMap;
 
@@ -42,14 +72,23 @@ use url::Url;
 
 /// Column names written by the engine next to the business columns.
 pub mod columns {
+    /// The key hash: 16 bytes, little-endian.
     pub const KEY_HASH: &str = "key_hash";
+    /// The hash of the tracked columns: 16 bytes, little-endian.
     pub const ATTR_HASH: &str = "attr_hash";
+    /// Where the version starts (UTC microseconds, inclusive).
     pub const VALID_FROM: &str = "valid_from";
+    /// Where the version ends (exclusive); [`crate::OPEN_END`] while current.
     pub const VALID_TO: &str = "valid_to";
+    /// Whether the version is open: the partition column.
     pub const IS_CURRENT: &str = "is_current";
+    /// Whether the version was closed by a delete (or is a tombstone).
     pub const IS_DELETED: &str = "is_deleted";
+    /// Whether the version was inferred for a key facts point at.
     pub const IS_INFERRED: &str = "is_inferred";
+    /// The clock of the batch that wrote the version.
     pub const RECORDED_AT: &str = "recorded_at";
+    /// The id of the batch that wrote the version.
     pub const BATCH_ID: &str = "batch_id";
     /// Every engine column except the surrogate key, in table order.
     pub const ALL: [&str; 9] =
@@ -91,7 +130,12 @@ pub enum Deletes {
     /// version flagged `is_deleted` (a tombstone, as dbt's `new_record`).
     NewRecord,
     /// Rows whose `column` holds one of `values` are delete events.
-    Events { column: String, values: Vec<String> },
+    Events {
+        /// The column holding the marker.
+        column: String,
+        /// The values that mark a delete.
+        values: Vec<String>,
+    },
 }
 
 /// How a table is versioned.
@@ -157,7 +201,9 @@ pub struct Batch {
 /// Where the table lives and how the commit is labelled.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// The table's location.
     pub url: Url,
+    /// Options of the object store (credentials, endpoint, …).
     pub storage_options: std::collections::HashMap<String, String>,
     /// Application id of the Delta transaction, e.g. `gold.dims.dim_members`.
     pub app_id: String,
@@ -224,8 +270,11 @@ impl Metrics {
 pub struct ChangedInterval {
     /// The key hash as stored in `key_hash` (16 bytes, little-endian).
     pub key_hash: hash::Hash128,
+    /// The version's surrogate key.
     pub surrogate_key: i64,
+    /// Where the version starts.
     pub valid_from: DateTime<Utc>,
+    /// Where the version ends ([`OPEN_END`] while current).
     pub valid_to: DateTime<Utc>,
 }
 
@@ -237,81 +286,17 @@ pub struct Outcome {
     pub version: Option<u64>,
     /// The batch's sequence was already recorded: nothing was read or written.
     pub already_applied: bool,
+    /// Counts of what the merge did.
     pub metrics: Metrics,
     /// Columns the table did not have before this batch.
     pub columns_added: Vec<String>,
+    /// The versions facts must re-key to.
     pub changed: Vec<ChangedInterval>,
     /// Rows in the table's current partition after the merge.
     pub current_rows: u64,
     /// Milliseconds per phase, for the benchmark.
     pub timings_ms: BTreeMap<&'static str, u64>,
 }
-
-/// Errors of the merge engine.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A column named by the spec is not in the batch or the table.
-    #[error("column {column:?} {reason}")]
-    Column { column: String, reason: String },
-    /// A column type the canonical encoding does not cover.
-    #[error("column {column:?} has type {data_type}, which SCD2 hashing does not support")]
-    UnsupportedType { column: String, data_type: String },
-    /// A row the engine cannot place.
-    #[error("row {row}: {reason}")]
-    Row { row: usize, reason: String },
-    /// The table was built with a different spec.
-    #[error("table {table}: {reason}")]
-    SpecMismatch { table: String, reason: String },
-    /// Two versions would share a surrogate key.
-    #[error(
-        "surrogate key collision: {surrogate_key} for key hash {key_hash} starting {valid_from} is already taken; \
-         nothing was committed"
-    )]
-    SurrogateKeyCollision { surrogate_key: i64, key_hash: String, valid_from: String },
-    /// The merge result breaks an SCD2 invariant; nothing was committed.
-    #[error("SCD2 invariant broken for key hash {key_hash}: {reason}; nothing was committed")]
-    Invariant { key_hash: String, reason: String },
-    /// The same batch sequence was applied before with other content.
-    #[error("table {table}: {reason}")]
-    Conflict { table: String, reason: String },
-    /// Delta Lake reported an error.
-    #[error("table {table}: {source}")]
-    Delta {
-        table: String,
-        #[source]
-        source: Box<deltalake::DeltaTableError>,
-    },
-    /// A source file that cannot be used.
-    #[error("{path}: {reason}")]
-    Source { path: String, reason: String },
-    /// Arrow or Parquet data could not be built or read.
-    #[error("{context}: {message}")]
-    Data { context: String, message: String },
-}
-
-impl Error {
-    /// Whether the user can fix this (bad spec or input) rather than a
-    /// storage fault or a bug.
-    pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            Self::Column { .. }
-                | Self::UnsupportedType { .. }
-                | Self::Row { .. }
-                | Self::SpecMismatch { .. }
-                | Self::Conflict { .. }
-                | Self::Source { .. }
-        )
-    }
-
-    pub(crate) fn data(context: &str, message: impl std::fmt::Display) -> Self {
-        Self::Data { context: context.to_string(), message: message.to_string() }
-    }
-}
-
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Applies `batch` to the SCD2 table at `target` and commits it as one
 /// Delta version (or none, when nothing changed).
@@ -348,14 +333,14 @@ pub async fn infer(
     let mut cols = Vec::new();
     for f in schema.fields() {
         let col = match keys.column_by_name(f.name()) {
-            Some(c) => cast(c, f.data_type()).map_err(|e| Error::data(&format!("key column {:?}", f.name()), e))?,
+            Some(c) => cast(c, f.data_type()).map_err(|e| Error::arrow(&format!("key column {:?}", f.name()), e))?,
             None => new_null_array(f.data_type(), n),
         };
         fields.push(f.as_ref().clone().with_nullable(true));
         cols.push(col);
     }
     let rows = RecordBatch::try_new(std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields)), cols)
-        .map_err(|e| Error::data("inferred keys", e))?;
+        .map_err(|e| Error::arrow("inferred keys", e))?;
     let batch = Batch { id: id.to_string(), sequence, clock, rows: vec![rows] };
     engine::run(target, spec, batch, engine::Mode::Infer).await
 }

@@ -1,5 +1,11 @@
 //! Snapshot files for `gold snapshot`: CSV or Parquet, read by DataFusion on
 //! every core.
+//!
+//! A CSV file's header is read first: when the table already has every
+//! column it names, the columns take the table's types and no row is read
+//! to infer them. [`digest`] hashes a file's bytes with the spec, so that
+//! the same file merged again into the table it produced is known to change
+//! nothing without parsing a row ([`crate::applied_source`]).
 
 use std::path::Path;
 
@@ -26,7 +32,10 @@ const READ_BATCH_ROWS: usize = 64 * 1024;
 /// columns' types are inferred.
 pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<RecordBatch>> {
     let context = path.display().to_string();
-    let fail = |e: &dyn std::fmt::Display| Error::data(&context, e);
+    let fail = |e: deltalake::datafusion::error::DataFusionError| Error::DataFusion {
+        context: context.clone(),
+        source: Box::new(e),
+    };
     if !path.is_file() {
         return Err(Error::Source { path: context.clone(), reason: "no such file".into() });
     }
@@ -37,19 +46,19 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(READ_BATCH_ROWS));
     let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let frame = if is_parquet {
-        ctx.read_parquet(location, ParquetReadOptions::default()).await.map_err(|e| fail(&e))?
+        ctx.read_parquet(location, ParquetReadOptions::default()).await.map_err(fail)?
     } else {
         let options = CsvReadOptions::new().has_header(true).schema_infer_max_records(INFER_ROWS);
         // The header alone names the columns; when the table has every
         // one of them, their types are known and no row is read to infer
         // them (10,000 rows matched against every type's pattern).
-        let header = ctx.read_csv(location, options.clone().schema_infer_max_records(0)).await.map_err(|e| fail(&e))?;
+        let header = ctx.read_csv(location, options.clone().schema_infer_max_records(0)).await.map_err(fail)?;
         let names = header.schema().fields();
         let all_known =
             known.is_some_and(|k| !names.is_empty() && names.iter().all(|f| k.field_with_name(f.name()).is_ok()));
         let inferred = match all_known {
             true => header,
-            false => ctx.read_csv(location, options.clone()).await.map_err(|e| fail(&e))?,
+            false => ctx.read_csv(location, options.clone()).await.map_err(fail)?,
         };
         let fields: Vec<Field> = inferred
             .schema()
@@ -63,7 +72,7 @@ pub async fn read_snapshot(path: &Path, known: Option<&Schema>) -> Result<Vec<Re
             })
             .collect();
         let schema = Schema::new(fields);
-        ctx.read_csv(location, options.schema(&schema)).await.map_err(|e| fail(&e))?
+        ctx.read_csv(location, options.schema(&schema)).await.map_err(fail)?
     };
     // A value that does not parse is the file's fault: a user error.
     let batches = frame.collect().await.map_err(|e| Error::Source { path: context.clone(), reason: e.to_string() })?;
