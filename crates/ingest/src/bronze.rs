@@ -248,7 +248,7 @@ impl BronzeBuilder {
                 let decoder = ReaderBuilder::new(schema)
                     .with_batch_size(BATCH_ROWS)
                     .build_decoder()
-                    .map_err(|e| Error::Internal(format!("decoder for {}: {e}", c.name)))?;
+                    .map_err(|e| Error::arrow(format!("decoder for {}", c.name), e))?;
                 Column::Nested(Box::new(Nested {
                     name: c.name.clone(),
                     column_type: t.clone(),
@@ -398,7 +398,7 @@ impl BronzeBuilder {
                 Column::Text(t) => t.finish(field.data_type()),
                 Column::Nested(nested) => {
                     let decode_err = |e: deltalake::arrow::error::ArrowError| {
-                        Error::Internal(format!("{}: decoding {}: {e}", self.table, nested.name))
+                        Error::arrow(format!("{}: decoding {}", self.table, nested.name), e)
                     };
                     nested.decoder.serialize(&nested.pending).map_err(decode_err)?;
                     nested.pending.clear();
@@ -431,7 +431,7 @@ impl BronzeBuilder {
             arrays.push(Arc::new(b.finish()));
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-            .map_err(|e| Error::Internal(format!("{}: {e}", self.table)))?;
+            .map_err(|e| Error::arrow(self.table.clone(), e))?;
         self.in_batch = 0;
         match &self.sink {
             Some(lane) => lane.blocking_send(batch)?,
@@ -467,7 +467,7 @@ pub(crate) fn unify(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
                     b.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
                 })
                 .collect();
-            RecordBatch::try_new(widest.clone(), columns).map_err(|e| Error::Internal(format!("widening a batch: {e}")))
+            RecordBatch::try_new(widest.clone(), columns).map_err(|e| Error::arrow("widening a batch", e))
         })
         .collect()
 }

@@ -25,14 +25,21 @@ pub const CHECKPOINT_TABLE: &str = "_gold_ingest_files";
 /// One ingested file (or SQL read) of one batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The source's name.
     pub source: String,
+    /// The batch's sequence number within its source (1, 2, …).
     pub batch_seq: i64,
+    /// The batch's id, `<source>-<seq>`, as in bronze's `_batch_id`.
     pub batch_id: String,
+    /// The run that ingested it.
     pub run_id: i64,
     /// A file's path relative to the landing root, or `sql:<table>`.
     pub path: String,
+    /// A file's size in bytes (none for a SQL read).
     pub size: Option<i64>,
+    /// The BLAKE3 hash of a file's bytes, or of a SQL read's values.
     pub hash: Option<String>,
+    /// The rows it gave.
     pub rows: i64,
     /// SQL sources: the largest watermark value read.
     pub watermark: Option<String>,
@@ -85,7 +92,9 @@ impl Checkpoint {
                 let col = batch
                     .column_by_name(name)
                     .ok_or_else(|| Error::Internal(format!("{CHECKPOINT_TABLE} lacks {name}")))?;
-                Ok(cast(col, &DataType::Utf8).map_err(|e| Error::Internal(e.to_string()))?.as_string::<i32>().clone())
+                let text = cast(col, &DataType::Utf8)
+                    .map_err(|e| Error::arrow(format!("{CHECKPOINT_TABLE}: {name} as text"), e))?;
+                Ok(text.as_string::<i32>().clone())
             };
             let (source, path, hash, watermark) = (text("source")?, text("path")?, text("hash")?, text("watermark")?);
             let seq = batch
@@ -136,7 +145,7 @@ impl Checkpoint {
                 Arc::new(TimestampMicrosecondArray::from_value(now, entries.len()).with_timezone("UTC")),
             ],
         )
-        .map_err(|e| Error::Internal(format!("{CHECKPOINT_TABLE}: {e}")))?;
+        .map_err(|e| Error::arrow(CHECKPOINT_TABLE, e))?;
         let commit = Commit::new(run, "ingest.checkpoint")
             .with_txn(&app_id(source), batch_seq)
             .with_metadata("source", serde_json::json!(source));

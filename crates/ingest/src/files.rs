@@ -1,6 +1,14 @@
 //! Reading landing files (CSV and newline-delimited JSON) into bronze rows.
 //! Every physical row becomes a bronze row: what does not fit is kept in
 //! `_rescued_data` with the reason in `_error`.
+//!
+//! A CSV file is read in two steps: its header gives the file's `Layout`
+//! (which field each declared column takes, and the undeclared ones),
+//! checked against the source's drift policy; then each row is typed
+//! through that layout (`CsvRows`). Rows are read as bytes into one
+//! reused record, and only a row that is rescued is read again as raw
+//! text, from a second handle on the file at the byte range the reader
+//! reported, so that the common row costs no copy of its line.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -46,103 +54,173 @@ fn raw_line(file: &mut File, start: u64, end: u64) -> String {
     text.trim_end_matches(['\r', '\n']).to_string()
 }
 
-/// Reads one CSV file. `rel` is its path relative to the landing root.
-pub(crate) fn read_csv(path: &Path, rel: &str, source: &SourceDef, out: &mut BronzeBuilder) -> Result<FileNotes> {
-    let file_err = |reason: String| Error::BadFile { file: rel.to_string(), reason };
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut raw = File::open(path).map_err(io_err(path))?;
-    let file_len = file.metadata().map_err(io_err(path))?.len();
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(1 << 20).from_reader(file);
+/// How a CSV file's fields map onto its source's declared columns.
+struct Layout {
+    /// The header's names, trimmed (and the first without a BOM).
+    header: Vec<String>,
+    /// Declared column → field index, by exact name, else ignoring case.
+    positions: Vec<Option<usize>>,
+    /// The fields no declared column takes: index and name.
+    extra: Vec<(usize, String)>,
+}
 
-    let mut header_record = csv::ByteRecord::new();
-    let has_header =
-        reader.read_byte_record(&mut header_record).map_err(|e| file_err(format!("cannot read the header: {e}")))?;
-    if !has_header {
-        // An empty file holds no rows; nothing to ingest.
-        return Ok(FileNotes::default());
-    }
-    let mut header = Vec::with_capacity(header_record.len());
-    for (i, field) in header_record.iter().enumerate() {
-        let name =
-            std::str::from_utf8(field).map_err(|_| file_err(format!("header field {} is not valid UTF-8", i + 1)))?;
-        let name = if i == 0 { name.trim_start_matches('\u{feff}') } else { name };
-        header.push(name.trim().to_string());
-    }
-    let mut seen = HashMap::new();
-    for (i, name) in header.iter().enumerate() {
-        if let Some(first) = seen.insert(name.as_str(), i) {
-            return Err(file_err(format!(
-                "column {name:?} appears twice in the header (fields {} and {})",
-                first + 1,
-                i + 1
-            )));
+impl Layout {
+    /// The layout of `header` for `source`: an error when a name appears
+    /// twice, when no declared column is found, or when an undeclared one
+    /// is and the drift policy is `fail`.
+    fn of(header: Vec<String>, source: &SourceDef, file_err: impl Fn(String) -> Error) -> Result<Self> {
+        let mut seen = HashMap::new();
+        for (i, name) in header.iter().enumerate() {
+            if let Some(first) = seen.insert(name.as_str(), i) {
+                return Err(file_err(format!(
+                    "column {name:?} appears twice in the header (fields {} and {})",
+                    first + 1,
+                    i + 1
+                )));
+            }
         }
-    }
-    // Declared column → field index, by exact name, else ignoring case.
-    let positions: Vec<Option<usize>> = source
-        .columns
-        .iter()
-        .map(|c| {
-            header
-                .iter()
-                .position(|h| *h == c.name)
-                .or_else(|| header.iter().position(|h| h.eq_ignore_ascii_case(&c.name)))
-        })
-        .collect();
-    if positions.iter().all(Option::is_none) {
-        return Err(file_err(format!(
-            "the header matches none of the columns declared for source {}; is the file comma-separated? (header: {:?})",
-            source.name,
-            header.join("|")
-        )));
-    }
-    let notes = FileNotes {
-        missing_columns: source
+        let positions: Vec<Option<usize>> = source
             .columns
             .iter()
-            .zip(&positions)
-            .filter(|(_, p)| p.is_none())
-            .map(|(c, _)| c.name.clone())
-            .collect(),
-        extra_columns: header
+            .map(|c| {
+                header
+                    .iter()
+                    .position(|h| *h == c.name)
+                    .or_else(|| header.iter().position(|h| h.eq_ignore_ascii_case(&c.name)))
+            })
+            .collect();
+        if positions.iter().all(Option::is_none) {
+            return Err(file_err(format!(
+                "the header matches none of the columns declared for source {}; is the file comma-separated? (header: {:?})",
+                source.name,
+                header.join("|")
+            )));
+        }
+        let extra: Vec<(usize, String)> = header
             .iter()
             .enumerate()
             .filter(|(i, _)| !positions.contains(&Some(*i)))
-            .map(|(_, h)| h.clone())
-            .collect(),
-    };
-    let extra: Vec<(usize, String)> = header
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !positions.contains(&Some(*i)))
-        .map(|(i, h)| (i, h.clone()))
-        .collect();
-    if !extra.is_empty() && source.drift == DriftPolicy::Fail {
-        return Err(file_err(format!(
-            "column {:?} is not declared for source {} (drift policy: fail)",
-            extra[0].1, source.name
-        )));
-    }
-    if source.drift == DriftPolicy::AddColumn {
-        out.set_extra_columns(&extra.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
+            .map(|(i, h)| (i, h.clone()))
+            .collect();
+        if !extra.is_empty() && source.drift == DriftPolicy::Fail {
+            return Err(file_err(format!(
+                "column {:?} is not declared for source {} (drift policy: fail)",
+                extra[0].1, source.name
+            )));
+        }
+        Ok(Layout { header, positions, extra })
     }
 
-    let mut record = csv::ByteRecord::new();
-    let mut row: u64 = 0;
-    let mut errors: Vec<String> = Vec::new();
-    loop {
-        let start = reader.position().byte();
-        let more = match reader.read_byte_record(&mut record) {
-            Ok(more) => more,
-            Err(e) => return Err(file_err(format!("row {}: {e}", row + 1))),
-        };
-        if !more {
-            break;
+    /// What the layout tells about the file: declared columns it lacks and
+    /// undeclared ones it has.
+    fn notes(&self, source: &SourceDef) -> FileNotes {
+        FileNotes {
+            missing_columns: source
+                .columns
+                .iter()
+                .zip(&self.positions)
+                .filter(|(_, p)| p.is_none())
+                .map(|(c, _)| c.name.clone())
+                .collect(),
+            extra_columns: self.extra.iter().map(|(_, h)| h.clone()).collect(),
         }
-        row += 1;
-        let end = reader.position().byte().min(file_len);
-        errors.clear();
+    }
+}
+
+/// The header of a CSV file, its names trimmed and the first without a
+/// BOM; `None` for an empty file.
+fn read_header(reader: &mut csv::Reader<File>, rel: &str) -> Result<Option<Vec<String>>> {
+    let mut record = csv::ByteRecord::new();
+    let has_header = reader.read_byte_record(&mut record).map_err(|source| Error::Csv {
+        file: rel.to_string(),
+        at: "cannot read the header".to_string(),
+        source,
+    })?;
+    if !has_header {
+        return Ok(None);
+    }
+    let mut header = Vec::with_capacity(record.len());
+    for (i, field) in record.iter().enumerate() {
+        let name = std::str::from_utf8(field).map_err(|_| Error::BadFile {
+            file: rel.to_string(),
+            reason: format!("header field {} is not valid UTF-8", i + 1),
+        })?;
+        let name = if i == 0 { name.trim_start_matches('\u{feff}') } else { name };
+        header.push(name.trim().to_string());
+    }
+    Ok(Some(header))
+}
+
+/// Reads one CSV file. `rel` is its path relative to the landing root.
+pub(crate) fn read_csv(path: &Path, rel: &str, source: &SourceDef, out: &mut BronzeBuilder) -> Result<FileNotes> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let raw = File::open(path).map_err(io_err(path))?;
+    let file_len = file.metadata().map_err(io_err(path))?.len();
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(1 << 20).from_reader(file);
+    let Some(header) = read_header(&mut reader, rel)? else {
+        // An empty file holds no rows; nothing to ingest.
+        return Ok(FileNotes::default());
+    };
+    let file_err = |reason: String| Error::BadFile { file: rel.to_string(), reason };
+    let layout = Layout::of(header, source, file_err)?;
+    let notes = layout.notes(source);
+    if source.drift == DriftPolicy::AddColumn {
+        out.set_extra_columns(&layout.extra.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
+    }
+    CsvRows { reader, raw, file_len, rel, source, layout }.read_into(out)?;
+    Ok(notes)
+}
+
+/// The rows of a CSV file after its header, and what is needed to turn
+/// each into a bronze row.
+struct CsvRows<'a> {
+    reader: csv::Reader<File>,
+    /// The same file, to read a row's raw bytes back when it is rescued.
+    raw: File,
+    file_len: u64,
+    rel: &'a str,
+    source: &'a SourceDef,
+    layout: Layout,
+}
+
+impl CsvRows<'_> {
+    /// Every row into `out`, numbered from 1 after the header.
+    fn read_into(mut self, out: &mut BronzeBuilder) -> Result<()> {
+        let mut record = csv::ByteRecord::new();
+        let mut row: u64 = 0;
+        let mut errors: Vec<String> = Vec::new();
+        loop {
+            let start = self.reader.position().byte();
+            let more = match self.reader.read_byte_record(&mut record) {
+                Ok(more) => more,
+                Err(source) => {
+                    return Err(Error::Csv { file: self.rel.to_string(), at: format!("row {}", row + 1), source });
+                }
+            };
+            if !more {
+                break;
+            }
+            row += 1;
+            let end = self.reader.position().byte().min(self.file_len);
+            errors.clear();
+            self.row(&record, row, (start, end), &mut errors, out)?;
+        }
+        Ok(())
+    }
+
+    /// One row, `record`, at bytes `start..end` of the file: whole into
+    /// `_rescued_data` when its shape is wrong, else typed, with the
+    /// fields that do not fit (or undeclared ones, under `rescue`) kept.
+    fn row(
+        &mut self,
+        record: &csv::ByteRecord,
+        row: u64,
+        (start, end): (u64, u64),
+        errors: &mut Vec<String>,
+        out: &mut BronzeBuilder,
+    ) -> Result<()> {
+        let Layout { header, positions, extra } = &self.layout;
         let mut fields: Vec<&str> = Vec::with_capacity(header.len());
         for (i, f) in record.iter().enumerate() {
             fields.push(std::str::from_utf8(f).unwrap_or_else(|_| {
@@ -152,33 +230,32 @@ pub(crate) fn read_csv(path: &Path, rel: &str, source: &SourceDef, out: &mut Bro
         }
         if fields.len() != header.len() {
             errors.push(format!("expected {} fields, found {}", header.len(), fields.len()));
-        } else if fields.iter().zip(&header).all(|(f, h)| f.trim_start_matches('\u{feff}') == h) {
+        } else if fields.iter().zip(header).all(|(f, h)| f.trim_start_matches('\u{feff}') == h) {
             errors.push("repeated header line".to_string());
         }
         if !errors.is_empty() {
             // The row's shape is wrong: keep it whole, typed columns NULL.
             out.null_row();
-            for (_, name) in &extra {
+            for (_, name) in extra {
                 out.extra(name, None);
             }
-            let line = raw_line(&mut raw, start, end);
-            out.end_row(rel, row, Some(&line), Some(&errors.join("; ")))?;
-            continue;
+            let line = raw_line(&mut self.raw, start, end);
+            return out.end_row(self.rel, row, Some(&line), Some(&errors.join("; ")));
         }
         for (col, pos) in positions.iter().enumerate() {
             let value = pos.map(|p| fields[p]);
             if !out.text(col, value) {
-                let c = &source.columns[col];
+                let c = &self.source.columns[col];
                 errors.push(format!("column {}: {:?} is not a {}", c.name, value.unwrap_or(""), c.column_type()));
             }
         }
         let mut rescued = None;
         if !errors.is_empty() {
-            rescued = Some(raw_line(&mut raw, start, end));
+            rescued = Some(raw_line(&mut self.raw, start, end));
         }
-        match source.drift {
+        match self.source.drift {
             DriftPolicy::AddColumn => {
-                for (i, name) in &extra {
+                for (i, name) in extra {
                     out.extra(name, Some(fields[*i]));
                 }
             }
@@ -190,9 +267,8 @@ pub(crate) fn read_csv(path: &Path, rel: &str, source: &SourceDef, out: &mut Bro
             _ => {}
         }
         let error = (!errors.is_empty()).then(|| errors.join("; "));
-        out.end_row(rel, row, rescued.as_deref(), error.as_deref())?;
+        out.end_row(self.rel, row, rescued.as_deref(), error.as_deref())
     }
-    Ok(notes)
 }
 
 /// Reads one newline-delimited JSON file (flat or nested records).

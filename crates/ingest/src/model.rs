@@ -50,14 +50,23 @@ pub enum DriftPolicy {
 /// A declared column type, parsed from its text form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ColumnType {
+    /// `string`: text.
     String,
+    /// `int`: a 64-bit integer.
     Int,
+    /// `double`: a 64-bit float.
     Double,
+    /// `decimal(p,s)`: precision and scale.
     Decimal(u8, i8),
+    /// `boolean`.
     Boolean,
+    /// `date`: `YYYY-MM-DD`.
     Date,
+    /// `timestamp`: microseconds, UTC.
     Timestamp,
+    /// `list<t>`: a list of values of one type (JSON sources).
     List(Box<ColumnType>),
+    /// `struct<a:t,…>`: named fields (JSON sources).
     Struct(Vec<(String, ColumnType)>),
 }
 
@@ -177,12 +186,17 @@ fn parse_type(s: &str) -> std::result::Result<(ColumnType, &str), String> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnDef {
+    /// The column's name, as in the files (matched ignoring case when no
+    /// field has the exact name).
     pub name: String,
+    /// The type as written (`type = "decimal(18,2)"`).
     #[serde(rename = "type")]
     pub type_text: String,
     /// Personal data, masked for roles that may not see it.
     #[serde(default)]
     pub pii: bool,
+    /// The parsed type, set when the catalog loads; read it with
+    /// [`ColumnDef::column_type`].
     #[serde(skip)]
     pub column_type: Option<ColumnType>,
 }
@@ -198,7 +212,9 @@ impl ColumnDef {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDef {
+    /// The source's name; its bronze table is `bronze_<name>`.
     pub name: String,
+    /// How it arrives.
     pub kind: SourceKind,
     /// File sources: a glob under each day folder.
     pub location: Option<String>,
@@ -206,13 +222,17 @@ pub struct SourceDef {
     pub url_env: Option<String>,
     /// SQL sources: the table to read.
     pub table: Option<String>,
+    /// Which rows a run loads.
     pub load: LoadMode,
     /// Incremental SQL sources: the column whose growth marks new rows.
     pub watermark: Option<String>,
+    /// Whether runs ingest it (default true).
     #[serde(default = "yes")]
     pub active: bool,
+    /// What undeclared columns do (default: rescued).
     #[serde(default)]
     pub drift: DriftPolicy,
+    /// The declared columns, in order.
     pub columns: Vec<ColumnDef>,
 }
 
@@ -243,9 +263,6 @@ struct SourcesFile {
 pub struct SourceCatalog {
     sources: Vec<SourceDef>,
 }
-
-/// The sources shipped with gold (`models/sources.toml`).
-pub const DEFAULT_SOURCES: &str = include_str!("../../../models/sources.toml");
 
 impl SourceCatalog {
     /// Parses and checks a `sources.toml`; `origin` names it in errors.
@@ -319,7 +336,7 @@ impl SourceCatalog {
 
     /// The sources shipped with gold.
     pub fn default_catalog() -> Result<Self> {
-        Self::parse(DEFAULT_SOURCES, "embedded models/sources.toml")
+        Self::parse(reference::models::SOURCES, "embedded models/sources.toml")
     }
 
     /// Every source, in file order.

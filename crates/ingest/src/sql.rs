@@ -32,6 +32,30 @@ pub(crate) async fn send_all(lanes: &[storage::Lane], batches: Vec<RecordBatch>)
     Ok(())
 }
 
+/// The query of `source`'s table in `dialect`: every declared column as
+/// text, and with a `watermark`, in its order, past a bind parameter when
+/// there is a value to start `after`.
+fn select(source: &SourceDef, dialect: Dialect, watermark: Option<&str>, after: bool) -> String {
+    let text_type = if dialect == Dialect::MySql { "CHAR" } else { "TEXT" };
+    let columns: Vec<String> =
+        source.columns.iter().map(|c| format!("CAST({} AS {text_type})", dialect.quote(&c.name))).collect();
+    let table = source.table.as_deref().unwrap_or_default();
+    let table_sql = table.split('.').map(|part| dialect.quote(part)).collect::<Vec<_>>().join(".");
+    let mut sql = format!("SELECT {} FROM {table_sql}", columns.join(", "));
+    if let Some(w) = watermark {
+        let col = dialect.quote(w);
+        if after {
+            let param = match dialect {
+                Dialect::Postgres => "CAST($1 AS TIMESTAMP)",
+                _ => "?",
+            };
+            sql.push_str(&format!(" WHERE {col} > {param}"));
+        }
+        sql.push_str(&format!(" ORDER BY {col}"));
+    }
+    sql
+}
+
 /// Reads `source` from the database at `url`, past `since` for incremental
 /// loads, into `out`. With `lanes`, each batch goes to the next lane as
 /// soon as it is cut, so memory holds a batch or two whatever the table's
@@ -44,37 +68,26 @@ pub(crate) async fn read_table(
     lanes: &[storage::Lane],
 ) -> Result<SqlRead> {
     let shown = sqldb::redact_url(url);
-    let fail = |reason: String| Error::Source { source_name: source.name.clone(), location: shown.clone(), reason };
+    let fail = |what: String, e: sqlx::Error| Error::SqlRead {
+        source_name: source.name.clone(),
+        location: shown.clone(),
+        what,
+        source: Box::new(e),
+    };
     let sqldb::Database { pool, dialect, .. } = sqldb::connect(url).await.map_err(|e| {
-        if e.is_transient() {
-            Error::Unavailable { source_name: source.name.clone(), location: shown.clone(), source: e }
-        } else {
-            fail(e.to_string())
+        let (source_name, location) = (source.name.clone(), shown.clone());
+        match e.is_transient() {
+            true => Error::Unavailable { source_name, location, source: e },
+            false => Error::Database { source_name, location, source: e },
         }
     })?;
 
-    let text_type = if dialect == Dialect::MySql { "CHAR" } else { "TEXT" };
-    let columns: Vec<String> =
-        source.columns.iter().map(|c| format!("CAST({} AS {text_type})", dialect.quote(&c.name))).collect();
     let table = source.table.as_deref().unwrap_or_default();
-    let table_sql = table.split('.').map(|part| dialect.quote(part)).collect::<Vec<_>>().join(".");
-    let mut sql = format!("SELECT {} FROM {table_sql}", columns.join(", "));
     let watermark = source.watermark.as_deref().filter(|_| source.load == LoadMode::Incremental);
     let wm_index = watermark.and_then(|w| source.columns.iter().position(|c| c.name == w));
-    if let Some(w) = watermark {
-        let col = dialect.quote(w);
-        if since.is_some() {
-            let param = match dialect {
-                Dialect::Postgres => "CAST($1 AS TIMESTAMP)",
-                _ => "?",
-            };
-            sql.push_str(&format!(" WHERE {col} > {param}"));
-        }
-        sql.push_str(&format!(" ORDER BY {col}"));
-    }
     // Identifiers are quoted and come from the validated model; the
     // watermark is a bind parameter.
-    let mut query = sqlx::query(AssertSqlSafe(sql));
+    let mut query = sqlx::query(AssertSqlSafe(select(source, dialect, watermark, since.is_some())));
     if let (Some(_), Some(since)) = (watermark, since) {
         query = query.bind(since.to_string());
     }
@@ -84,12 +97,12 @@ pub(crate) async fn read_table(
     let mut sent = 0usize;
     let mut max_wm: Option<(i64, String)> = None;
     let mut hasher = blake3::Hasher::new();
-    while let Some(row) = rows.try_next().await.map_err(|e| fail(format!("reading {table}: {e}")))? {
+    while let Some(row) = rows.try_next().await.map_err(|e| fail(format!("reading {table}"), e))? {
         count += 1;
         let mut errors = Vec::new();
         let mut values: Vec<Option<String>> = Vec::with_capacity(source.columns.len());
         for (i, c) in source.columns.iter().enumerate() {
-            let v: Option<String> = row.try_get(i).map_err(|e| fail(format!("column {}: {e}", c.name)))?;
+            let v: Option<String> = row.try_get(i).map_err(|e| fail(format!("column {}", c.name), e))?;
             match &v {
                 Some(text) => hasher.update(&(text.len() as u64).to_le_bytes()).update(text.as_bytes()),
                 None => hasher.update(&u64::MAX.to_le_bytes()),

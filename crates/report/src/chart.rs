@@ -1,4 +1,10 @@
-//! The report's charts, drawn as SVG with plotters.
+//! The report's charts, drawn as SVG with plotters: vertical bars (with
+//! threshold ticks, a threshold line and a panel of shares under them),
+//! horizontal bars, and the panel that says why a chart has no data.
+//!
+//! Bars stand at whole x (or y) coordinates, so that ticks and lines are
+//! placed in data coordinates, exactly; axis labels are written only at a
+//! bar's own coordinate.
 
 use plotters::prelude::*;
 
@@ -6,9 +12,8 @@ const SIZE: (u32, u32) = (900, 380);
 const BAR: RGBColor = RGBColor(70, 110, 170);
 const MARK: RGBColor = RGBColor(200, 40, 40);
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
+/// Why plotters could not draw a chart into its SVG text.
+pub(crate) type DrawError = plotters::drawing::DrawingAreaErrorKind<std::io::Error>;
 
 /// `svg` as an element for an HTML page: no XML namespace (an inline SVG
 /// needs none), so the page holds no address at all.
@@ -36,7 +41,7 @@ pub(crate) struct Bars<'a> {
 }
 
 impl Bars<'_> {
-    pub(crate) fn draw(&self) -> Result<String, String> {
+    pub(crate) fn draw(&self) -> Result<String, DrawError> {
         let n = self.values.len();
         let x_range = -0.5..(n as f64 - 0.5);
         let top = self.values.iter().chain(self.marks.iter().flatten()).copied().fold(0.0_f64, f64::max);
@@ -54,7 +59,7 @@ impl Bars<'_> {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (SIZE.0, height)).into_drawing_area();
-            root.fill(&WHITE).map_err(err)?;
+            root.fill(&WHITE)?;
             let (upper, lower) = match self.line {
                 Some(_) => {
                     let (u, l) = root.split_vertically(SIZE.1);
@@ -66,32 +71,27 @@ impl Bars<'_> {
                 .margin(14)
                 .x_label_area_size(48)
                 .y_label_area_size(72)
-                .build_cartesian_2d(x_range.clone(), 0f64..y_max)
-                .map_err(err)?;
+                .build_cartesian_2d(x_range.clone(), 0f64..y_max)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(n + 1)
                 .x_label_formatter(&label)
                 .y_desc(self.y_desc)
-                .draw()
-                .map_err(err)?;
-            chart
-                .draw_series(self.values.iter().enumerate().map(|(i, v)| {
-                    let x = i as f64;
-                    Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *v)], BAR.filled())
-                }))
-                .map_err(err)?;
-            chart
-                .draw_series(self.marks.iter().enumerate().filter_map(|(i, m)| {
-                    let x = i as f64;
-                    m.map(|m| PathElement::new(vec![(x - 0.45, m), (x + 0.45, m)], MARK.stroke_width(3)))
-                }))
-                .map_err(err)?;
+                .draw()?;
+            chart.draw_series(self.values.iter().enumerate().map(|(i, v)| {
+                let x = i as f64;
+                Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *v)], BAR.filled())
+            }))?;
+            chart.draw_series(self.marks.iter().enumerate().filter_map(|(i, m)| {
+                let x = i as f64;
+                m.map(|m| PathElement::new(vec![(x - 0.45, m), (x + 0.45, m)], MARK.stroke_width(3)))
+            }))?;
             if let Some(at) = self.threshold_at {
-                chart
-                    .draw_series(std::iter::once(PathElement::new(vec![(at, 0.0), (at, y_max)], MARK.stroke_width(2))))
-                    .map_err(err)?;
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(at, 0.0), (at, y_max)],
+                    MARK.stroke_width(2),
+                )))?;
             }
             if let (Some((name, line)), Some(lower)) = (&self.line, lower) {
                 let points: Vec<(f64, f64)> =
@@ -102,8 +102,7 @@ impl Bars<'_> {
                     .margin_top(0)
                     .x_label_area_size(10)
                     .y_label_area_size(72)
-                    .build_cartesian_2d(x_range, 0f64..(high * 1.25).max(0.05))
-                    .map_err(err)?;
+                    .build_cartesian_2d(x_range, 0f64..(high * 1.25).max(0.05))?;
                 chart
                     .configure_mesh()
                     .disable_x_mesh()
@@ -111,12 +110,11 @@ impl Bars<'_> {
                     .y_labels(4)
                     .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
                     .y_desc(*name)
-                    .draw()
-                    .map_err(err)?;
-                chart.draw_series(LineSeries::new(points.clone(), MARK.stroke_width(2))).map_err(err)?;
-                chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, MARK.filled()))).map_err(err)?;
+                    .draw()?;
+                chart.draw_series(LineSeries::new(points.clone(), MARK.stroke_width(2)))?;
+                chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, MARK.filled())))?;
             }
-            root.present().map_err(err)?;
+            root.present()?;
         }
         Ok(inline(svg))
     }
@@ -131,7 +129,7 @@ pub(crate) struct HBars<'a> {
 }
 
 impl HBars<'_> {
-    pub(crate) fn draw(&self) -> Result<String, String> {
+    pub(crate) fn draw(&self) -> Result<String, DrawError> {
         let n = self.values.len();
         let top = self.values.iter().copied().fold(0.0_f64, f64::max);
         let x_max = self.x_max.unwrap_or(if top > 0.0 { top * 1.1 } else { 1.0 });
@@ -147,28 +145,24 @@ impl HBars<'_> {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (SIZE.0, height)).into_drawing_area();
-            root.fill(&WHITE).map_err(err)?;
+            root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(&root)
                 .margin(14)
                 .x_label_area_size(40)
                 .y_label_area_size(190)
-                .build_cartesian_2d(0f64..x_max, -0.5..(n as f64 - 0.5))
-                .map_err(err)?;
+                .build_cartesian_2d(0f64..x_max, -0.5..(n as f64 - 0.5))?;
             chart
                 .configure_mesh()
                 .disable_y_mesh()
                 .y_labels(n + 1)
                 .y_label_formatter(&label)
                 .x_desc(self.x_desc)
-                .draw()
-                .map_err(err)?;
-            chart
-                .draw_series(self.values.iter().enumerate().map(|(i, v)| {
-                    let y = row(i);
-                    Rectangle::new([(0.0, y - 0.35), (*v, y + 0.35)], BAR.filled())
-                }))
-                .map_err(err)?;
-            root.present().map_err(err)?;
+                .draw()?;
+            chart.draw_series(self.values.iter().enumerate().map(|(i, v)| {
+                let y = row(i);
+                Rectangle::new([(0.0, y - 0.35), (*v, y + 0.35)], BAR.filled())
+            }))?;
+            root.present()?;
         }
         Ok(inline(svg))
     }
@@ -179,7 +173,7 @@ pub(crate) fn no_data(reason: &str) -> String {
     format!(
         "<svg width=\"{w}\" height=\"120\" viewBox=\"0 0 {w} 120\"><rect width=\"{w}\" height=\"120\" fill=\"#f7f7f7\"/>\
          <text x=\"20\" y=\"64\" font-family=\"sans-serif\" font-size=\"16\" fill=\"#555\">No data: {}</text></svg>",
-        crate::esc(reason),
+        crate::page::esc(reason),
         w = SIZE.0
     )
 }

@@ -12,6 +12,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![deny(missing_docs)]
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,8 +24,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 /// The SQL dialects gold speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
+    /// SQLite (`sqlite:`), the embedded default.
     Sqlite,
+    /// PostgreSQL (`postgres:` or `postgresql:`).
     Postgres,
+    /// MySQL or MariaDB (`mysql:` or `mariadb:`).
     MySql,
 }
 
@@ -54,7 +58,10 @@ impl Dialect {
 pub enum Error {
     /// The URL's scheme is not one gold speaks.
     #[error("unsupported scheme {scheme:?} (use sqlite:, postgres: or mysql:)")]
-    UnsupportedScheme { scheme: String },
+    UnsupportedScheme {
+        /// The scheme the URL gave (before the first `:`).
+        scheme: String,
+    },
     /// The server refused or did not answer.
     #[error("cannot connect: {0}")]
     Connect(#[source] sqlx::Error),
@@ -83,8 +90,11 @@ pub fn redact_url(url: &str) -> String {
 /// An open database: a one-connection pool, its dialect and its URL
 /// without the password.
 pub struct Database {
+    /// The pool, of one connection.
     pub pool: AnyPool,
+    /// The database's dialect, by the URL's scheme.
     pub dialect: Dialect,
+    /// The URL with its password replaced by `***`, safe to print.
     pub shown_url: String,
 }
 

@@ -1,9 +1,25 @@
-//! The run clock: the one place gold reads the wall clock.
+//! The run clock, and [`wall_clock`]: the one function in gold that reads
+//! the wall clock.
+//!
+//! Table contents never see the wall clock: they take their time from
+//! [`RunClock::now`], which a dated run derives from its logical date. The
+//! wall clock is read for what really happened when: a run's start and
+//! end times in the ledger, and the age of a lease held by a run begun on
+//! another host. Durations come from a monotonic timer. The test
+//! `only_the_clock_module_reads_the_wall_clock` (tests/it/clock.rs) fails
+//! when any other source file of the workspace reads it.
 
 use std::fmt;
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
+
+/// The wall clock, now, in UTC. Gold reads the wall clock here and nowhere
+/// else: for a run's real start and end times and for leases. Table
+/// contents take their time from [`RunClock::now`] instead.
+pub fn wall_clock() -> DateTime<Utc> {
+    Utc::now()
+}
 
 /// A run's notion of time. Table contents take their timestamps from
 /// [`RunClock::now`], which a dated run derives from its logical date, so
@@ -23,18 +39,18 @@ impl RunClock {
     /// date for the whole run.
     pub fn for_date(date: NaiveDate) -> Self {
         let now = date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-        Self { logical_date: date, now, started_at: Utc::now(), started: Instant::now() }
+        Self { logical_date: date, now, started_at: wall_clock(), started: Instant::now() }
     }
 
     /// A run that replays a past one: logical date `date`, its clock reading
     /// `now` (the past run's `now`) for the whole run.
     pub fn replaying(date: NaiveDate, now: DateTime<Utc>) -> Self {
-        Self { logical_date: date, now, started_at: Utc::now(), started: Instant::now() }
+        Self { logical_date: date, now, started_at: wall_clock(), started: Instant::now() }
     }
 
     /// A run without `--date`: today (UTC), at the moment the clock starts.
     pub fn from_wall_clock() -> Self {
-        let now = Utc::now();
+        let now = wall_clock();
         Self { logical_date: now.date_naive(), now, started_at: now, started: Instant::now() }
     }
 
@@ -119,7 +135,10 @@ impl fmt::Display for RunKind {
 /// goes through it, so every commit names the run.
 #[derive(Clone, Debug)]
 pub struct RunContext {
+    /// The run's number in the ledger.
     pub id: RunId,
+    /// What the run does.
     pub kind: RunKind,
+    /// The run's time.
     pub clock: RunClock,
 }

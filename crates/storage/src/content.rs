@@ -14,7 +14,9 @@ use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
 /// tables with the same columns in another order compare equal.
 #[derive(Clone, Debug, Default)]
 pub struct RowSet {
+    /// The column names, sorted.
     pub columns: Vec<String>,
+    /// Each row's values in the order of `columns`; `None` for NULL.
     pub rows: Vec<Vec<Option<String>>>,
 }
 

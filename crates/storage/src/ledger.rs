@@ -16,7 +16,7 @@ use deltalake::arrow::datatypes::{
 use serde::Serialize;
 
 use crate::warehouse::{Commit, TableName, Warehouse, committed_version};
-use crate::{Error, Result, RunClock, RunContext, RunId, RunKind};
+use crate::{Error, Result, RunClock, RunContext, RunId, RunKind, wall_clock};
 
 /// The ledger table's name.
 pub const LEDGER_TABLE: &str = "_gold_runs";
@@ -28,7 +28,9 @@ pub enum RunStatus {
     /// Begun and not finished: still running, or abandoned by a process
     /// that died (the next run to begin records it as failed).
     Running,
+    /// Finished, every stage done.
     Succeeded,
+    /// Stopped by an error, or abandoned.
     Failed,
 }
 
@@ -52,19 +54,28 @@ impl std::fmt::Display for RunStatus {
 /// The Delta version a run left a table at, and the rows it wrote there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TableVersion {
+    /// The table.
     pub table: String,
+    /// Its Delta version after the run.
     pub version: i64,
+    /// The rows the run wrote to it.
     pub rows_written: i64,
 }
 
 /// One ledger row.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRecord {
+    /// The run's number.
     pub run_id: RunId,
+    /// What the run did ([`RunKind::as_str`]).
     pub kind: String,
+    /// The date the run was for.
     pub logical_date: NaiveDate,
+    /// When the run really started (wall clock).
     pub started_at: DateTime<Utc>,
+    /// When the run really ended (wall clock).
     pub ended_at: DateTime<Utc>,
+    /// How the run ended.
     pub status: RunStatus,
     /// The version of every table the run wrote.
     pub tables: Vec<TableVersion>,
@@ -105,11 +116,13 @@ impl RunRecord {
         Self { status: RunStatus::Failed, message: Some(message.to_string()), ..Self::succeeded(run, code_version) }
     }
 
+    /// This record, with `table` left at `version` after `rows_written` rows.
     pub fn with_table(mut self, table: &str, version: i64, rows_written: i64) -> Self {
         self.tables.push(TableVersion { table: table.to_string(), version, rows_written });
         self
     }
 
+    /// This record, with the run's JSON summary.
     pub fn with_summary(mut self, summary: &serde_json::Value) -> Self {
         self.summary = Some(summary.to_string());
         self
@@ -198,7 +211,7 @@ impl Lease {
         if self.host == me.host && proc_fs {
             self.pid == me.pid || std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
         } else {
-            Utc::now() - started_at < chrono::Duration::hours(FOREIGN_LEASE_HOURS)
+            wall_clock() - started_at < chrono::Duration::hours(FOREIGN_LEASE_HOURS)
         }
     }
 }
@@ -215,6 +228,7 @@ impl RunRecord {
 }
 
 impl<'w> Ledger<'w> {
+    /// The ledger of `warehouse` (created by the first run that begins).
     pub fn new(warehouse: &'w Warehouse) -> Self {
         Self { warehouse, name: TableName::new(LEDGER_TABLE).expect("valid ledger name") }
     }
@@ -250,35 +264,7 @@ impl<'w> Ledger<'w> {
             None => Vec::new(),
         };
         let id = RunId(runs.iter().map(|r| r.run_id.0).max().unwrap_or(0) + 1);
-        let mut rows = Vec::new();
-        for r in runs.iter().filter(|r| r.status == RunStatus::Running) {
-            match r.lease() {
-                Some(lease) if lease.alive(r.started_at) => {
-                    return Err(Error::Busy(format!(
-                        "run {} ({}, for {}) began at {} in process {} on {} and is still running; \
-                         one run at a time writes a warehouse, so wait for it to finish and try again",
-                        r.run_id,
-                        r.kind,
-                        r.logical_date,
-                        r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                        lease.pid,
-                        lease.host
-                    )));
-                }
-                lease => {
-                    let who = lease.map_or("its process".to_string(), |l| format!("process {} on {}", l.pid, l.host));
-                    let mut failed = r.clone();
-                    failed.status = RunStatus::Failed;
-                    failed.ended_at = Utc::now();
-                    failed.message = Some(format!(
-                        "abandoned: {who} ended without finishing the run (killed or crashed); \
-                         run {id} found it and redoes its work"
-                    ));
-                    failed.summary = None;
-                    rows.push(failed);
-                }
-            }
-        }
+        let mut rows = abandoned(&runs, id)?;
         let run = RunContext { id, kind, clock };
         let mut running = RunRecord::succeeded(&run, "");
         running.status = RunStatus::Running;
@@ -347,6 +333,41 @@ impl<'w> Ledger<'w> {
         }
         Ok(run)
     }
+}
+
+/// The running runs of `runs` whose process has died, recorded as failed
+/// (found by run `id`), or [`Error::Busy`] when one is still alive.
+fn abandoned(runs: &[RunRecord], id: RunId) -> Result<Vec<RunRecord>> {
+    let mut rows = Vec::new();
+    for r in runs.iter().filter(|r| r.status == RunStatus::Running) {
+        match r.lease() {
+            Some(lease) if lease.alive(r.started_at) => {
+                return Err(Error::Busy(format!(
+                    "run {} ({}, for {}) began at {} in process {} on {} and is still running; \
+                     one run at a time writes a warehouse, so wait for it to finish and try again",
+                    r.run_id,
+                    r.kind,
+                    r.logical_date,
+                    r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    lease.pid,
+                    lease.host
+                )));
+            }
+            lease => {
+                let who = lease.map_or("its process".to_string(), |l| format!("process {} on {}", l.pid, l.host));
+                let mut failed = r.clone();
+                failed.status = RunStatus::Failed;
+                failed.ended_at = wall_clock();
+                failed.message = Some(format!(
+                    "abandoned: {who} ended without finishing the run (killed or crashed); \
+                     run {id} found it and redoes its work"
+                ));
+                failed.summary = None;
+                rows.push(failed);
+            }
+        }
+    }
+    Ok(rows)
 }
 
 fn to_batch(records: &[RunRecord]) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {

@@ -7,6 +7,12 @@
 //! operation in its commit info, so `DESCRIBE HISTORY` in any Delta engine
 //! shows which gold run wrote it. Strings are written as plain `Utf8`.
 //!
+//! Main types: [`Warehouse`] (the tables), [`TableName`], [`Commit`] (what
+//! a write records), [`RunClock`] and [`RunContext`] (a run's time and
+//! identity), [`Ledger`] (the runs), and [`StreamingAppend`]. Table
+//! contents take their time from the run clock; [`wall_clock`] is the one
+//! function in gold that reads the wall clock.
+//!
 //! ```no_run
 //! use storage::{Ledger, RunClock, RunKind, RunRecord, Warehouse};
 //! # async fn run() -> storage::Result<()> {
@@ -21,6 +27,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![deny(missing_docs)]
 
 mod clock;
 mod content;
@@ -28,7 +35,7 @@ mod ledger;
 mod stream;
 mod warehouse;
 
-pub use clock::{RunClock, RunContext, RunId, RunKind};
+pub use clock::{RunClock, RunContext, RunId, RunKind, wall_clock};
 pub use content::{RowSet, row_diff};
 pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
 pub use stream::{Lane, StreamingAppend};
@@ -40,40 +47,108 @@ pub use warehouse::{Commit, HistoryEntry, OBJECT_STORE_SCHEMES, TableName, Wareh
 pub enum Error {
     /// The warehouse location is not a usable path or URI.
     #[error("warehouse location {location:?}: {reason}")]
-    InvalidLocation { location: String, reason: String },
+    InvalidLocation {
+        /// The location as given.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A local warehouse path could not be made absolute (the current
+    /// folder is unreadable).
+    #[error("warehouse location {location:?}: {source}")]
+    LocationPath {
+        /// The location as given.
+        location: String,
+        /// Why the path could not be resolved.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A table's URI could not be formed under the warehouse root.
+    #[error("warehouse location {location:?}: {source}")]
+    TableUrl {
+        /// The warehouse root.
+        location: String,
+        /// Why the table's URI is not valid.
+        #[source]
+        source: url::ParseError,
+    },
     /// A table name breaks the naming rules.
     #[error("invalid table name {name:?}: {reason}")]
-    InvalidTableName { name: String, reason: String },
+    InvalidTableName {
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
     /// A table that must exist does not.
     #[error("table {table} does not exist in the warehouse")]
-    NoSuchTable { table: String },
+    NoSuchTable {
+        /// The table.
+        table: String,
+    },
     /// Time travel to a version the table does not have.
     #[error("table {table} has no version {version} (latest is {latest})")]
-    NoSuchVersion { table: String, version: i64, latest: u64 },
+    NoSuchVersion {
+        /// The table.
+        table: String,
+        /// The version asked for.
+        version: i64,
+        /// The table's latest version.
+        latest: u64,
+    },
     /// Delta Lake reported an error on a table.
     #[error("table {table}: {source}")]
     Delta {
+        /// The table.
         table: String,
+        /// Delta's error.
         #[source]
         source: Box<deltalake::DeltaTableError>,
     },
     /// A query over a table failed.
     #[error("query on {table}: {source}")]
     Query {
+        /// The table.
         table: String,
+        /// DataFusion's error.
         #[source]
         source: Box<deltalake::datafusion::error::DataFusionError>,
     },
     /// Building or reading Arrow data failed.
     #[error("arrow data for {table}: {source}")]
     Arrow {
+        /// The table.
         table: String,
+        /// Arrow's error.
         #[source]
         source: Box<deltalake::arrow::error::ArrowError>,
     },
+    /// Rows whose Arrow schema has no Delta equivalent.
+    #[error("table {table}: schema: {source}")]
+    Schema {
+        /// The table.
+        table: String,
+        /// Why the schema does not convert.
+        #[source]
+        source: Box<deltalake::arrow::error::ArrowError>,
+    },
+    /// A file writer of a streaming append panicked or was cancelled.
+    #[error("table {table}: a file writer failed: {source}")]
+    Writer {
+        /// The table.
+        table: String,
+        /// The writer task's end.
+        #[source]
+        source: Box<tokio::task::JoinError>,
+    },
     /// Data that gold refuses to write, such as `Utf8View` columns.
     #[error("table {table}: {reason}")]
-    Unsupported { table: String, reason: String },
+    Unsupported {
+        /// The table.
+        table: String,
+        /// What gold refuses, and why.
+        reason: String,
+    },
     /// The ledger holds something gold did not write.
     #[error("run ledger: {0}")]
     Ledger(String),
@@ -85,26 +160,46 @@ pub enum Error {
     NoSuchRun(i64),
     /// A run whose state cannot be gone back to.
     #[error("run {run} {status}, so it left no state to go back to; choose a run that succeeded (see gold runs)")]
-    RunNotUsable { run: i64, status: String },
+    RunNotUsable {
+        /// The run.
+        run: i64,
+        /// How it ended.
+        status: String,
+    },
     /// A local warehouse folder could not be created.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The folder.
+        path: String,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// Whether the user can fix this (bad location or name, missing table),
     /// as opposed to a storage fault or a bug.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::InvalidLocation { .. }
-                | Self::InvalidTableName { .. }
-                | Self::NoSuchTable { .. }
-                | Self::NoSuchVersion { .. }
-                | Self::Busy(_)
-                | Self::NoSuchRun(_)
-                | Self::RunNotUsable { .. }
-        )
+            | Self::LocationPath { .. }
+            | Self::TableUrl { .. }
+            | Self::InvalidTableName { .. }
+            | Self::NoSuchTable { .. }
+            | Self::NoSuchVersion { .. }
+            | Self::Busy(_)
+            | Self::NoSuchRun(_)
+            | Self::RunNotUsable { .. } => true,
+            Self::Delta { .. }
+            | Self::Query { .. }
+            | Self::Arrow { .. }
+            | Self::Schema { .. }
+            | Self::Writer { .. }
+            | Self::Unsupported { .. }
+            | Self::Ledger(_)
+            | Self::Io { .. } => false,
+        }
     }
 
     /// Whether a commit lost a race with a concurrent writer.

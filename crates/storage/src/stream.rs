@@ -158,12 +158,7 @@ impl StreamingAppend {
                     rows += w.rows;
                 }
                 Ok(Err(e)) => error = error.or(Some(e)),
-                Err(e) => {
-                    error = error.or(Some(Error::Unsupported {
-                        table: self.name.to_string(),
-                        reason: format!("a file writer failed: {e}"),
-                    }))
-                }
+                Err(e) => error = error.or(Some(Error::Writer { table: self.name.to_string(), source: Box::new(e) })),
             }
         }
         (adds, rows, error)
@@ -218,7 +213,7 @@ async fn add_files(
     let kernel: StructType = schema
         .as_ref()
         .try_into_kernel()
-        .map_err(|e| Error::Unsupported { table: name.to_string(), reason: format!("schema: {e}") })?;
+        .map_err(|e| Error::Schema { table: name.to_string(), source: Box::new(e) })?;
     let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
     match warehouse.load(name).await? {
         Some(table) => {

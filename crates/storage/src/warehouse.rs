@@ -28,6 +28,7 @@ use crate::{Error, Result, RunContext};
 pub struct TableName(String);
 
 impl TableName {
+    /// `name`, if it follows the rules ([`Error::InvalidTableName`] if not).
     pub fn new(name: &str) -> Result<Self> {
         let bad = |reason: &str| Err(Error::InvalidTableName { name: name.to_string(), reason: reason.to_string() });
         if name.is_empty() || name.len() > 128 {
@@ -42,6 +43,7 @@ impl TableName {
         Ok(Self(name.to_string()))
     }
 
+    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -68,6 +70,7 @@ pub struct Commit<'a> {
 }
 
 impl<'a> Commit<'a> {
+    /// A commit of `run` doing `operation`, with nothing else recorded.
     pub fn new(run: &'a RunContext, operation: &'a str) -> Self {
         Self { run, operation, metadata: Vec::new(), txns: Vec::new(), partition_by: Vec::new(), merge_schema: false }
     }
@@ -127,6 +130,7 @@ impl<'a> Commit<'a> {
 /// One commit of a table, as [`Warehouse::history`] reports it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HistoryEntry {
+    /// The table version the commit made.
     pub version: i64,
     /// Commit time, milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
@@ -213,7 +217,8 @@ impl Warehouse {
     /// write, not here, so that reading a mistyped location leaves no trace.
     fn local_root(path: &Path, location: &str) -> Result<Url> {
         let invalid = |reason: String| Error::InvalidLocation { location: location.to_string(), reason };
-        let abs = std::path::absolute(path).map_err(|e| invalid(e.to_string()))?;
+        let abs = std::path::absolute(path)
+            .map_err(|source| Error::LocationPath { location: location.to_string(), source })?;
         if abs.exists() && !abs.is_dir() {
             return Err(invalid("not a directory".into()));
         }
@@ -235,7 +240,7 @@ impl Warehouse {
     pub fn table_url(&self, name: &TableName) -> Result<Url> {
         self.root
             .join(&format!("{name}/"))
-            .map_err(|e| Error::InvalidLocation { location: self.root.to_string(), reason: e.to_string() })
+            .map_err(|source| Error::TableUrl { location: self.root.to_string(), source })
     }
 
     /// A handle on the table at `url`, loaded when the table exists. (Asking

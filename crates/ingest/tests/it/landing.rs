@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ingest::SourceCatalog;
 use storage::Warehouse;
 
-use crate::support::{count, date, generate, ingest, latest_version, rows, strings};
+use crate::support::{SEED, count, date, generate, ingest, latest_version, rows, strings};
 
 /// Data rows of every file of a source, counted without the engine: CSV
 /// lines minus the header (the generator writes no embedded newlines),
@@ -36,7 +36,7 @@ struct Fixture {
 async fn fixture(members: u64, days: u32) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (landing, wh_dir) = (dir.path().join("landing"), dir.path().join("wh"));
-    generate(&landing, members, days).await;
+    generate(&landing, members, days, SEED).await;
     let warehouse = Warehouse::open(wh_dir.to_str().unwrap()).unwrap();
     Fixture { _dir: dir, landing, wh_dir, warehouse, catalog: SourceCatalog::default_catalog().unwrap() }
 }

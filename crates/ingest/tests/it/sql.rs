@@ -109,7 +109,7 @@ async fn incremental_case(landing: &Path, url_env: &str, url: &str, table: &str,
 async fn sqlite_legacy_db_loads_full_then_incremental() {
     let dir = tempfile::tempdir().unwrap();
     let landing = dir.path().join("landing");
-    let summary = crate::support::generate(&landing, 120, 2).await;
+    let summary = crate::support::generate(&landing, 120, 2, crate::support::SEED).await;
     // The embedded default: no URL set, so the landing's legacy.db is read.
     let cat = catalog(&members_source("GOLD_TEST_UNSET_MEMBERS_URL", "members", "full"));
     let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
@@ -129,7 +129,7 @@ async fn sqlite_legacy_db_loads_full_then_incremental() {
 async fn sqlite_incremental_reads_exactly_the_changed_rows() {
     let dir = tempfile::tempdir().unwrap();
     let landing = dir.path().join("landing");
-    let summary = crate::support::generate(&landing, 120, 2).await;
+    let summary = crate::support::generate(&landing, 120, 2, crate::support::SEED).await;
     let url = format!("sqlite://{}", landing.join("legacy.db").display());
     incremental_case(&landing, "GOLD_TEST_UNSET_MEMBERS_URL", &url, "members", summary.member_table_rows).await;
 }

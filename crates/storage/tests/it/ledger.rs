@@ -1,11 +1,7 @@
 //! The run ledger `_gold_runs`.
 
-use chrono::NaiveDate;
 use storage::{Ledger, RunClock, RunKind, RunRecord, RunStatus, Warehouse};
-
-fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
+use testkit::date;
 
 #[tokio::test]
 async fn runs_get_increasing_ids_and_keep_their_table_versions() {
@@ -50,14 +46,6 @@ async fn runs_get_increasing_ids_and_keep_their_table_versions() {
     assert!(a.ended_at >= a.started_at);
     assert_eq!((b.status, b.message.as_deref()), (RunStatus::Failed, Some("stage silver: expectation failed")));
     assert!(b.tables.is_empty());
-}
-
-#[tokio::test]
-async fn a_dated_run_clock_reads_midnight_of_its_date() {
-    let clock = RunClock::for_date(date("2025-01-01"));
-    assert_eq!(clock.now().to_rfc3339(), "2025-01-01T00:00:00+00:00");
-    assert_eq!(clock.logical_date(), date("2025-01-01"));
-    assert_eq!(clock.now(), RunClock::for_date(date("2025-01-01")).now(), "the same date gives the same clock");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
 use storage::{Commit, Ledger, RunClock, RunKind, TableName, Warehouse};
+use testkit::{count, date};
 
-use crate::warehouse::{batch, rows, run};
+use crate::warehouse::{batch, run};
 
 #[derive(Clone, Copy, Debug)]
 enum Store {
@@ -31,19 +31,7 @@ fn emulator(store: Store, test: &str) -> Option<(String, HashMap<String, String>
         ),
         Store::Azure => ("GOLD_TEST_AZURE_CONTAINER", "az", vec![("azure_storage_use_emulator", "true".into())]),
     };
-    let name = match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ if std::env::var_os("CI").is_some() => panic!("{var} must be set under CI (see tests/run.sh)"),
-        _ => {
-            eprintln!("skipped: set {var} (eval \"$(bash tests/interop/emulators.sh)\")");
-            return None;
-        }
-    };
-    let unique = format!(
-        "{test}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    );
+    let (name, unique) = testkit::emulator(var, test)?;
     let options = options.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     Some((format!("{scheme}://{name}/{unique}"), options))
 }
@@ -64,8 +52,8 @@ async fn tables_are_written_listed_and_read_back(store: Store) {
         tables.into_iter().collect::<Vec<_>>(),
         [("dim_others".to_string(), 0), ("silver_things".to_string(), 1)]
     );
-    assert_eq!(rows(&warehouse.scan(&things, None).await.unwrap()), 3);
-    assert_eq!(rows(&warehouse.scan(&things, Some(0)).await.unwrap()), 2, "time travel");
+    assert_eq!(count(&warehouse.scan(&things, None).await.unwrap()), 3);
+    assert_eq!(count(&warehouse.scan(&things, Some(0)).await.unwrap()), 2, "time travel");
     let history = warehouse.history(&things, None).await.unwrap();
     assert_eq!(history.len(), 2);
 }
@@ -125,7 +113,7 @@ async fn two_runs_beginning_at_once_hold_the_warehouse_one_at_a_time(store: Stor
 /// Two runs begin at once, on a new warehouse and then on one with a
 /// finished run: each time exactly one holds the warehouse.
 pub(crate) async fn lease_race(root: &str, options: &HashMap<String, String>) {
-    let day = || RunClock::for_date(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap());
+    let day = || RunClock::for_date(date("2025-01-01"));
     let a = Warehouse::open_with(root, options.clone()).unwrap();
     let b = Warehouse::open_with(root, options.clone()).unwrap();
     let (la, lb) = (Ledger::new(&a), Ledger::new(&b));

@@ -2,29 +2,23 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, StringViewArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
-use storage::{Commit, RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
+use storage::{Commit, RunContext, TableName, Warehouse};
+use testkit::{count, date};
 
+/// Build run `id` of 2025-01-01, the date every test here writes.
 pub(crate) fn run(id: i64) -> RunContext {
-    RunContext {
-        id: RunId(id),
-        kind: RunKind::Build,
-        clock: RunClock::for_date(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()),
-    }
+    testkit::run(id, date("2025-01-01"))
 }
 
+/// Rows `id` (from `ids`) and `name` (`n<id>`).
 pub(crate) fn batch(ids: &[i64]) -> RecordBatch {
     let schema =
         Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
     let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
     RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))])
         .unwrap()
-}
-
-pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(RecordBatch::num_rows).sum()
 }
 
 /// The commit entries of one Delta log file, as JSON values.
@@ -80,8 +74,8 @@ async fn time_travel_reads_each_version() {
     assert!(warehouse.load(&name).await.unwrap().is_none());
     warehouse.append(&name, vec![batch(&[1, 2])], &Commit::new(&run(1), "test")).await.unwrap();
     warehouse.append(&name, vec![batch(&[3, 4, 5])], &Commit::new(&run(2), "test")).await.unwrap();
-    assert_eq!(rows(&warehouse.scan(&name, Some(0)).await.unwrap()), 2);
-    assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 5);
+    assert_eq!(count(&warehouse.scan(&name, Some(0)).await.unwrap()), 2);
+    assert_eq!(count(&warehouse.scan(&name, None).await.unwrap()), 5);
     let err = warehouse.scan(&TableName::new("dim_nothing").unwrap(), None).await.unwrap_err();
     assert!(err.is_user_error() && err.to_string().contains("dim_nothing"), "{err}");
 }
@@ -123,10 +117,10 @@ async fn restore_brings_back_the_rows_and_the_exactly_once_markers_of_a_version(
 
     let restored = warehouse.restore(&name, 0, &Commit::new(&run(2), "rollback")).await.unwrap();
     assert_eq!(restored, Some(3), "a new version");
-    assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 2, "version 0's rows");
+    assert_eq!(count(&warehouse.scan(&name, None).await.unwrap()), 2, "version 0's rows");
     assert_eq!(warehouse.txn_version(&name, "app").await.unwrap(), Some(1), "the marker of version 0");
     assert_eq!(warehouse.txn_version(&name, "late").await.unwrap(), None, "a marker version 0 did not have");
-    assert_eq!(rows(&warehouse.scan(&name, Some(2)).await.unwrap()), 4, "nothing deleted: version 2 still reads");
+    assert_eq!(count(&warehouse.scan(&name, Some(2)).await.unwrap()), 4, "nothing deleted: version 2 still reads");
     assert_eq!(warehouse.restore(&name, 3, &Commit::new(&run(2), "again")).await.unwrap(), None, "already there");
 
     // Back to version 2, then empty it as if it never existed.
@@ -134,7 +128,7 @@ async fn restore_brings_back_the_rows_and_the_exactly_once_markers_of_a_version(
     assert_eq!(warehouse.txn_version(&name, "app").await.unwrap(), Some(3));
     assert_eq!(warehouse.txn_version(&name, "late").await.unwrap(), Some(7));
     warehouse.empty(&name, &Commit::new(&run(4), "rollback")).await.unwrap();
-    assert_eq!(rows(&warehouse.scan(&name, None).await.unwrap()), 0);
+    assert_eq!(count(&warehouse.scan(&name, None).await.unwrap()), 0);
     assert_eq!(warehouse.txn_version(&name, "app").await.unwrap(), None);
 
     let tables = warehouse.tables().await.unwrap();
