@@ -25,6 +25,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![deny(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -37,18 +38,6 @@ use deltalake::datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::json;
 use storage::{Commit, RunContext, TableName, Warehouse};
-
-/// The aggregates built into gold (`models/gold/*.sql`).
-pub const DEFAULT_MODELS: [(&str, &str); 8] = [
-    ("gold_claim_outcomes.sql", include_str!("../../../models/gold/gold_claim_outcomes.sql")),
-    ("gold_dq_scorecard.sql", include_str!("../../../models/gold/gold_dq_scorecard.sql")),
-    ("gold_fwa_referrals.sql", include_str!("../../../models/gold/gold_fwa_referrals.sql")),
-    ("gold_loss_ratio.sql", include_str!("../../../models/gold/gold_loss_ratio.sql")),
-    ("gold_member_months.sql", include_str!("../../../models/gold/gold_member_months.sql")),
-    ("gold_prompt_pay.sql", include_str!("../../../models/gold/gold_prompt_pay.sql")),
-    ("gold_provider_monthly_summary.sql", include_str!("../../../models/gold/gold_provider_monthly_summary.sql")),
-    ("gold_utilization.sql", include_str!("../../../models/gold/gold_utilization.sql")),
-];
 
 /// The `${name}` variables a model may use, and what each stands for.
 pub const VARIABLES: [(&str, &str); 1] =
@@ -64,24 +53,57 @@ pub enum Error {
     /// A model file is malformed: no header, not one read-only query, an
     /// unknown variable, a bad name, a dependency cycle.
     #[error("aggregate model {origin}: {reason}")]
-    Model { origin: String, reason: String },
+    Model {
+        /// The model's file.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model's file name is not a valid table name.
+    #[error("aggregate model {origin}: {source}")]
+    ModelTable {
+        /// The model's file.
+        origin: String,
+        /// The name's error.
+        #[source]
+        source: storage::Error,
+    },
+    /// A model's text is not one read-only query.
+    #[error("aggregate model {origin}: {source}")]
+    ModelQuery {
+        /// The model's file.
+        origin: String,
+        /// Why the query is refused.
+        #[source]
+        source: Box<query::Error>,
+    },
     /// A model's query failed when it ran.
     #[error("aggregate {table}: query failed: {source}")]
     Query {
+        /// The aggregate's table.
         table: String,
+        /// DataFusion's error.
         #[source]
         source: Box<DataFusionError>,
     },
     /// Arrow failed on a model's result.
     #[error("aggregate {table}: arrow: {source}")]
     Arrow {
+        /// The aggregate's table.
         table: String,
+        /// Arrow's error.
         #[source]
         source: Box<deltalake::arrow::error::ArrowError>,
     },
     /// Reading the models folder failed.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The folder or file.
+        path: String,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The warehouse failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
@@ -92,7 +114,11 @@ impl Error {
     /// storage fault or a bug.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Model { .. } | Self::Io { .. } | Self::Query { .. } => true,
+            Self::Model { .. }
+            | Self::ModelTable { .. }
+            | Self::ModelQuery { .. }
+            | Self::Io { .. }
+            | Self::Query { .. } => true,
             Self::Storage(e) => e.is_user_error(),
             Self::Arrow { .. } => false,
         }
@@ -141,7 +167,7 @@ impl AggregateModel {
             .strip_suffix(".sql")
             .ok_or_else(|| err(format!("{file}: a model file's name is <table>.sql")))?
             .to_string();
-        TableName::new(&table).map_err(|e| err(e.to_string()))?;
+        TableName::new(&table).map_err(|source| Error::ModelTable { origin: origin.to_string(), source })?;
         if !table.starts_with("gold_") {
             return Err(err(format!("table {table:?}: aggregate tables are named gold_<name>")));
         }
@@ -157,7 +183,8 @@ impl AggregateModel {
         let variables = variables_of(text).map_err(|(line, reason)| err(format!("line {line}: {reason}")))?;
         // The query must parse as one read-only query whatever the values.
         let probe = variables.iter().fold(text.to_string(), |s, v| s.replace(&format!("${{{v}}}"), "NULL"));
-        let inputs = query::read_only_tables(&probe).map_err(|e| err(e.to_string()))?;
+        let inputs = query::read_only_tables(&probe)
+            .map_err(|e| Error::ModelQuery { origin: origin.to_string(), source: Box::new(e) })?;
         if inputs.contains(&table) {
             return Err(err(format!("the query reads its own table {table}")));
         }
@@ -212,7 +239,7 @@ pub struct AggregateCatalog {
 impl AggregateCatalog {
     /// The models built into gold.
     pub fn default_catalog() -> Result<Self> {
-        let models = DEFAULT_MODELS
+        let models = reference::models::AGGREGATES
             .iter()
             .map(|(file, text)| AggregateModel::parse(file, text, &format!("(built in) models/gold/{file}")))
             .collect::<Result<Vec<_>>>()?;
@@ -277,6 +304,7 @@ impl AggregateCatalog {
 /// What the stage did with one aggregate.
 #[derive(Clone, Debug, Serialize)]
 pub struct AggregateReport {
+    /// The aggregate's table.
     pub table: String,
     /// The version written, or `None` when nothing was written.
     pub version: Option<i64>,
@@ -288,6 +316,7 @@ pub struct AggregateReport {
     pub missing_inputs: Vec<String>,
     /// The input tables and the versions read.
     pub inputs: BTreeMap<String, i64>,
+    /// How long the model took, in seconds.
     pub seconds: f64,
 }
 
@@ -302,52 +331,60 @@ pub async fn build_aggregates(
 ) -> Result<Vec<AggregateReport>> {
     let mut reports = Vec::new();
     for model in catalog.models() {
-        let started = std::time::Instant::now();
-        let sql = model.render(params)?;
-        let mut report = AggregateReport {
-            table: model.table.clone(),
-            version: None,
-            rows: 0,
-            up_to_date: false,
-            missing_inputs: Vec::new(),
-            inputs: BTreeMap::new(),
-            seconds: 0.0,
-        };
-        // Each input is registered at its latest version, which is the
-        // version the fingerprint records: one log read per table.
-        let ctx = Warehouse::serial_session();
-        for t in &model.inputs {
-            match warehouse.register(&ctx, &TableName::new(t)?, None).await? {
-                Some(v) => {
-                    report.inputs.insert(t.clone(), v);
-                }
-                None => report.missing_inputs.push(t.clone()),
-            }
-        }
-        if !report.missing_inputs.is_empty() {
-            tracing::warn!("aggregate {} not built: {} not built yet", model.table, report.missing_inputs.join(", "));
-            reports.push(report);
-            continue;
-        }
-        let target = TableName::new(&model.table)?;
-        let fingerprint = json!({"sql": blake3::hash(sql.as_bytes()).to_hex().to_string(), "tables": report.inputs});
-        let last = warehouse.commit_metadata(&target, 1).await?;
-        if last.first().and_then(|m| m.get("gold.inputs")) == Some(&fingerprint) {
-            report.up_to_date = true;
-            report.seconds = started.elapsed().as_secs_f64();
-            reports.push(report);
-            continue;
-        }
-        let batches = run_query(&ctx, &model.table, &sql).await?;
-        report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let commit = Commit::new(run, OPERATION)
-            .with_metadata("aggregate", json!(model.table))
-            .with_metadata("inputs", fingerprint);
-        report.version = Some(warehouse.overwrite(&target, batches, &commit).await?);
-        report.seconds = started.elapsed().as_secs_f64();
-        reports.push(report);
+        reports.push(build_aggregate(warehouse, run, model, params).await?);
     }
     Ok(reports)
+}
+
+/// Runs `model` and overwrites its table, unless an input is missing or
+/// the query and the input versions are those of the table's last commit.
+async fn build_aggregate(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    model: &AggregateModel,
+    params: &Params,
+) -> Result<AggregateReport> {
+    let started = std::time::Instant::now();
+    let sql = model.render(params)?;
+    let mut report = AggregateReport {
+        table: model.table.clone(),
+        version: None,
+        rows: 0,
+        up_to_date: false,
+        missing_inputs: Vec::new(),
+        inputs: BTreeMap::new(),
+        seconds: 0.0,
+    };
+    // Each input is registered at its latest version, which is the
+    // version the fingerprint records: one log read per table.
+    let ctx = Warehouse::serial_session();
+    for t in &model.inputs {
+        match warehouse.register(&ctx, &TableName::new(t)?, None).await? {
+            Some(v) => {
+                report.inputs.insert(t.clone(), v);
+            }
+            None => report.missing_inputs.push(t.clone()),
+        }
+    }
+    if !report.missing_inputs.is_empty() {
+        tracing::warn!("aggregate {} not built: {} not built yet", model.table, report.missing_inputs.join(", "));
+        return Ok(report);
+    }
+    let target = TableName::new(&model.table)?;
+    let fingerprint = json!({"sql": blake3::hash(sql.as_bytes()).to_hex().to_string(), "tables": report.inputs});
+    let last = warehouse.commit_metadata(&target, 1).await?;
+    if last.first().and_then(|m| m.get("gold.inputs")) == Some(&fingerprint) {
+        report.up_to_date = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let batches = run_query(&ctx, &model.table, &sql).await?;
+    report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let commit =
+        Commit::new(run, OPERATION).with_metadata("aggregate", json!(model.table)).with_metadata("inputs", fingerprint);
+    report.version = Some(warehouse.overwrite(&target, batches, &commit).await?);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// The rows of `sql` over the tables registered in `ctx`, as plain types;
@@ -421,7 +458,7 @@ mod tests {
     #[test]
     fn the_built_in_models_parse_and_name_their_inputs() {
         let catalog = AggregateCatalog::default_catalog().unwrap();
-        assert_eq!(catalog.models().len(), DEFAULT_MODELS.len());
+        assert_eq!(catalog.models().len(), reference::models::AGGREGATES.len());
         let fwa = catalog.models().iter().find(|m| m.table == "gold_fwa_referrals").unwrap();
         assert_eq!(fwa.variables, ["referral_threshold"]);
         assert_eq!(fwa.inputs, ["fact_claims", "gold_fraud_scores"]);

@@ -18,6 +18,12 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Each merge also appends the (key, interval) pairs it created or changed
+//! to [`DIM_CHANGES`] ([`record_changes`]), which the facts stage re-keys
+//! from; [`unmerged_day`] finds a silver version a dimension has not
+//! merged yet.
+#![deny(missing_docs)]
 
 use std::path::Path;
 
@@ -25,33 +31,63 @@ use deltalake::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use storage::{Commit, RunContext, TableName, Warehouse};
 
-/// The dimensions built into gold (`models/dims.toml`).
-pub const DEFAULT_DIMS: &str = include_str!("../../../models/dims.toml");
-
 /// Errors of the dims stage.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// `dims.toml` is malformed.
     #[error("dims model {origin}: {reason}")]
-    Model { origin: String, reason: String },
+    Model {
+        /// The file (or the embedded models).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `dims.toml` is not valid TOML for a dims catalog.
+    #[error("dims model {origin}: {}", .source.to_string().trim_end())]
+    ModelToml {
+        /// The file (or the embedded models).
+        origin: String,
+        /// The TOML parser's error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A dimension or its source has a name no table may have.
+    #[error("dims model {origin}: {source}")]
+    ModelTable {
+        /// The file (or the embedded models).
+        origin: String,
+        /// The name's error.
+        #[source]
+        source: storage::Error,
+    },
     /// The SCD2 engine refused or failed.
     #[error("{table}: {source}")]
     Merge {
+        /// The dimension.
         table: String,
+        /// The merge engine's error.
         #[source]
         source: Box<merge::Error>,
     },
     /// Arrow failed on rows read from silver.
     #[error("{table}: arrow: {source}")]
     Arrow {
+        /// The table the rows are for.
         table: String,
+        /// Arrow's error.
         #[source]
         source: Box<deltalake::arrow::error::ArrowError>,
     },
     /// Reading a file failed.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The warehouse failed.
     #[error(transparent)]
     Storage(#[from] storage::Error),
@@ -61,7 +97,7 @@ impl Error {
     /// Whether the user can fix this, as opposed to a storage fault or a bug.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Model { .. } | Self::Io { .. } => true,
+            Self::Model { .. } | Self::ModelToml { .. } | Self::ModelTable { .. } | Self::Io { .. } => true,
             Self::Merge { source, .. } => source.is_user_error(),
             Self::Storage(e) => e.is_user_error(),
             Self::Arrow { .. } => false,
@@ -76,14 +112,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DimModel {
+    /// The dimension table (`dim_…`).
     pub table: String,
+    /// The silver table it is built from.
     pub source: String,
+    /// The business key columns.
     pub key: Vec<String>,
+    /// The surrogate key column the dimension adds.
     pub surrogate_key: String,
+    /// The column holding each change's effective date; when unset, a
+    /// change takes effect at the run's clock.
     #[serde(default)]
     pub effective_from: Option<String>,
+    /// Columns whose change does not open a new version (every other
+    /// column is tracked).
     #[serde(default)]
     pub track_all_except: Vec<String>,
+    /// Type-1 columns: updated in place, without a new version.
     #[serde(default)]
     pub type1: Vec<String>,
     /// Silver columns left out of the dimension (e.g. nested lists that
@@ -98,6 +143,8 @@ pub struct DimModel {
 }
 
 impl DimModel {
+    /// The merge engine's spec for this dimension: a full snapshot whose
+    /// deleted keys are invalidated.
     pub fn spec(&self) -> merge::Spec {
         merge::Spec {
             key: self.key.clone(),
@@ -126,7 +173,7 @@ pub struct DimCatalog {
 impl DimCatalog {
     /// The dimensions built into gold.
     pub fn default_catalog() -> Result<Self> {
-        Self::parse(DEFAULT_DIMS, "embedded models/dims.toml")
+        Self::parse(reference::models::DIMS, "embedded models/dims.toml")
     }
 
     /// `dims.toml` at `path`.
@@ -136,12 +183,14 @@ impl DimCatalog {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// The catalog in `text` (the contents of a `dims.toml`), whose errors
+    /// name `origin`.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let catalog: Self = toml::from_str(text)
-            .map_err(|e| Error::Model { origin: origin.to_string(), reason: e.to_string().trim_end().to_string() })?;
+        let catalog: Self =
+            toml::from_str(text).map_err(|e| Error::ModelToml { origin: origin.to_string(), source: Box::new(e) })?;
         for d in &catalog.dims {
             for name in [&d.table, &d.source] {
-                TableName::new(name).map_err(|e| Error::Model { origin: origin.to_string(), reason: e.to_string() })?;
+                TableName::new(name).map_err(|source| Error::ModelTable { origin: origin.to_string(), source })?;
             }
             if d.key.is_empty() {
                 return Err(Error::Model {
@@ -153,6 +202,7 @@ impl DimCatalog {
         Ok(catalog)
     }
 
+    /// The dimensions, in the order of the file.
     pub fn dims(&self) -> &[DimModel] {
         &self.dims
     }
@@ -161,13 +211,17 @@ impl DimCatalog {
 /// What the stage did to one dimension.
 #[derive(Clone, Debug, Serialize)]
 pub struct DimReport {
+    /// The dimension.
     pub table: String,
+    /// The silver table it is built from.
     pub source: String,
     /// The silver version merged, if the silver table exists.
     pub source_version: Option<i64>,
     /// The dimension's new Delta version, if the merge wrote one.
     pub version: Option<u64>,
+    /// What the merge did: versions inserted, closed, unchanged…
     pub metrics: merge::Metrics,
+    /// The dimension's current rows after the merge.
     pub current_rows: u64,
     /// (key, interval) pairs that changed, for facts to re-key.
     pub changed: usize,
@@ -216,57 +270,61 @@ pub async fn unmerged_day(warehouse: &Warehouse, catalog: &DimCatalog) -> Result
 pub async fn build_dims(warehouse: &Warehouse, run: &RunContext, catalog: &DimCatalog) -> Result<Vec<DimReport>> {
     let mut reports = Vec::new();
     for dim in catalog.dims() {
-        let mut report = DimReport {
-            table: dim.table.clone(),
-            source: dim.source.clone(),
-            source_version: None,
-            version: None,
-            metrics: merge::Metrics::default(),
-            current_rows: 0,
-            changed: 0,
-        };
-        let source = TableName::new(&dim.source)?;
-        let target_name = TableName::new(&dim.table)?;
-        let Some(table) = warehouse.load(&source).await? else {
-            tracing::warn!("{}: no {} yet; the dimension waits for it", dim.table, dim.source);
-            reports.push(report);
-            continue;
-        };
-        let version = table.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
-        report.source_version = Some(version);
-        let app_id = format!("gold.dims:{}", dim.table);
-        if warehouse.txn_version(&target_name, &app_id).await?.is_some_and(|done| done >= version) {
-            reports.push(report);
-            continue;
-        }
-        let rows = warehouse.scan_where(&source, Some(version), Some("_is_deleted IS NOT TRUE")).await?;
-        let rows = business_columns(&dim.source, rows, &dim.exclude)?;
-        let commit =
-            Commit::new(run, "dims").with_metadata("source", serde_json::json!(format!("{}@v{version}", dim.source)));
-        let target = merge::Target {
-            url: warehouse.table_url(&target_name)?,
-            storage_options: warehouse.storage_options().clone(),
-            app_id,
-            commit_info: commit.info(),
-            // Warehouse tables stay plain Delta (reader 1) for every engine.
-            deletion_vectors: false,
-        };
-        let batch =
-            merge::Batch { id: format!("{}@v{version}", dim.source), sequence: version, clock: run.clock.now(), rows };
-        let outcome = merge::merge(&target, &dim.spec(), batch)
-            .await
-            .map_err(|e| Error::Merge { table: dim.table.clone(), source: Box::new(e) })?;
-        storage::failpoint("dims-merged");
-        if let Some(v) = outcome.version {
-            record_changes(warehouse, run, &dim.table, v, &outcome.changed).await?;
-        }
-        report.version = outcome.version;
-        report.metrics = outcome.metrics;
-        report.current_rows = outcome.current_rows;
-        report.changed = outcome.changed.len();
-        reports.push(report);
+        reports.push(build_dim(warehouse, run, dim).await?);
     }
     Ok(reports)
+}
+
+/// Merges `dim`'s silver table at its latest version, unless that version
+/// is merged already or the table does not exist yet.
+async fn build_dim(warehouse: &Warehouse, run: &RunContext, dim: &DimModel) -> Result<DimReport> {
+    let mut report = DimReport {
+        table: dim.table.clone(),
+        source: dim.source.clone(),
+        source_version: None,
+        version: None,
+        metrics: merge::Metrics::default(),
+        current_rows: 0,
+        changed: 0,
+    };
+    let source = TableName::new(&dim.source)?;
+    let target_name = TableName::new(&dim.table)?;
+    let Some(table) = warehouse.load(&source).await? else {
+        tracing::warn!("{}: no {} yet; the dimension waits for it", dim.table, dim.source);
+        return Ok(report);
+    };
+    let version = table.version().and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+    report.source_version = Some(version);
+    let app_id = format!("gold.dims:{}", dim.table);
+    if warehouse.txn_version(&target_name, &app_id).await?.is_some_and(|done| done >= version) {
+        return Ok(report);
+    }
+    let rows = warehouse.scan_where(&source, Some(version), Some("_is_deleted IS NOT TRUE")).await?;
+    let rows = business_columns(&dim.source, rows, &dim.exclude)?;
+    let commit =
+        Commit::new(run, "dims").with_metadata("source", serde_json::json!(format!("{}@v{version}", dim.source)));
+    let target = merge::Target {
+        url: warehouse.table_url(&target_name)?,
+        storage_options: warehouse.storage_options().clone(),
+        app_id,
+        commit_info: commit.info(),
+        // Warehouse tables stay plain Delta (reader 1) for every engine.
+        deletion_vectors: false,
+    };
+    let batch =
+        merge::Batch { id: format!("{}@v{version}", dim.source), sequence: version, clock: run.clock.now(), rows };
+    let outcome = merge::merge(&target, &dim.spec(), batch)
+        .await
+        .map_err(|e| Error::Merge { table: dim.table.clone(), source: Box::new(e) })?;
+    storage::failpoint("dims-merged");
+    if let Some(v) = outcome.version {
+        record_changes(warehouse, run, &dim.table, v, &outcome.changed).await?;
+    }
+    report.version = outcome.version;
+    report.metrics = outcome.metrics;
+    report.current_rows = outcome.current_rows;
+    report.changed = outcome.changed.len();
+    Ok(report)
 }
 
 /// The table of every (key, interval) pair a merge created or changed, per

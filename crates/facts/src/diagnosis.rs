@@ -48,7 +48,7 @@ pub(crate) fn dim_diagnosis(
     other: impl IntoIterator<Item = String>,
 ) -> Result<RecordBatch> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    for c in quality::icd10cm_list() {
+    for c in reference::icd10cm() {
         let row = rows.entry(c.code.clone()).or_default();
         row.dotted = Some(c.dotted.clone());
         row.official = Some(c.description.clone());

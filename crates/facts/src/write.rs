@@ -1,5 +1,8 @@
 //! Writing a fact table: whole on a full refresh, else only the month
-//! partitions that hold a rebuilt fact, before or after.
+//! partitions that hold a rebuilt fact, before or after. A table's write
+//! can be prepared (read and built) ahead of its commit ([`prepare`]), so
+//! that `fact_claims` commits after its bridges; the commit of a fact
+//! table carries its watermarks ([`write_with_watermarks`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -9,7 +12,8 @@ use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
 use deltalake::arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use storage::{Commit, TableName, Warehouse};
 
-use crate::{Error, Result};
+use crate::plan::Plan;
+use crate::{Error, Result, TableReport};
 
 /// A fact table: its name, the fact's id column and the month partition.
 pub(crate) struct FactTable {
@@ -152,4 +156,32 @@ impl Prepared {
         };
         Ok(Written { version: Some(version), months_rewritten })
     }
+}
+
+/// Commits a fact table's prepared write with, in the same commit, the
+/// watermark of its silver source and the dimension versions it resolved
+/// against (`txn gold.facts:<input>`).
+pub(crate) async fn write_with_watermarks(
+    warehouse: &Warehouse,
+    commit: Commit<'_>,
+    source: &str,
+    plan: &Plan,
+    dims: &[(String, i64)],
+    prepared: Prepared,
+) -> Result<TableReport> {
+    let mut commit = commit.with_txn(&format!("gold.facts:{source}"), plan.watermark);
+    for (table, version) in dims {
+        commit = commit.with_txn(&format!("gold.facts:{table}"), *version);
+    }
+    let (table, rows) = (prepared.table, prepared.rebuilt);
+    let w = prepared.write(warehouse, &commit).await?;
+    storage::failpoint("facts-written");
+    Ok(TableReport {
+        table: table.to_string(),
+        version: w.version,
+        rebuilt: rows,
+        restated: plan.restated,
+        months_rewritten: w.months_rewritten,
+        full_refresh: plan.full,
+    })
 }

@@ -8,27 +8,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The scoring model built into gold.
-pub const DEFAULT_SCORING: &str = include_str!("../../../models/scoring.toml");
-
+/// The scoring model: `models/scoring.toml`, stored in each trained
+/// model's artifact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoringConfig {
+    /// `[training]`: what a model is fitted on.
     pub training: Training,
+    /// `[detectors]`: the detectors' sizes and weights.
     pub detectors: Detectors,
+    /// `[scores]`: from anomaly scores to claim scores and referrals.
     pub scores: Scores,
+    /// `[[bundle]]`: the codes that bundle others, for the unbundling rule.
     #[serde(default, rename = "bundle")]
     pub bundles: Vec<Bundle>,
+    /// `[em_levels]`: the E/M level of each evaluation and management code.
     #[serde(default)]
     pub em_levels: BTreeMap<String, i32>,
 }
 
+/// `[training]`: what a model is fitted on, and when it is stale.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Training {
+    /// Facts serviced within this many days before the run date are
+    /// trained on.
     pub window_days: u32,
+    /// The seed of every random choice: the same facts and seed give the
+    /// same model, bit for bit.
     pub seed: u64,
+    /// At most this many claims are fitted (a seeded sample of the window).
     pub max_training_claims: usize,
+    /// The `score` stage of `gold build` trains a new model when the
+    /// current one is this many days old.
     pub retrain_after_days: u32,
     /// The `score` stage of `gold build` also trains a new model when the
     /// training window now holds at least this many times the claims the
@@ -37,13 +49,19 @@ pub struct Training {
     pub retrain_growth: Option<f64>,
 }
 
+/// `[detectors]`: the detectors' sizes and weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Detectors {
+    /// Components of the Gaussian mixture.
     pub gmm_components: usize,
+    /// Clusters of k-means.
     pub kmeans_clusters: usize,
+    /// Principal components kept by PCA.
     pub pca_components: usize,
+    /// The k of the k-nearest-neighbour distance.
     pub knn_neighbours: usize,
+    /// Training rows (a seeded sample) the kNN distances are measured to.
     pub knn_reference: usize,
     /// How much each detector weighs in a claim's combined score, by
     /// detector name; a detector left out (or a model trained before
@@ -62,10 +80,13 @@ impl Detectors {
     }
 }
 
+/// `[scores]`: from anomaly scores to claim scores and referrals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scores {
+    /// Claims at or above this score count as referrals.
     pub referral_threshold: f64,
+    /// The lowest score of a claim that hits one of `floor_rules`.
     pub rule_floor: f64,
     /// The rules whose hit lifts a claim's score to `rule_floor`; the
     /// others are reasons and features only.
@@ -101,25 +122,30 @@ impl Scores {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
+    /// The bundle's own code.
     pub code: String,
+    /// The codes it bundles.
     pub components: Vec<String>,
 }
 
 impl ScoringConfig {
+    /// The scoring model built into gold (`models/scoring.toml`).
     pub fn default_config() -> Result<Self> {
-        Self::parse(DEFAULT_SCORING, "embedded models/scoring.toml")
+        Self::parse(reference::models::SCORING, "embedded models/scoring.toml")
     }
 
     /// `scoring.toml` at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Model { origin: path.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::ModelFile { origin: path.display().to_string(), source: e })?;
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Parses and checks `text`, naming `origin` in its errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let bad = |reason: String| Error::Model { origin: origin.to_string(), reason };
-        let config: Self = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| Error::ModelSyntax { origin: origin.to_string(), source: Box::new(e) })?;
         let d = &config.detectors;
         if [d.gmm_components, d.kmeans_clusters, d.pca_components, d.knn_neighbours].contains(&0) {
             return Err(bad("[detectors]: every count must be at least 1".into()));
@@ -198,8 +224,8 @@ mod tests {
 
     #[test]
     fn provider_risk_full_outside_its_range_is_refused() {
-        let text = DEFAULT_SCORING.replace("provider_risk_full = 0.2", "provider_risk_full = 0.0");
-        assert_ne!(text, DEFAULT_SCORING, "the default config sets provider_risk_full");
+        let text = reference::models::SCORING.replace("provider_risk_full = 0.2", "provider_risk_full = 0.0");
+        assert_ne!(text, reference::models::SCORING, "the default config sets provider_risk_full");
         let err = ScoringConfig::parse(&text, "test").unwrap_err().to_string();
         assert!(err.contains("provider_risk_full must be above 0"), "{err}");
     }

@@ -90,18 +90,26 @@ const CALIBRATION_POINTS: usize = 1001;
 /// percentile and tail score.
 #[derive(Debug)]
 pub struct Scores {
+    /// Each row's combined anomaly score.
     pub combined: Vec<f64>,
+    /// Each row's percentile under each detector.
     pub percentile: Array2<f64>,
+    /// Each row's tail score under each detector.
     pub tail: Array2<f64>,
 }
 
 /// Every detector's parameters, fitted on one feature matrix.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectorSet {
+    /// The number of features.
     pub dims: usize,
+    /// The Gaussian mixture.
     pub gmm: Gmm,
+    /// The k-means centroids.
     pub kmeans_centroids: Vec<Vec<f64>>,
+    /// The principal components.
     pub pca: PcaModel,
+    /// The k-nearest-neighbour reference rows.
     pub knn: Knn,
     /// Absent from models stored before the detector existed; such a model
     /// has no calibration for it, so it neither scores nor weighs.
@@ -111,37 +119,50 @@ pub struct DetectorSet {
     pub calibration: Vec<Vec<f64>>,
 }
 
+/// A Gaussian mixture with full covariances.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gmm {
+    /// Each component's weight.
     pub weights: Vec<f64>,
+    /// Each component's mean.
     pub means: Vec<Vec<f64>>,
+    /// Each component's precision (inverse covariance) matrix.
     pub precisions: Vec<Vec<Vec<f64>>>,
     /// ln det of each precision matrix.
     pub log_dets: Vec<f64>,
 }
 
+/// Principal component analysis: a row's error is its distance to its
+/// projection on the components.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PcaModel {
+    /// The training mean.
     pub mean: Vec<f64>,
+    /// The principal components, each a unit vector.
     pub components: Vec<Vec<f64>>,
 }
 
+/// The mean distance to the k nearest reference rows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Knn {
+    /// How many neighbours.
     pub k: usize,
+    /// The reference rows: a seeded sample of the training rows.
     pub reference: Vec<Vec<f64>>,
 }
 
 /// Each feature's training median and ordinary range: the distance from
-/// the median to the [`EXCESS_QUANTILE`] quantile, at least
-/// [`EXCESS_FLOOR`]. A row's raw score is the sum, over its features, of
+/// the median to the `EXCESS_QUANTILE` quantile, at least
+/// `EXCESS_FLOOR`. A row's raw score is the sum, over its features, of
 /// how many ranges each lies beyond the end of its ordinary range (0 for a
 /// feature inside it). A claim whose one feature is twice as far out as
 /// any ordinary claim's scores high even when every other feature is
 /// ordinary and the distance-based detectors see little.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Excess {
+    /// Each feature's training median.
     pub median: Vec<f64>,
+    /// Each feature's ordinary range above its median.
     pub range: Vec<f64>,
 }
 
@@ -455,41 +476,29 @@ impl DetectorSet {
         let centroids = matrix(&self.kmeans_centroids, self.dims);
         let components = matrix(&self.pca.components, self.dims);
         let n = x.nrows();
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
-        let chunk = n.div_ceil(threads).max(1);
+        // One run of consecutive rows per thread; each row's scores depend
+        // on that row alone, so the thread count never changes a score.
+        let chunk = n.div_ceil(parallel::threads()).max(1);
         let mut out = Array2::zeros((n, DETECTORS.len()));
-        let joined: Vec<bool> = std::thread::scope(|scope| {
-            let handles: Vec<_> = out
-                .axis_chunks_iter_mut(Axis(0), chunk)
-                .zip(x.axis_chunks_iter(Axis(0), chunk))
-                .map(|(mut out, x)| {
-                    let index = &index;
-                    let centroids = &centroids;
-                    let components = &components;
-                    scope.spawn(move || {
-                        let (mut buf, mut query) = (vec![0.0; self.dims], vec![0.0; self.dims]);
-                        let mut search = Search::default();
-                        for (i, row) in x.outer_iter().enumerate() {
-                            out[[i, 0]] = self.gmm_nll(row, &mut buf);
-                            out[[i, 1]] = nearest_centroid(row, centroids.view());
-                            out[[i, 2]] = self.pca_error(row, components.view(), &mut buf);
-                            query.iter_mut().zip(row).for_each(|(q, v)| *q = *v);
-                            out[[i, 3]] = index.mean_distance(&query, self.knn.k, &mut search);
-                            out[[i, 4]] = self.excess.score(row);
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().is_ok()).collect()
-        });
-        if joined.contains(&false) {
-            return Err(Error::Panicked);
-        }
+        let runs: Vec<_> = out.axis_chunks_iter_mut(Axis(0), chunk).zip(x.axis_chunks_iter(Axis(0), chunk)).collect();
+        parallel::on_threads(runs, |(mut out, x)| {
+            let (mut buf, mut query) = (vec![0.0; self.dims], vec![0.0; self.dims]);
+            let mut search = Search::default();
+            for (i, row) in x.outer_iter().enumerate() {
+                out[[i, 0]] = self.gmm_nll(row, &mut buf);
+                out[[i, 1]] = nearest_centroid(row, centroids.view());
+                out[[i, 2]] = self.pca_error(row, components.view(), &mut buf);
+                query.iter_mut().zip(row).for_each(|(q, v)| *q = *v);
+                out[[i, 3]] = index.mean_distance(&query, self.knn.k, &mut search);
+                out[[i, 4]] = self.excess.score(row);
+            }
+        })
+        .map_err(|_| Error::Panicked)?;
         Ok(out)
     }
 
     /// The combined anomaly score of each row (the mean of its detectors'
-    /// [`tail_score`]s weighted by `weights`, in the order of [`DETECTORS`]:
+    /// `tail_score`s weighted by `weights`, in the order of [`DETECTORS`]:
     /// about 1 for a row at the training 99th percentile, unbounded above),
     /// and each detector's percentile and tail score. A detector the model
     /// has no calibration for (it was stored before the detector existed)

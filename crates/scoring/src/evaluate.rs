@@ -20,15 +20,19 @@ use crate::{Error, FRAUD_SCORES, PROVIDER_RISK, Result};
 /// The labels file: `claim_id,provider_id,pattern,intensity`.
 #[derive(Debug, Default)]
 pub struct Labels {
+    /// Each labelled claim's pattern, by claim id.
     pub claims: HashMap<String, String>,
+    /// The patterns of each provider's labelled claims, by provider id.
     pub providers: HashMap<String, BTreeSet<String>>,
 }
 
+/// Reads the labels file at `path`.
 pub fn read_labels(path: &Path) -> Result<Labels> {
     let file = path.display().to_string();
     let bad = |row: u64, reason: String| Error::Labels { file: file.clone(), row, reason };
-    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(0, e.to_string()))?;
-    let headers = reader.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let unreadable = |row: u64, source: csv::Error| Error::LabelsFile { file: file.clone(), row, source };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| unreadable(0, e))?;
+    let headers = reader.headers().map_err(|e| unreadable(1, e))?.clone();
     let at = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| bad(1, format!("no column {name:?} in the header")))
     };
@@ -36,7 +40,7 @@ pub fn read_labels(path: &Path) -> Result<Labels> {
     let mut labels = Labels::default();
     for (i, record) in reader.records().enumerate() {
         let row = i as u64 + 2;
-        let record = record.map_err(|e| bad(row, e.to_string()))?;
+        let record = record.map_err(|e| unreadable(row, e))?;
         let field = |j: usize, name: &str| {
             record.get(j).filter(|v| !v.is_empty()).ok_or_else(|| bad(row, format!("column {name:?} is empty")))
         };
@@ -50,36 +54,53 @@ pub fn read_labels(path: &Path) -> Result<Labels> {
 /// Ranking quality of scores against binary labels.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Metrics {
+    /// Rows scored.
     pub rows: usize,
+    /// Labelled rows among them.
     pub positives: usize,
+    /// ROC-AUC.
     pub roc_auc: f64,
+    /// Average precision.
     pub average_precision: f64,
     /// k = the number of positives.
     pub k: usize,
+    /// The share of positives among the k highest scores.
     pub precision_at_k: f64,
 }
 
+/// Ranking quality of one fraud pattern's positives against every
+/// unlabelled row.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PatternMetrics {
+    /// Rows of this pattern.
     pub positives: usize,
+    /// ROC-AUC.
     pub roc_auc: f64,
+    /// Average precision.
     pub average_precision: f64,
     /// Share of this pattern's positives within the overall top k.
     pub recall_at_k: f64,
 }
 
+/// The evaluation of one level, claims or providers.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LevelReport {
+    /// Every labelled row against every other.
     pub overall: Metrics,
+    /// Each pattern's rows against the unlabelled ones.
     pub per_pattern: BTreeMap<String, PatternMetrics>,
     /// Labelled ids with no score (not in the facts, e.g. quarantined).
     pub labels_not_scored: usize,
 }
 
+/// What [`evaluate`] found.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Evaluation {
+    /// The model that wrote the scores.
     pub model_version: Option<String>,
+    /// The claims' evaluation.
     pub claims: LevelReport,
+    /// The providers' evaluation.
     pub providers: LevelReport,
 }
 
@@ -140,6 +161,7 @@ fn top_k(scores: &[f64], k: usize) -> Vec<usize> {
     order
 }
 
+/// The [`Metrics`] of `scores` against `labels`.
 pub fn metrics(scores: &[f64], labels: &[bool]) -> Metrics {
     let positives = labels.iter().filter(|l| **l).count();
     let top = top_k(scores, positives);
@@ -250,11 +272,7 @@ pub async fn export_features(
     let claim_scores: HashMap<String, f64> = ids.into_iter().zip(scores).collect();
     let (ids, scores, _) = scores_of(warehouse, PROVIDER_RISK, "provider_id").await?;
     let provider_scores: HashMap<String, f64> = ids.into_iter().zip(scores).collect();
-    std::fs::create_dir_all(dir).map_err(|e| Error::Labels {
-        file: dir.display().to_string(),
-        row: 0,
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Export { file: dir.display().to_string(), source: e.into() })?;
     let detectors: Vec<String> = ["percentile", "tail"]
         .iter()
         .flat_map(|what| crate::detect::DETECTORS.iter().map(move |d| format!("{what}_{d}")))
@@ -311,7 +329,7 @@ pub async fn export_features(
 
 /// Writes `header` and `rows` to `file` as CSV.
 fn write_csv(file: &Path, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<()> {
-    let err = |e: csv::Error| Error::Labels { file: file.display().to_string(), row: 0, reason: e.to_string() };
+    let err = |e: csv::Error| Error::Export { file: file.display().to_string(), source: e };
     let mut w = csv::Writer::from_path(file).map_err(err)?;
     w.write_record(header).map_err(err)?;
     for row in rows {

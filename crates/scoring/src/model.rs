@@ -19,16 +19,23 @@ use crate::{Error, MODELS, Result};
 /// trained with, the feature lists and every fitted parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {
+    /// The scoring model it was trained with.
     pub config: ScoringConfig,
+    /// The first service date of its training window.
     pub window_from: NaiveDate,
+    /// The last service date of its training window.
     pub window_to: NaiveDate,
+    /// The claim features it was fitted on, in its column order.
     pub claim_features: Vec<String>,
+    /// The provider features it was fitted on, in its column order.
     pub provider_features: Vec<String>,
     /// [`crate::features::FEATURES_REVISION`] when the model was trained (0
     /// for models trained before revisions were recorded).
     #[serde(default)]
     pub features_revision: u32,
+    /// The detectors fitted on the claims.
     pub claims: DetectorSet,
+    /// The detectors fitted on the providers.
     pub providers: DetectorSet,
 }
 
@@ -49,11 +56,12 @@ impl Artifact {
     /// reads back to the same f64, and reads it back exactly (the
     /// `float_roundtrip` feature), so every parameter round-trips bit for bit.
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|e| Error::Artifact { version: "(new)".into(), reason: e.to_string() })
+        serde_json::to_string(self).map_err(|e| Error::ArtifactJson { version: "(new)".into(), source: e })
     }
 
+    /// The artifact of model `version`, as [`Self::to_json`] stored it.
     pub fn from_json(version: &str, text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::Artifact { version: version.to_string(), reason: e.to_string() })
+        serde_json::from_str(text).map_err(|e| Error::ArtifactJson { version: version.to_string(), source: e })
     }
 }
 
@@ -64,10 +72,15 @@ pub struct StoredModel {
     pub version: String,
     /// The run date it was trained for; it is current from then on.
     pub trained_for: NaiveDate,
+    /// The run that trained it.
     pub run_id: i64,
+    /// The version of each input table its features were computed from.
     pub data_versions: BTreeMap<String, i64>,
+    /// The claims it was trained on.
     pub training_claims: usize,
+    /// The providers it was trained on.
     pub training_providers: usize,
+    /// Its settings and fitted parameters.
     pub artifact: Artifact,
 }
 
@@ -83,6 +96,7 @@ impl StoredModel {
         fitted_columns(&self.version, &self.artifact.provider_features, &crate::features::PROVIDER_FEATURES, values)
     }
 
+    /// The model of `artifact`, its version a digest of the artifact.
     pub fn new(
         artifact: Artifact,
         trained_for: NaiveDate,
@@ -212,7 +226,7 @@ pub async fn current_model(warehouse: &Warehouse, date: NaiveDate) -> Result<Opt
         return Ok(None);
     };
     let data_versions = serde_json::from_str(&row.data_versions)
-        .map_err(|e| Error::Artifact { version: row.version.clone(), reason: format!("data_versions: {e}") })?;
+        .map_err(|e| Error::DataVersions { version: row.version.clone(), source: e })?;
     Ok(Some(StoredModel {
         trained_for: row.trained_for,
         run_id: row.run_id,

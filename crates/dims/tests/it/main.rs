@@ -3,47 +3,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use chrono::NaiveDate;
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::DataType;
-use ingest::{IngestOptions, SourceCatalog};
-use quality::SilverCatalog;
-use storage::{RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
-
-fn run(id: i64, day: &str) -> RunContext {
-    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
-    RunContext { id: RunId(id), kind: RunKind::Build, clock: RunClock::for_date(day) }
-}
-
-async fn build(warehouse: &Warehouse, run: &RunContext, landing: &std::path::Path) -> Vec<dims::DimReport> {
-    let options = IngestOptions { landing, up_to: run.clock.logical_date() };
-    ingest::ingest(warehouse, run, &SourceCatalog::default_catalog().unwrap(), &options).await.unwrap();
-    quality::build_silver(warehouse, run, &SilverCatalog::default_catalog().unwrap()).await.unwrap();
-    dims::build_dims(warehouse, run, &dims::DimCatalog::default_catalog().unwrap()).await.unwrap()
-}
-
-async fn rows(warehouse: &Warehouse, table: &str) -> Vec<RecordBatch> {
-    warehouse.scan(&TableName::new(table).unwrap(), None).await.unwrap()
-}
-
-fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        let col = cast(b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")), &DataType::Utf8).unwrap();
-        let col = col.as_string::<i32>();
-        out.extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }));
-    }
-    out
-}
+use deltalake::arrow::array::RecordBatch;
+use storage::Warehouse;
+use testkit::stages::through_dims;
+use testkit::{count, date, rows, run, texts};
 
 /// One current row per live key, none for a deleted one; no two versions
 /// of a key overlap; surrogate keys are unique.
 #[track_caller]
 fn check_invariants(dim: &[RecordBatch], key: &str, sk: &str, live: &HashSet<String>) {
-    let (keys, sks) = (strings(dim, key), strings(dim, sk));
+    let (keys, sks) = (texts(dim, key), texts(dim, sk));
     let (from, to, current, deleted) =
-        (strings(dim, "valid_from"), strings(dim, "valid_to"), strings(dim, "is_current"), strings(dim, "is_deleted"));
+        (texts(dim, "valid_from"), texts(dim, "valid_to"), texts(dim, "is_current"), texts(dim, "is_deleted"));
     assert_eq!(sks.iter().collect::<HashSet<_>>().len(), sks.len(), "surrogate keys are unique");
     let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, k) in keys.iter().enumerate() {
@@ -69,15 +40,14 @@ fn check_invariants(dim: &[RecordBatch], key: &str, sk: &str, live: &HashSet<Str
 async fn the_three_dimensions_build_from_a_generated_landing_and_keep_the_invariants() {
     let dir = tempfile::tempdir().unwrap();
     let landing = dir.path().join("landing");
-    let config = synth::Config { members: 300, days: 4, seed: 5, ..synth::Config::new(&landing) };
-    synth::generate(&config, &mut |_, _| {}).await.unwrap();
+    testkit::stages::generate(&landing, 300, 4, 5).await;
     let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
 
     // Day by day, as the nightly build runs.
     let mut versions_seen = 0;
     let mut merged = BTreeMap::new();
     for (i, day) in ["2024-12-29", "2024-12-30", "2024-12-31", "2025-01-01"].iter().enumerate() {
-        let reports = build(&warehouse, &run(i as i64 + 1, day), &landing).await;
+        let reports = through_dims(&warehouse, &run(i as i64 + 1, date(day)), &landing).await;
         assert_eq!(reports.len(), 3);
         for r in &reports {
             let before = merged.insert(r.table.clone(), r.source_version);
@@ -93,22 +63,23 @@ async fn the_three_dimensions_build_from_a_generated_landing_and_keep_the_invari
             ("dim_providers", "silver_providers", "provider_id", "provider_sk"),
         ] {
             let silver = rows(&warehouse, source).await;
-            let live: HashSet<String> = strings(&silver, key)
+            let live: HashSet<String> = texts(&silver, key)
                 .into_iter()
-                .zip(strings(&silver, "_is_deleted"))
+                .zip(texts(&silver, "_is_deleted"))
                 .filter(|(_, d)| d != "true")
                 .map(|(k, _)| k)
                 .collect();
+            assert!(!live.is_empty(), "{day}: {source} has live keys");
             let rows = rows(&warehouse, dim).await;
             check_invariants(&rows, key, sk, &live);
             if dim == "dim_members" {
-                versions_seen = versions_seen.max(rows.iter().map(RecordBatch::num_rows).sum::<usize>() - live.len());
+                versions_seen = versions_seen.max(count(&rows) - live.len());
             }
         }
     }
     assert!(versions_seen > 0, "members changed over four days, so dim_members holds closed versions");
 
     // A rerun of the last day writes no new version of any dimension.
-    let again = build(&warehouse, &run(9, "2025-01-01"), &landing).await;
+    let again = through_dims(&warehouse, &run(9, date("2025-01-01")), &landing).await;
     assert!(again.iter().all(|r| r.version.is_none()), "{again:?}");
 }

@@ -4,63 +4,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use chrono::NaiveDate;
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::array::RecordBatch;
 use facts::{FactOptions, FactsReport};
-use ingest::{IngestOptions, SourceCatalog};
-use quality::SilverCatalog;
-use storage::{RunClock, RunContext, RunId, RunKind, TableName, Warehouse};
-
-fn day(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-/// One nightly build of `date`: ingest, silver, dims, facts.
-async fn build(warehouse: &Warehouse, id: i64, landing: &Path, date: &str, options: FactOptions) -> FactsReport {
-    let run = RunContext { id: RunId(id), kind: RunKind::Build, clock: RunClock::for_date(day(date)) };
-    let options_in = IngestOptions { landing, up_to: day(date) };
-    ingest::ingest(warehouse, &run, &SourceCatalog::default_catalog().unwrap(), &options_in).await.unwrap();
-    quality::build_silver(warehouse, &run, &SilverCatalog::default_catalog().unwrap()).await.unwrap();
-    let catalog = dims::DimCatalog::default_catalog().unwrap();
-    dims::build_dims(warehouse, &run, &catalog).await.unwrap();
-    facts::build_facts(warehouse, &run, &catalog, options).await.unwrap()
-}
-
-async fn rows(warehouse: &Warehouse, table: &str) -> Vec<RecordBatch> {
-    let name = TableName::new(table).unwrap();
-    if warehouse.load(&name).await.unwrap().is_none() {
-        return Vec::new();
-    }
-    warehouse.scan(&name, None).await.unwrap()
-}
-
-/// Column `name` of every batch as text ("" for NULL).
-fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        let col = cast(b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")), &DataType::Utf8).unwrap();
-        let col = col.as_string::<i32>();
-        out.extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }));
-    }
-    out
-}
-
-/// Every row of a table as text, sorted: the table's content.
-fn content(batches: &[RecordBatch]) -> Vec<String> {
-    let Some(first) = batches.first() else { return Vec::new() };
-    let names: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let cols: Vec<Vec<String>> = names.iter().map(|n| strings(batches, n)).collect();
-    let mut out: Vec<String> =
-        (0..cols[0].len()).map(|i| cols.iter().map(|c| c[i].as_str()).collect::<Vec<_>>().join("|")).collect();
-    out.sort();
-    out
-}
+use storage::Warehouse;
+use testkit::stages::through_facts;
+use testkit::{content, date, rows, run, texts};
 
 /// `(fact id, column)` of a fact table.
 fn by_id(batches: &[RecordBatch], id: &str, column: &str) -> BTreeMap<String, String> {
-    strings(batches, id).into_iter().zip(strings(batches, column)).collect()
+    texts(batches, id).into_iter().zip(texts(batches, column)).collect()
 }
 
 fn report_of<'a>(report: &'a FactsReport, table: &str) -> &'a facts::TableReport {
@@ -69,7 +21,7 @@ fn report_of<'a>(report: &'a FactsReport, table: &str) -> &'a facts::TableReport
 
 /// Every foreign key of the star resolves: the anti-joins are empty.
 async fn assert_keys_resolve(warehouse: &Warehouse) {
-    let set = |b: &[RecordBatch], c: &str| strings(b, c).into_iter().collect::<HashSet<_>>();
+    let set = |b: &[RecordBatch], c: &str| texts(b, c).into_iter().collect::<HashSet<_>>();
     let claims = rows(warehouse, "fact_claims").await;
     let events = rows(warehouse, "fact_medical_events").await;
     let dates = set(&rows(warehouse, "dim_date").await, "date_key");
@@ -82,22 +34,22 @@ async fn assert_keys_resolve(warehouse: &Warehouse) {
         (&events, "provider_sk", "dim_providers", "provider_sk"),
     ] {
         let keys = set(&rows(warehouse, dim).await, dim_key);
-        let dangling: Vec<String> = strings(facts, column).into_iter().filter(|k| !keys.contains(k)).collect();
+        let dangling: Vec<String> = texts(facts, column).into_iter().filter(|k| !keys.contains(k)).collect();
         assert!(dangling.is_empty(), "{column} -> {dim}: {} dangling, e.g. {:?}", dangling.len(), dangling.first());
     }
     for (facts, column) in [(&claims, "service_date_key"), (&claims, "claim_date_key"), (&events, "event_date_key")] {
-        let dangling = strings(facts, column).into_iter().filter(|k| !dates.contains(k)).count();
+        let dangling = texts(facts, column).into_iter().filter(|k| !dates.contains(k)).count();
         assert_eq!(dangling, 0, "{column} -> dim_date");
     }
     let bridge = rows(warehouse, "fact_claim_diagnoses").await;
     for (facts, column) in [(&claims, "primary_diagnosis_key"), (&bridge, "diagnosis_key")] {
-        let dangling = strings(facts, column).into_iter().filter(|k| !diagnoses.contains(k)).count();
+        let dangling = texts(facts, column).into_iter().filter(|k| !diagnoses.contains(k)).count();
         assert_eq!(dangling, 0, "{column} -> dim_diagnosis");
     }
     let claim_ids = set(&claims, "claim_id");
     for bridge in ["fact_claim_diagnoses", "fact_claim_procedures"] {
         let orphans =
-            strings(&rows(warehouse, bridge).await, "claim_id").into_iter().filter(|c| !claim_ids.contains(c)).count();
+            texts(&rows(warehouse, bridge).await, "claim_id").into_iter().filter(|c| !claim_ids.contains(c)).count();
         assert_eq!(orphans, 0, "{bridge} -> fact_claims");
     }
 }
@@ -107,18 +59,29 @@ async fn assert_grain(warehouse: &Warehouse) {
     for (silver, fact, id) in
         [("silver_claims", "fact_claims", "claim_id"), ("silver_medical_events", "fact_medical_events", "event_id")]
     {
-        let s: HashSet<String> = strings(&rows(warehouse, silver).await, id).into_iter().collect();
-        let f = strings(&rows(warehouse, fact).await, id);
+        let s: HashSet<String> = texts(&rows(warehouse, silver).await, id).into_iter().collect();
+        let f = texts(&rows(warehouse, fact).await, id);
         let unique: HashSet<String> = f.iter().cloned().collect();
         assert_eq!(unique.len(), f.len(), "{fact}: one row per {id}");
         assert_eq!(unique, s, "{fact}: exactly the ids of {silver}");
     }
 }
 
+/// Writes `text` to `rel` in the landing.
 fn write(landing: &Path, rel: &str, text: &str) {
     let path = landing.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
+}
+
+/// Writes the enrollment extract of `day`: `members` ([`member`] rows).
+fn write_members(landing: &Path, day: &str, members: &[String]) {
+    write(landing, &format!("{day}/members.csv"), &format!("{MEMBERS}{}", members.concat()));
+}
+
+/// Writes the claims batch of `day`: `claims` ([`claim`] rows).
+fn write_claims(landing: &Path, day: &str, claims: &[String]) {
+    write(landing, &format!("{day}/claims_batch.csv"), &format!("{CLAIMS}{}", claims.concat()));
 }
 
 const MEMBERS: &str = "MemberID,Name,DOB,Gender,Region,PlanType,EffectiveDate,Email,IsActive,LastUpdated\n";
@@ -143,42 +106,29 @@ async fn a_late_plan_change_rekeys_the_day_2_claim_and_not_the_day_0_claim() {
     // Day 0 is 2025-01-01. On day 2 the extract shows M1 on HMO since
     // December; M2's claim is there to stay untouched.
     write(&landing, "2025-01-03/providers.json", &format!("{PROVIDER}\n"));
-    write(
+    write_members(
         &landing,
-        "2025-01-03/members.csv",
-        &format!(
-            "{MEMBERS}{}{}",
-            member("M1", "Ann", "HMO", "2024-12-01 08:00:00"),
-            member("M2", "Bo", "PPO", "2024-12-01 08:00:00")
-        ),
+        "2025-01-03",
+        &[member("M1", "Ann", "HMO", "2024-12-01 08:00:00"), member("M2", "Bo", "PPO", "2024-12-01 08:00:00")],
     );
-    write(
+    write_claims(
         &landing,
-        "2025-01-03/claims_batch.csv",
-        &format!(
-            "{CLAIMS}{}{}{}",
-            claim("C0", "M1", "2025-01-01"),
-            claim("C2", "M1", "2025-01-03"),
-            claim("C9", "M2", "2025-01-03")
-        ),
+        "2025-01-03",
+        &[claim("C0", "M1", "2025-01-01"), claim("C2", "M1", "2025-01-03"), claim("C9", "M2", "2025-01-03")],
     );
-    let first = build(&warehouse, 1, &landing, "2025-01-03", FactOptions::default()).await;
+    let first = through_facts(&warehouse, &run(1, date("2025-01-03")), &landing, FactOptions::default()).await;
     assert_eq!(report_of(&first, "fact_claims").rebuilt, 3);
     let before = rows(&warehouse, "fact_claims").await;
     let sk_before = by_id(&before, "claim_id", "member_sk");
     assert_eq!(sk_before["C0"], sk_before["C2"], "one version of M1 so far");
 
     // Day 3: the extract says M1 moved to EPO on day 1, a late change.
-    write(
+    write_members(
         &landing,
-        "2025-01-04/members.csv",
-        &format!(
-            "{MEMBERS}{}{}",
-            member("M1", "Ann", "EPO", "2025-01-02 09:00:00"),
-            member("M2", "Bo", "PPO", "2024-12-01 08:00:00")
-        ),
+        "2025-01-04",
+        &[member("M1", "Ann", "EPO", "2025-01-02 09:00:00"), member("M2", "Bo", "PPO", "2024-12-01 08:00:00")],
     );
-    let late = build(&warehouse, 2, &landing, "2025-01-04", FactOptions::default()).await;
+    let late = through_facts(&warehouse, &run(2, date("2025-01-04")), &landing, FactOptions::default()).await;
     let claims = report_of(&late, "fact_claims");
     assert!(!claims.full_refresh && claims.version.is_some(), "{claims:?}");
     assert_eq!(claims.rebuilt, 2, "only M1's claims lie in the changed intervals: {claims:?}");
@@ -203,22 +153,13 @@ async fn a_claim_infers_its_member_and_the_late_member_completes_it_in_place() {
     let landing = dir.path().join("landing");
     let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
     write(&landing, "2025-01-02/providers.json", &format!("{PROVIDER}\n"));
-    write(
+    write_members(&landing, "2025-01-02", &[member("M1", "Ann", "HMO", "2024-12-01 08:00:00")]);
+    write_claims(
         &landing,
-        "2025-01-02/members.csv",
-        &format!("{MEMBERS}{}", member("M1", "Ann", "HMO", "2024-12-01 08:00:00")),
+        "2025-01-02",
+        &[claim("C1", "M1", "2025-01-01"), claim("C5", "M5", "2025-01-01"), claim("C7", "M7", "2025-01-01")],
     );
-    write(
-        &landing,
-        "2025-01-02/claims_batch.csv",
-        &format!(
-            "{CLAIMS}{}{}{}",
-            claim("C1", "M1", "2025-01-01"),
-            claim("C5", "M5", "2025-01-01"),
-            claim("C7", "M7", "2025-01-01")
-        ),
-    );
-    let first = build(&warehouse, 1, &landing, "2025-01-02", FactOptions::default()).await;
+    let first = through_facts(&warehouse, &run(1, date("2025-01-02")), &landing, FactOptions::default()).await;
     assert_eq!(first.inferred["dim_members"], 2, "M5 and M7: {first:?}");
     let fact = rows(&warehouse, "fact_claims").await;
     let sk = by_id(&fact, "claim_id", "member_sk")["C5"].clone();
@@ -231,14 +172,10 @@ async fn a_claim_infers_its_member_and_the_late_member_completes_it_in_place() {
     assert_keys_resolve(&warehouse).await;
 
     // M5 arrives the next day.
-    write(
+    write_members(
         &landing,
-        "2025-01-03/members.csv",
-        &format!(
-            "{MEMBERS}{}{}",
-            member("M1", "Ann", "HMO", "2024-12-01 08:00:00"),
-            member("M5", "Eve", "PPO", "2024-12-20 08:00:00")
-        ),
+        "2025-01-03",
+        &[member("M1", "Ann", "HMO", "2024-12-01 08:00:00"), member("M5", "Eve", "PPO", "2024-12-20 08:00:00")],
     );
     // And an EHR claim of M5's, whose patient the EHR feed has not sent.
     write(
@@ -248,19 +185,19 @@ async fn a_claim_infers_its_member_and_the_late_member_completes_it_in_place() {
     );
     let patient_before = by_id(&rows(&warehouse, "fact_claims").await, "claim_id", "patient_sk")["C5"].clone();
     assert_eq!(patient_before, "-1", "an enrollment claim infers no patient");
-    build(&warehouse, 2, &landing, "2025-01-03", FactOptions::default()).await;
+    through_facts(&warehouse, &run(2, date("2025-01-03")), &landing, FactOptions::default()).await;
     let patient_sk = by_id(&rows(&warehouse, "fact_claims").await, "claim_id", "patient_sk");
     assert_ne!(patient_sk["E1"], "-1", "the EHR claim infers patient M5");
     assert_eq!(patient_sk["C5"], patient_sk["E1"], "and C5, built the day before, is restated to it");
     let dim = rows(&warehouse, "dim_members").await;
     let m5: Vec<usize> =
-        strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M5").map(|(i, _)| i).collect();
+        texts(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M5").map(|(i, _)| i).collect();
     assert_eq!(m5.len(), 1, "M5's real row replaced the inferred one in place");
-    let (sks, names, flags) = (strings(&dim, "member_sk"), strings(&dim, "name"), strings(&dim, "is_inferred"));
+    let (sks, names, flags) = (texts(&dim, "member_sk"), texts(&dim, "name"), texts(&dim, "is_inferred"));
     assert_eq!((sks[m5[0]].as_str(), names[m5[0]].as_str(), flags[m5[0]].as_str()), (sk.as_str(), "Eve", "false"));
     let m7: Vec<usize> =
-        strings(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M7").map(|(i, _)| i).collect();
-    let (current, deleted) = (strings(&dim, "is_current"), strings(&dim, "is_deleted"));
+        texts(&dim, "member_id").iter().enumerate().filter(|(_, k)| *k == "M7").map(|(i, _)| i).collect();
+    let (current, deleted) = (texts(&dim, "is_current"), texts(&dim, "is_deleted"));
     assert_eq!(m7.len(), 1);
     assert_eq!(
         (flags[m7[0]].as_str(), current[m7[0]].as_str(), deleted[m7[0]].as_str()),
@@ -290,8 +227,8 @@ async fn incremental_builds_over_five_days_equal_a_full_refresh() {
     ];
     let mut incremental_days = 0;
     for (i, offset) in (0..5).enumerate() {
-        let date = (config.start_date + chrono::Duration::days(offset)).format("%Y-%m-%d").to_string();
-        let report = build(&warehouse, i as i64 + 1, &landing, &date, FactOptions::default()).await;
+        let date = config.start_date + chrono::Duration::days(offset);
+        let report = through_facts(&warehouse, &run(i as i64 + 1, date), &landing, FactOptions::default()).await;
         let claims = report_of(&report, "fact_claims");
         let total = rows(&warehouse, "fact_claims").await.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
         if i > 0 && !claims.full_refresh {
@@ -305,7 +242,7 @@ async fn incremental_builds_over_five_days_equal_a_full_refresh() {
     let unknown: u64 = rows(&warehouse, "fact_claims")
         .await
         .iter()
-        .map(|b| strings(std::slice::from_ref(b), "member_sk").iter().filter(|k| *k == "-1").count() as u64)
+        .map(|b| texts(std::slice::from_ref(b), "member_sk").iter().filter(|k| *k == "-1").count() as u64)
         .sum();
     let claims_total = rows(&warehouse, "fact_claims").await.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
     assert!(
@@ -318,11 +255,11 @@ async fn incremental_builds_over_five_days_equal_a_full_refresh() {
         incremental.insert(t, content(&rows(&warehouse, t).await));
     }
     // A rerun of the last day writes nothing.
-    let last = (config.start_date + chrono::Duration::days(4)).format("%Y-%m-%d").to_string();
-    let again = build(&warehouse, 9, &landing, &last, FactOptions::default()).await;
+    let last = config.start_date + chrono::Duration::days(4);
+    let again = through_facts(&warehouse, &run(9, last), &landing, FactOptions::default()).await;
     assert!(again.tables.iter().all(|t| t.version.is_none()), "{again:?}");
 
-    let full = build(&warehouse, 10, &landing, &last, FactOptions { full_refresh: true }).await;
+    let full = through_facts(&warehouse, &run(10, last), &landing, FactOptions { full_refresh: true }).await;
     assert!(report_of(&full, "fact_claims").full_refresh);
     for t in tables {
         let after = content(&rows(&warehouse, t).await);

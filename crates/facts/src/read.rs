@@ -1,0 +1,102 @@
+//! Reading silver: a table's live rows in one batch, and its columns as
+//! the typed vectors the facts are built from.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, RecordBatch, StringArray};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
+use deltalake::arrow::datatypes::{DataType, Date32Type, Schema, TimeUnit, TimestampMicrosecondType};
+use storage::{TableName, Warehouse};
+
+use crate::{Error, Result, UNKNOWN_DATE_KEY, date};
+
+/// Microseconds in a day.
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Column `name` of `b`, a column of `table`.
+pub(crate) fn col<'a>(table: &str, b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    b.column_by_name(name).ok_or_else(|| Error::column(table, name, "is missing"))
+}
+
+/// Column `name` of `b` cast to `t`.
+pub(crate) fn cast_to(table: &str, b: &RecordBatch, name: &str, t: &DataType) -> Result<ArrayRef> {
+    cast(col(table, b, name)?, t).map_err(|e| Error::arrow(table, e))
+}
+
+/// Column `name` of `b` as text.
+pub(crate) fn string_col(table: &str, b: &RecordBatch, name: &str) -> Result<StringArray> {
+    Ok(cast_to(table, b, name, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Column `name` of `b` as dates (days since 1970-01-01).
+pub(crate) fn days_col(table: &str, b: &RecordBatch, name: &str) -> Result<Vec<Option<i32>>> {
+    let a = cast_to(table, b, name, &DataType::Date32)?;
+    Ok(a.as_primitive::<Date32Type>().iter().collect())
+}
+
+/// Column `name` of `b` as timestamps (micros since 1970-01-01 UTC).
+pub(crate) fn micros_col(table: &str, b: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>> {
+    let a = cast_to(table, b, name, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    Ok(a.as_primitive::<TimestampMicrosecondType>().iter().collect())
+}
+
+/// A date (days since 1970-01-01) as the micros of its 00:00 UTC.
+pub(crate) fn day_start(days: Option<i32>) -> Option<i64> {
+    days.map(|d| i64::from(d) * DAY_MICROS)
+}
+
+/// The `yyyymm` partition of a date, `-1` without one.
+pub(crate) fn month_of(days: Option<i32>) -> i32 {
+    let key = date::date_key_of_days(days);
+    if key < 0 { -1 } else { key / 100 }
+}
+
+/// The rows of a silver table (those not `_is_deleted`), in one batch, or
+/// `None` when the table does not exist.
+pub(crate) async fn silver(warehouse: &Warehouse, table: &str, columns: &[&str]) -> Result<Option<RecordBatch>> {
+    let name = TableName::new(table)?;
+    let Some(delta) = warehouse.load(&name).await? else { return Ok(None) };
+    let present: HashSet<String> = delta
+        .snapshot()
+        .map_err(|e| storage::Error::Delta { table: table.to_string(), source: Box::new(e) })?
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut wanted: Vec<&str> = columns.iter().copied().filter(|c| present.contains(*c)).collect();
+    for c in columns {
+        if !present.contains(*c) && !c.starts_with('_') {
+            return Err(Error::column(table, c, "is missing"));
+        }
+    }
+    let has_deleted = present.contains("_is_deleted");
+    if has_deleted {
+        wanted.push("_is_deleted");
+    }
+    let batches = warehouse.scan_columns(&name, None, &wanted).await?;
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => return Ok(Some(RecordBatch::new_empty(Arc::new(Schema::empty())))),
+    };
+    let mut one = concat_batches(&schema, &batches).map_err(|e| Error::arrow(table, e))?;
+    if has_deleted {
+        let d = one.column_by_name("_is_deleted").map(|c| c.as_boolean().clone());
+        if let Some(d) = d {
+            let live: BooleanArray = (0..d.len()).map(|i| Some(!(d.is_valid(i) && d.value(i)))).collect();
+            one = filter_record_batch(&one, &live).map_err(|e| Error::arrow(table, e))?;
+        }
+    }
+    Ok(Some(one))
+}
+
+/// The year of a date inside `dim_date`'s range, else `None`.
+pub(crate) fn year_of(days: &i32) -> Option<i32> {
+    let key = date::date_key_of_days(Some(*days));
+    (key != UNKNOWN_DATE_KEY).then_some(key / 10_000)
+}
+
+/// `values` as a `decimal(18, 2)` column.
+pub(crate) fn decimal(table: &str, values: Vec<Option<i128>>) -> Result<ArrayRef> {
+    Ok(Arc::new(Decimal128Array::from(values).with_precision_and_scale(18, 2).map_err(|e| Error::arrow(table, e))?))
+}
