@@ -60,7 +60,7 @@ pub(crate) enum Command {
     /// left.
     Runs,
     /// Build the warehouse from what has landed, stage by stage: ingest
-    /// (bronze), silver, then the gold stages as they come.
+    /// (bronze), silver, dims, facts, score and aggregates.
     Build(BuildArgs),
     /// Ingest what has landed into bronze: the first stage of build, alone.
     /// Reads every day folder up to --date that has not been ingested yet.
@@ -290,7 +290,8 @@ pub(crate) struct SnapshotArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) source: PathBuf,
 
-    /// The SCD2 Delta table: a folder or a file:// URI (created on first use).
+    /// The SCD2 Delta table: a folder, or a URI (file://, s3://, az://,
+    /// abfss://) with the config's storage options (created on first use).
     #[arg(long, value_name = "URI")]
     pub(crate) target: String,
 
@@ -381,6 +382,20 @@ pub(crate) enum Stage {
     Aggregates,
 }
 
+impl Stage {
+    /// The pipeline's stage.
+    pub(crate) fn stage(self) -> pipeline::Stage {
+        match self {
+            Self::Ingest => pipeline::Stage::Ingest,
+            Self::Silver => pipeline::Stage::Silver,
+            Self::Dims => pipeline::Stage::Dims,
+            Self::Facts => pipeline::Stage::Facts,
+            Self::Score => pipeline::Stage::Score,
+            Self::Aggregates => pipeline::Stage::Aggregates,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
     /// Landing root holding YYYY-MM-DD/ day folders.
@@ -393,8 +408,8 @@ pub(crate) struct BuildArgs {
     pub(crate) date: Option<NaiveDate>,
 
     /// Run only these stages (comma-separated), e.g. --only silver
-    /// [default: every stage built so far: ingest, silver, dims, facts,
-    /// score].
+    /// [default: every stage: ingest, silver, dims, facts, score,
+    /// aggregates].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE[,STAGE..]")]
     pub(crate) only: Vec<Stage>,
 
@@ -459,6 +474,15 @@ pub(crate) struct GenerateArgs {
     /// Share of enrollment-system claims that are fraudulent (0 to 0.5).
     #[arg(long, default_value_t = 0.02, value_name = "R")]
     pub(crate) fraud_rate: f64,
+
+    /// Write a steady flow, as an insurer sees it night after night: this
+    /// many claims per member-year over both source systems (commercial
+    /// plans see about 8 to 15), arriving every day in proportion to the
+    /// members enrolled, with yearly rates of member changes and a real
+    /// plan's costs. Without it, each member has a fixed number of claims
+    /// over the whole history, which suits a short demo.
+    #[arg(long, value_name = "R")]
+    pub(crate) claims_per_member_year: Option<f64>,
 
     /// Also write the member table as of the last day into this database:
     /// postgres://…, mysql://… or sqlite://…. Prefer the environment

@@ -94,10 +94,10 @@ pub(crate) fn source_catalog(config: &Config, config_dir: Option<&Path>) -> anyh
 
 /// The silver models: `silver/` in the configured models folder, else
 /// `./models/silver/` when it exists, else the ones built into gold.
-pub(crate) fn silver_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<quality::SilverCatalog> {
+pub(crate) fn silver_catalog(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<silver::SilverCatalog> {
     match models_path(config, config_dir, "silver") {
-        Some(dir) => Ok(quality::SilverCatalog::load_dir(&dir)?),
-        None => Ok(quality::SilverCatalog::default_catalog()?),
+        Some(dir) => Ok(silver::SilverCatalog::load_dir(&dir)?),
+        None => Ok(silver::SilverCatalog::default_catalog()?),
     }
 }
 

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod ops;
 mod output;
+mod render;
 mod sql;
 
 use std::io::Write;
@@ -38,13 +39,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.downcast_ref::<storage::Error>().is_some_and(storage::Error::is_user_error)
             || e.downcast_ref::<ingest::Error>().is_some_and(ingest::Error::is_user_error)
             || e.downcast_ref::<merge::Error>().is_some_and(merge::Error::is_user_error)
-            || e.downcast_ref::<quality::Error>().is_some_and(quality::Error::is_user_error)
+            || e.downcast_ref::<silver::Error>().is_some_and(silver::Error::is_user_error)
             || e.downcast_ref::<dims::Error>().is_some_and(dims::Error::is_user_error)
             || e.downcast_ref::<facts::Error>().is_some_and(facts::Error::is_user_error)
             || e.downcast_ref::<scoring::Error>().is_some_and(scoring::Error::is_user_error)
             || e.downcast_ref::<query::Error>().is_some_and(query::Error::is_user_error)
             || e.downcast_ref::<aggregates::Error>().is_some_and(aggregates::Error::is_user_error)
             || e.downcast_ref::<report::Error>().is_some_and(report::Error::is_user_error)
+            || e.downcast_ref::<pipeline::Error>().is_some_and(pipeline::Error::is_user_error)
     });
     if user { 1 } else { 2 }
 }
@@ -65,7 +67,7 @@ fn init_logging(cli: &Cli) {
     // delta-rs warns once per file that it keeps no statistics for binary
     // columns (key hashes); that is by design, not news for the user.
     let default = format!(
-        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},quality={ours},dims={ours},facts={ours},scoring={ours},aggregates={ours},report={ours}"
+        "warn,deltalake_core::writer::stats=error,gold={ours},gold_cli={ours},synth={ours},storage={ours},ingest={ours},merge={ours},silver={ours},dims={ours},facts={ours},scoring={ours},aggregates={ours},report={ours},pipeline={ours}"
     );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -92,7 +94,7 @@ fn cap_malloc_arenas() {
     let Ok(exe) = std::env::current_exe() else { return };
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-    let arenas = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let arenas = parallel::threads().max(2);
     // `exec` returns only if it failed; then this process goes on unchanged.
     let _ = std::process::Command::new(&exe).arg0(arg0).args(args).env(VAR, arenas.to_string()).exec();
 }
@@ -145,9 +147,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The models the stages after ingest read, from the config's models folder.
-fn models(config: &config::Config, dir: Option<&std::path::Path>) -> anyhow::Result<commands::Models> {
-    Ok(commands::Models {
+/// The models a build reads, from the config's models folder.
+fn models(config: &config::Config, dir: Option<&std::path::Path>) -> anyhow::Result<pipeline::Models> {
+    Ok(pipeline::Models {
+        sources: config::source_catalog(config, dir)?,
         silver: config::silver_catalog(config, dir)?,
         dims: config::dim_catalog(config, dir)?,
         scoring: config::scoring_config(config, dir)?,
@@ -164,18 +167,16 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
         Command::Init(args) => commands::init(args, printer),
         Command::Runs => commands::runs(&warehouse, printer).await,
         Command::Demo(args) => {
-            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
             let models = models(&config, config_dir.as_deref())?;
-            commands::demo(args, &warehouse, &catalog, &models, cli.quiet > 0, printer).await
+            commands::demo(args, &warehouse, &models, cli.quiet > 0, printer).await
         }
         Command::Build(args) => {
-            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
             let models = models(&config, config_dir.as_deref())?;
-            commands::build(args, &warehouse, &catalog, &models, printer).await
+            commands::build(args, &warehouse, &models, printer).await
         }
         Command::Ingest(args) => {
-            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
-            commands::ingest(args, &warehouse, &catalog, config.build.retries, printer).await
+            let sources = config::source_catalog(&config, config_dir.as_deref())?;
+            commands::ingest(args, &warehouse, &sources, config.build.retries, printer).await
         }
         Command::Snapshot(args) => commands::snapshot(args, &warehouse.storage, printer).await,
         Command::Train(args) => {
@@ -210,9 +211,70 @@ async fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<()> {
             ops::maintain(args, &warehouse, &dims, printer).await
         }
         Command::Rebuild(args) => {
-            let catalog = config::source_catalog(&config, config_dir.as_deref())?;
             let models = models(&config, config_dir.as_deref())?;
-            ops::rebuild(args, &warehouse, &catalog, &models, printer).await
+            ops::rebuild(args, &warehouse, &models, printer).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        text.to_string()
+    }
+
+    fn stage(stage: pipeline::Stage, source: impl Into<pipeline::StageError>) -> anyhow::Error {
+        pipeline::Error::Stage { stage, source: Box::new(source.into()) }.into()
+    }
+
+    /// What `gold` exits with for one error of each kind a library raises,
+    /// raw and as the pipeline or a command wraps it: 1 for what the user
+    /// can fix (a model, a flag, a file, a run id), 2 for everything else.
+    #[test]
+    fn every_library_error_kind_exits_with_its_intended_code() {
+        use pipeline::Stage::*;
+        let busy = || storage::Error::Busy(s("run 3"));
+        let ledger = || storage::Error::Ledger(s("corrupt"));
+        let cases: Vec<(&str, anyhow::Error, u8)> = vec![
+            ("a flag", UserError(s("bad flag")).into(), 1),
+            ("synth config", synth::Error::InvalidConfig(s("--members 0")).into(), 1),
+            ("synth internal", synth::Error::Internal(s("bug")).into(), 2),
+            ("storage busy", busy().into(), 1),
+            ("storage no run", storage::Error::NoSuchRun(9).into(), 1),
+            ("storage ledger", ledger().into(), 2),
+            ("ingest model", stage(Ingest, ingest::Error::Model { origin: s("m"), reason: s("r") }), 1),
+            ("ingest internal", stage(Ingest, ingest::Error::Internal(s("bug"))), 2),
+            ("ingest busy", stage(Ingest, ingest::Error::Storage(busy())), 1),
+            ("ingest ledger", stage(Ingest, ingest::Error::Storage(ledger())), 2),
+            ("merge conflict", merge::Error::Conflict { table: s("t"), reason: s("r") }.into(), 1),
+            ("merge invariant", merge::Error::Invariant { key_hash: s("00"), reason: s("r") }.into(), 2),
+            ("merge internal", merge::Error::Internal { context: s("c"), reason: s("r") }.into(), 2),
+            ("silver model", stage(Silver, silver::Error::Model { origin: s("m"), reason: s("r") }), 1),
+            ("silver ledger", stage(Silver, silver::Error::Storage(ledger())), 2),
+            ("dims model", stage(Dims, dims::Error::Model { origin: s("m"), reason: s("r") }), 1),
+            ("dims ledger", stage(Dims, dims::Error::Storage(ledger())), 2),
+            ("facts model", stage(Facts, facts::Error::Model(s("r"))), 1),
+            ("facts ledger", stage(Facts, facts::Error::Storage(ledger())), 2),
+            ("score input", stage(Score, scoring::Error::MissingInput(s("fact_claims"))), 1),
+            ("score panic", stage(Score, scoring::Error::Panicked), 2),
+            ("aggregate model", stage(Aggregates, aggregates::Error::Model { origin: s("m"), reason: s("r") }), 1),
+            ("aggregate ledger", stage(Aggregates, aggregates::Error::Storage(ledger())), 2),
+            ("between stages", stage(Facts, storage::Error::NoSuchRun(4)), 1),
+            ("query write", query::Error::NotReadOnly(s("DELETE")).into(), 1),
+            ("query ledger", query::Error::Storage(ledger()).into(), 2),
+            (
+                "report query",
+                report::Error::Query { section: "s", source: Box::new(query::Error::NotReadOnly(s("x"))) }.into(),
+                1,
+            ),
+            ("rebuild request", pipeline::Error::Request(s("no build before")).into(), 1),
+            ("rollback", pipeline::Error::Rollback(ledger()).into(), 2),
+        ];
+        for (what, err, code) in cases {
+            assert_eq!(exit_code(&err), code, "{what}: {err:#}");
+            assert_eq!(exit_code(&err.context("while running gold build")), code, "{what} under context");
         }
     }
 }

@@ -23,7 +23,7 @@ const PSEUDONYMISED: [&str; 4] = ["member_id", "patient_id", "memberid", "patien
 
 /// The masking of a role that may not see PII: every column the source
 /// and silver models tag as PII, by name, in every table.
-pub(crate) fn masking(sources: &ingest::SourceCatalog, silver: &quality::SilverCatalog) -> query::Masking {
+pub(crate) fn masking(sources: &ingest::SourceCatalog, silver: &silver::SilverCatalog) -> query::Masking {
     let mut pii: HashSet<String> = HashSet::new();
     for s in sources.sources() {
         pii.extend(s.columns.iter().filter(|c| c.pii).map(|c| c.name.to_lowercase()));

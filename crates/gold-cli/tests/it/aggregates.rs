@@ -2,9 +2,13 @@
 //! the rows of the tables it summarises (read with plain SELECTs), on a
 //! 30-day landing built by two nightly builds, and compared number for
 //! number.
+//!
+//! The builds run once for every test here ([`warehouse`]), which reads
+//! every query of [`QUERIES`] then; each test recomputes one aggregate.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use chrono::{Datelike, NaiveDate};
 use serde_json::{Map, Value};
@@ -91,8 +95,78 @@ struct Version {
     to: i64,
 }
 
-#[test]
-fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
+/// The claims, with amounts in cents.
+const FACTS: &str = "SELECT claim_id, provider_id, member_sk, service_month, claim_date_key, status, \
+     CAST(billed_amount * 100 AS BIGINT) AS billed, CAST(paid_amount * 100 AS BIGINT) AS paid, \
+     is_clean_claim, days_to_payment FROM fact_claims";
+/// Every version of every member, its interval in µs.
+const MEMBERS: &str = "SELECT member_sk, member_id, plan_type, region, is_inferred, is_active, \
+     CAST(valid_from AS BIGINT) AS vf, CAST(valid_to AS BIGINT) AS vt FROM dim_members";
+/// Each member version's plan and region, by surrogate key.
+const MEMBER_SKS: &str = "SELECT member_sk, plan_type, region FROM dim_members";
+/// Every version of every patient (the premiums), in cents.
+const PATIENTS: &str = "SELECT patient_id, is_inferred, CAST(charges * 100 AS BIGINT) AS charges, \
+     CAST(coverage_start_date AS VARCHAR) AS coverage, CAST(valid_from AS BIGINT) AS vf, \
+     CAST(valid_to AS BIGINT) AS vt FROM dim_patients";
+const EVENTS: &str = "SELECT event_month FROM fact_medical_events";
+/// The live silver claims, in cents, with their service (or claim) day.
+const SILVER_CLAIMS: &str = "SELECT provider_id, status, CAST(amount * 100 AS BIGINT) AS cents, \
+     CAST(coalesce(service_date, claim_date) AS VARCHAR) AS day FROM silver_claims \
+     WHERE NOT coalesce(_is_deleted, false)";
+const FRAUD_SCORES: &str = "SELECT claim_id, provider_id, score, reason_1, reason_2, reason_3 FROM gold_fraud_scores";
+const DQ_RESULTS: &str = "SELECT run_id, CAST(logical_date AS VARCHAR) AS day, \"table\", rule, action, batch_id, \
+     rows_evaluated, rows_failed FROM dq_results";
+const PROVIDER_MONTHLY_SUMMARY: &str = "SELECT provider_id, service_month, status, claims, missing_amount, \
+     CAST(billed_amount * 100 AS BIGINT) AS b, CAST(paid_amount * 100 AS BIGINT) AS p \
+     FROM gold_provider_monthly_summary";
+const CLAIM_OUTCOMES: &str = "SELECT * FROM gold_claim_outcomes";
+const PROMPT_PAY: &str = "SELECT *, CAST(as_of_date AS VARCHAR) AS as_of FROM gold_prompt_pay";
+const MEMBER_MONTHS: &str = "SELECT month, plan_type, region, members, members_with_premium, \
+     CAST(premium_earned * 100 AS BIGINT) AS premium FROM gold_member_months";
+const LOSS_RATIO: &str = "SELECT month, plan_type, region, members, paid_claims, \
+     CAST(paid_amount * 100 AS BIGINT) AS paid, CAST(premium_earned * 100 AS BIGINT) AS premium, loss_ratio, \
+     minimum_ratio, meets_minimum FROM gold_loss_ratio";
+const UTILIZATION: &str = "SELECT * FROM gold_utilization";
+const FWA_REFERRALS: &str = "SELECT provider_id, pattern, reasons, referred_claims, \
+     CAST(referred_amount * 100 AS BIGINT) AS amount, mean_score, max_score FROM gold_fwa_referrals";
+const DQ_SCORECARD: &str = "SELECT *, CAST(logical_date AS VARCHAR) AS day FROM gold_dq_scorecard";
+
+/// Every query the tests read, run once after the builds.
+const QUERIES: [&str; 16] = [
+    FACTS,
+    MEMBERS,
+    MEMBER_SKS,
+    PATIENTS,
+    EVENTS,
+    SILVER_CLAIMS,
+    FRAUD_SCORES,
+    DQ_RESULTS,
+    PROVIDER_MONTHLY_SUMMARY,
+    CLAIM_OUTCOMES,
+    PROMPT_PAY,
+    MEMBER_MONTHS,
+    LOSS_RATIO,
+    UTILIZATION,
+    FWA_REFERRALS,
+    DQ_SCORECARD,
+];
+
+/// The rows of every query of [`QUERIES`] on the built warehouse.
+struct Built {
+    rows: HashMap<&'static str, Vec<Row>>,
+}
+
+impl Built {
+    /// The rows of `sql`, one of [`QUERIES`].
+    #[track_caller]
+    fn rows(&self, sql: &str) -> &[Row] {
+        self.rows.get(sql).unwrap_or_else(|| panic!("add the query to QUERIES: {sql}"))
+    }
+}
+
+/// Generates a 30-day landing, runs two nightly builds over it, and reads
+/// every query of [`QUERIES`]; the folder is gone when it returns.
+fn build() -> Built {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     gold_ok(d, &["generate", "--out", "landing", "--members", "500", "--days", "30", "--seed", "11"]);
@@ -104,57 +178,74 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         let last = doc["stages"].as_array().unwrap().last().unwrap();
         assert_eq!(last["stage"], "aggregates", "{doc}");
     }
+    Built { rows: QUERIES.iter().map(|sql| (*sql, rows(d, sql))).collect() }
+}
 
-    // The rows the aggregates summarise.
-    let facts = rows(
-        d,
-        "SELECT claim_id, provider_id, member_sk, service_month, claim_date_key, status, \
-         CAST(billed_amount * 100 AS BIGINT) AS billed, CAST(paid_amount * 100 AS BIGINT) AS paid, \
-         is_clean_claim, days_to_payment FROM fact_claims",
-    );
-    let members: Vec<Version> = rows(
-        d,
-        "SELECT member_sk, member_id, plan_type, region, is_inferred, is_active, \
-         CAST(valid_from AS BIGINT) AS vf, CAST(valid_to AS BIGINT) AS vt FROM dim_members",
-    )
-    .iter()
-    .map(|r| Version {
-        id: s(r, "member_id"),
-        plan: s(r, "plan_type"),
-        region: s(r, "region"),
-        inferred: b(r, "is_inferred").unwrap(),
-        active: b(r, "is_active"),
-        from: i(r, "vf").unwrap(),
-        to: i(r, "vt").unwrap(),
-    })
-    .collect();
-    let sks = rows(d, "SELECT member_sk, plan_type, region FROM dim_members");
-    let member_of: HashMap<i64, (Option<String>, Option<String>)> =
-        sks.iter().map(|r| (i(r, "member_sk").unwrap(), (s(r, "plan_type"), s(r, "region")))).collect();
-    let patients = rows(
-        d,
-        "SELECT patient_id, is_inferred, CAST(charges * 100 AS BIGINT) AS charges, \
-         CAST(coverage_start_date AS VARCHAR) AS coverage, CAST(valid_from AS BIGINT) AS vf, \
-         CAST(valid_to AS BIGINT) AS vt FROM dim_patients",
-    );
-    let events = rows(d, "SELECT event_month FROM fact_medical_events");
+/// The built warehouse's rows, built by the first test to ask; a failed
+/// build fails every test with its message, without building again.
+fn warehouse() -> &'static Built {
+    static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        std::panic::catch_unwind(build).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+    });
+    built.as_ref().unwrap_or_else(|message| panic!("the two nightly builds failed: {message}"))
+}
+
+/// Every version of every member.
+fn members(w: &Built) -> Vec<Version> {
+    w.rows(MEMBERS)
+        .iter()
+        .map(|r| Version {
+            id: s(r, "member_id"),
+            plan: s(r, "plan_type"),
+            region: s(r, "region"),
+            inferred: b(r, "is_inferred").unwrap(),
+            active: b(r, "is_active"),
+            from: i(r, "vf").unwrap(),
+            to: i(r, "vt").unwrap(),
+        })
+        .collect()
+}
+
+/// Each member version's (plan, region), by surrogate key.
+fn member_of(w: &Built) -> HashMap<i64, (Option<String>, Option<String>)> {
+    w.rows(MEMBER_SKS).iter().map(|r| (i(r, "member_sk").unwrap(), (s(r, "plan_type"), s(r, "region")))).collect()
+}
+
+/// gold_member_months's rows by (month, plan, region).
+fn member_months(w: &Built) -> BTreeMap<(i64, String, String), Row> {
+    w.rows(MEMBER_MONTHS)
+        .iter()
+        .map(|r| ((i(r, "month").unwrap(), s(r, "plan_type").unwrap(), s(r, "region").unwrap()), r.clone()))
+        .collect()
+}
+
+#[test]
+fn the_builds_leave_claims_events_and_members_with_history() {
+    let w = warehouse();
+    let (facts, events, sks) = (w.rows(FACTS), w.rows(EVENTS), w.rows(MEMBER_SKS));
+    let members = members(w);
     assert!(facts.len() > 1000 && events.len() > 1000, "{} claims, {} events", facts.len(), events.len());
     assert!(members.len() > sks.iter().filter(|r| i(r, "member_sk") != Some(-1)).count() / 2);
     assert!(
         members.iter().map(|m| &m.id).collect::<BTreeSet<_>>().len() < members.len(),
         "some member has several versions"
     );
+}
 
-    // gold_provider_monthly_summary, from silver_claims itself.
-    let silver = rows(
-        d,
-        "SELECT provider_id, status, CAST(amount * 100 AS BIGINT) AS cents, \
-         CAST(coalesce(service_date, claim_date) AS VARCHAR) AS day FROM silver_claims \
-         WHERE NOT coalesce(_is_deleted, false)",
-    );
-    assert_eq!(silver.len(), facts.len(), "one fact per silver claim");
+#[test]
+fn gold_provider_monthly_summary_matches_silver_claims() {
+    let w = warehouse();
+    let silver = w.rows(SILVER_CLAIMS);
+    assert_eq!(silver.len(), w.rows(FACTS).len(), "one fact per silver claim");
     let mut expected: BTreeMap<(String, i64, String), [i64; 4]> = BTreeMap::new();
-    for r in &silver {
+    for r in silver {
         let Some(p) = s(r, "provider_id").filter(|p| !p.is_empty()) else { continue };
         let month = s(r, "day").map_or(-1, |day| yyyymm(&day));
         let status = s(r, "status").unwrap();
@@ -165,23 +256,24 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         e[2] += cents.unwrap_or(0);
         e[3] += if status == "paid" { cents.unwrap_or(0) } else { 0 };
     }
-    let actual: BTreeMap<(String, i64, String), [i64; 4]> = rows(
-        d,
-        "SELECT provider_id, service_month, status, claims, missing_amount, CAST(billed_amount * 100 AS BIGINT) AS b, \
-         CAST(paid_amount * 100 AS BIGINT) AS p FROM gold_provider_monthly_summary",
-    )
-    .iter()
-    .map(|r| {
-        let key = (s(r, "provider_id").unwrap(), i(r, "service_month").unwrap(), s(r, "status").unwrap());
-        (key, [i(r, "claims").unwrap(), i(r, "missing_amount").unwrap(), i(r, "b").unwrap(), i(r, "p").unwrap()])
-    })
-    .collect();
+    let actual: BTreeMap<(String, i64, String), [i64; 4]> = w
+        .rows(PROVIDER_MONTHLY_SUMMARY)
+        .iter()
+        .map(|r| {
+            let key = (s(r, "provider_id").unwrap(), i(r, "service_month").unwrap(), s(r, "status").unwrap());
+            (key, [i(r, "claims").unwrap(), i(r, "missing_amount").unwrap(), i(r, "b").unwrap(), i(r, "p").unwrap()])
+        })
+        .collect();
     same_keys("gold_provider_monthly_summary", &actual, &expected);
     assert_eq!(actual, expected, "gold_provider_monthly_summary");
+}
 
-    // gold_claim_outcomes.
+#[test]
+fn gold_claim_outcomes_matches_fact_claims() {
+    let w = warehouse();
+    let member_of = member_of(w);
     let mut expected: BTreeMap<(String, String, i64), [i64; 4]> = BTreeMap::new();
-    for r in &facts {
+    for r in w.rows(FACTS) {
         let (plan, region) = plan_or_unknown(member_of.get(&i(r, "member_sk").unwrap()));
         let key = i(r, "claim_date_key").unwrap();
         let month = if key > 0 { key / 100 } else { -1 };
@@ -192,25 +284,34 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         e[2] += i64::from(status == "rejected");
         e[3] += i64::from(status == "submitted" || status == "pending");
     }
-    let actual: BTreeMap<(String, String, i64), Row> = rows(d, "SELECT * FROM gold_claim_outcomes")
-        .into_iter()
-        .map(|r| ((s(&r, "plan_type").unwrap(), s(&r, "region").unwrap(), i(&r, "claim_month").unwrap()), r))
+    let actual: BTreeMap<(String, String, i64), &Row> = w
+        .rows(CLAIM_OUTCOMES)
+        .iter()
+        .map(|r| ((s(r, "plan_type").unwrap(), s(r, "region").unwrap(), i(r, "claim_month").unwrap()), r))
         .collect();
     same_keys("gold_claim_outcomes", &actual, &expected);
     for (k, [claims, approved, denied, open]) in &expected {
-        let r = &actual[k];
+        let r = actual[k];
         let got = [i(r, "claims"), i(r, "approved"), i(r, "denied"), i(r, "open"), i(r, "decided")];
         assert_eq!(got, [Some(*claims), Some(*approved), Some(*denied), Some(*open), Some(approved + denied)], "{k:?}");
         same_f(f(r, "approval_rate"), ratio(*approved, approved + denied), "approval_rate");
         same_f(f(r, "denial_rate"), ratio(*denied, approved + denied), "denial_rate");
     }
+}
 
-    // gold_prompt_pay.
-    let day = |key: i64| NaiveDate::from_ymd_opt((key / 10000) as i32, (key / 100 % 100) as u32, (key % 100) as u32);
-    let as_of_key = facts.iter().filter_map(|r| i(r, "claim_date_key")).filter(|k| *k > 0).max().unwrap();
-    let as_of = day(as_of_key).unwrap();
+/// The day of a `yyyymmdd` date key.
+fn day_of_key(key: i64) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt((key / 10000) as i32, (key / 100 % 100) as u32, (key % 100) as u32)
+}
+
+/// gold_prompt_pay's counts per (line of business, month), recomputed
+/// from the clean claims as of the newest claim date: clean claims,
+/// rejected, paid on an unknown day, due and paid within 30 days, due and
+/// paid within 90 days.
+fn prompt_pay_counts(w: &Built, as_of: NaiveDate) -> BTreeMap<(String, i64), [i64; 7]> {
+    let member_of = member_of(w);
     let mut expected: BTreeMap<(String, i64), [i64; 7]> = BTreeMap::new();
-    for r in facts.iter().filter(|r| b(r, "is_clean_claim") == Some(true)) {
+    for r in w.rows(FACTS).iter().filter(|r| b(r, "is_clean_claim") == Some(true)) {
         let key = i(r, "claim_date_key").unwrap();
         if key <= 0 {
             continue;
@@ -220,7 +321,7 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
             "Medicaid" | "Medicare Advantage" => plan.clone(),
             _ => "Commercial".to_string(),
         };
-        let age = (as_of - day(key).unwrap()).num_days();
+        let age = (as_of - day_of_key(key).unwrap()).num_days();
         let status = s(r, "status").unwrap_or_default();
         let paid_days = i(r, "days_to_payment").filter(|_| status == "paid");
         let unknown_day = status == "paid" && paid_days.is_none();
@@ -234,11 +335,20 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         e[5] += i64::from(measured && (paid_days.is_some() || age >= 90));
         e[6] += i64::from(paid_days.is_some_and(|d| d <= 90));
     }
-    let actual: BTreeMap<(String, i64), Row> =
-        rows(d, "SELECT *, CAST(as_of_date AS VARCHAR) AS as_of FROM gold_prompt_pay")
-            .into_iter()
-            .map(|r| ((s(&r, "line_of_business").unwrap(), i(&r, "claim_month").unwrap()), r))
-            .collect();
+    expected
+}
+
+#[test]
+fn gold_prompt_pay_matches_fact_claims() {
+    let w = warehouse();
+    let as_of_key = w.rows(FACTS).iter().filter_map(|r| i(r, "claim_date_key")).filter(|k| *k > 0).max().unwrap();
+    let as_of = day_of_key(as_of_key).unwrap();
+    let expected = prompt_pay_counts(w, as_of);
+    let actual: BTreeMap<(String, i64), &Row> = w
+        .rows(PROMPT_PAY)
+        .iter()
+        .map(|r| ((s(r, "line_of_business").unwrap(), i(r, "claim_month").unwrap()), r))
+        .collect();
     same_keys("gold_prompt_pay", &actual, &expected);
     let thresholds = |lob: &str| match lob {
         "Medicaid" => (Some(0.90), Some(0.99)),
@@ -246,7 +356,7 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         _ => (None, None),
     };
     for ((lob, month), e) in &expected {
-        let r = &actual[&(lob.clone(), *month)];
+        let r = actual[&(lob.clone(), *month)];
         assert_eq!(s(r, "as_of"), Some(as_of.to_string()));
         let cols =
             ["clean_claims", "rejected", "paid_date_unknown", "due_30", "paid_within_30", "due_90", "paid_within_90"];
@@ -265,12 +375,17 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         assert_eq!(b(r, "met"), all, "{lob} {month}");
     }
     assert!(actual.keys().any(|(lob, _)| lob == "Medicaid"), "Medicaid claims are measured");
+}
 
-    // gold_member_months.
-    let months: BTreeSet<i64> = facts
+#[test]
+fn gold_member_months_matches_dim_members_and_dim_patients() {
+    let w = warehouse();
+    let (patients, members) = (w.rows(PATIENTS), members(w));
+    let months: BTreeSet<i64> = w
+        .rows(FACTS)
         .iter()
         .filter_map(|r| i(r, "service_month"))
-        .chain(events.iter().filter_map(|r| i(r, "event_month")))
+        .chain(w.rows(EVENTS).iter().filter_map(|r| i(r, "event_month")))
         .filter(|m| *m > 0)
         .collect();
     let mut expected: BTreeMap<(i64, String, String), [i64; 3]> = BTreeMap::new();
@@ -301,14 +416,7 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
             }
         }
     }
-    let actual: BTreeMap<(i64, String, String), Row> = rows(
-        d,
-        "SELECT month, plan_type, region, members, members_with_premium, CAST(premium_earned * 100 AS BIGINT) AS premium \
-         FROM gold_member_months",
-    )
-    .into_iter()
-    .map(|r| ((i(&r, "month").unwrap(), s(&r, "plan_type").unwrap(), s(&r, "region").unwrap()), r))
-    .collect();
+    let actual = member_months(w);
     same_keys("gold_member_months", &actual, &expected);
     for (k, [n, with, charges]) in &expected {
         let r = &actual[k];
@@ -317,11 +425,14 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
         let premium = i(r, "premium").unwrap();
         assert!((premium * 12 - charges).abs() <= 12, "{k:?}: premium {premium} cents for yearly {charges}");
     }
-    let member_months = actual;
+}
 
-    // gold_loss_ratio.
+#[test]
+fn gold_loss_ratio_matches_fact_claims_and_gold_member_months() {
+    let w = warehouse();
+    let (member_of, member_months) = (member_of(w), member_months(w));
     let mut paid: BTreeMap<(i64, String, String), [i64; 2]> = BTreeMap::new();
-    for r in facts.iter().filter(|r| i(r, "service_month").unwrap() > 0) {
+    for r in w.rows(FACTS).iter().filter(|r| i(r, "service_month").unwrap() > 0) {
         let (plan, region) = plan_or_unknown(member_of.get(&i(r, "member_sk").unwrap()));
         let e = paid.entry((i(r, "service_month").unwrap(), plan, region)).or_default();
         e[0] += i64::from(s(r, "status").as_deref() == Some("paid"));
@@ -329,17 +440,14 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
     }
     let keys: BTreeMap<(i64, String, String), ()> =
         paid.keys().chain(member_months.keys()).map(|k| (k.clone(), ())).collect();
-    let actual: BTreeMap<(i64, String, String), Row> = rows(
-        d,
-        "SELECT month, plan_type, region, members, paid_claims, CAST(paid_amount * 100 AS BIGINT) AS paid, \
-         CAST(premium_earned * 100 AS BIGINT) AS premium, loss_ratio, minimum_ratio, meets_minimum FROM gold_loss_ratio",
-    )
-    .into_iter()
-    .map(|r| ((i(&r, "month").unwrap(), s(&r, "plan_type").unwrap(), s(&r, "region").unwrap()), r))
-    .collect();
+    let actual: BTreeMap<(i64, String, String), &Row> = w
+        .rows(LOSS_RATIO)
+        .iter()
+        .map(|r| ((i(r, "month").unwrap(), s(r, "plan_type").unwrap(), s(r, "region").unwrap()), r))
+        .collect();
     same_keys("gold_loss_ratio", &actual, &keys);
     for k in keys.keys() {
-        let r = &actual[k];
+        let r = actual[k];
         let [count, cents] = paid.get(k).copied().unwrap_or_default();
         let members = member_months.get(k).map_or(0, |m| i(m, "members").unwrap());
         let premium = member_months.get(k).map_or(0, |m| i(m, "premium").unwrap());
@@ -357,101 +465,102 @@ fn every_aggregate_matches_a_recomputation_from_the_rows_it_summarises() {
     let minimums: BTreeSet<String> =
         actual.values().filter_map(|r| f(r, "minimum_ratio")).map(|m| format!("{m}")).collect();
     assert_eq!(minimums.len(), 2, "both the 80% and the 85% minimum apply: {minimums:?}");
+}
 
-    // gold_utilization.
+#[test]
+fn gold_utilization_matches_gold_member_months_claims_and_events() {
+    let w = warehouse();
     let mut expected: BTreeMap<i64, [i64; 3]> = BTreeMap::new();
-    for (k, r) in &member_months {
+    for (k, r) in &member_months(w) {
         expected.entry(k.0).or_default()[0] += i(r, "members").unwrap();
     }
-    for r in facts.iter().filter(|r| i(r, "service_month").unwrap() > 0) {
+    for r in w.rows(FACTS).iter().filter(|r| i(r, "service_month").unwrap() > 0) {
         expected.entry(i(r, "service_month").unwrap()).or_default()[1] += 1;
     }
-    for r in events.iter().filter(|r| i(r, "event_month").unwrap() > 0) {
+    for r in w.rows(EVENTS).iter().filter(|r| i(r, "event_month").unwrap() > 0) {
         expected.entry(i(r, "event_month").unwrap()).or_default()[2] += 1;
     }
-    let actual: BTreeMap<i64, Row> =
-        rows(d, "SELECT * FROM gold_utilization").into_iter().map(|r| (i(&r, "month").unwrap(), r)).collect();
+    let actual: BTreeMap<i64, &Row> = w.rows(UTILIZATION).iter().map(|r| (i(r, "month").unwrap(), r)).collect();
     same_keys("gold_utilization", &actual, &expected);
     for (m, [n, claims, events]) in &expected {
-        let r = &actual[m];
+        let r = actual[m];
         assert_eq!((i(r, "members"), i(r, "claims"), i(r, "events")), (Some(*n), Some(*claims), Some(*events)), "{m}");
         let per = |x: i64| (*n != 0).then(|| x as f64 * 1000.0 / *n as f64);
         same_f(f(r, "claims_per_1000"), per(*claims), "claims_per_1000");
         same_f(f(r, "events_per_1000"), per(*events), "events_per_1000");
     }
+}
 
-    // gold_fwa_referrals, at scoring.toml's threshold.
+#[test]
+fn gold_fwa_referrals_matches_gold_fraud_scores_at_the_scoring_threshold() {
+    let w = warehouse();
     let scoring: toml::Value = toml::from_str(include_str!("../../../../models/scoring.toml")).unwrap();
     let threshold = scoring["scores"]["referral_threshold"].as_float().unwrap();
     let billed: HashMap<String, Option<i64>> =
-        facts.iter().map(|r| (s(r, "claim_id").unwrap(), i(r, "billed"))).collect();
+        w.rows(FACTS).iter().map(|r| (s(r, "claim_id").unwrap(), i(r, "billed"))).collect();
     let name = |r: &Row, k: &str| s(r, k).map(|x| x.split(" (").next().unwrap().to_string());
     let mut expected: Referrals = BTreeMap::new();
-    for r in rows(d, "SELECT claim_id, provider_id, score, reason_1, reason_2, reason_3 FROM gold_fraud_scores") {
-        let score = f(&r, "score").unwrap();
+    for r in w.rows(FRAUD_SCORES) {
+        let score = f(r, "score").unwrap();
         if score < threshold {
             continue;
         }
-        let reasons: Vec<String> = ["reason_1", "reason_2", "reason_3"].iter().filter_map(|k| name(&r, k)).collect();
-        let key = (s(&r, "provider_id"), name(&r, "reason_1").unwrap_or_else(|| "none".into()), reasons.join(" + "));
+        let reasons: Vec<String> = ["reason_1", "reason_2", "reason_3"].iter().filter_map(|k| name(r, k)).collect();
+        let key = (s(r, "provider_id"), name(r, "reason_1").unwrap_or_else(|| "none".into()), reasons.join(" + "));
         let e = expected.entry(key).or_default();
         e.0 += 1;
-        e.1 += billed[&s(&r, "claim_id").unwrap()].unwrap_or(0);
+        e.1 += billed[&s(r, "claim_id").unwrap()].unwrap_or(0);
         e.2.push(score);
     }
-    let actual: BTreeMap<(Option<String>, String, String), Row> = rows(
-        d,
-        "SELECT provider_id, pattern, reasons, referred_claims, CAST(referred_amount * 100 AS BIGINT) AS amount, \
-         mean_score, max_score FROM gold_fwa_referrals",
-    )
-    .into_iter()
-    .map(|r| ((s(&r, "provider_id"), s(&r, "pattern").unwrap(), s(&r, "reasons").unwrap()), r))
-    .collect();
+    let actual: BTreeMap<(Option<String>, String, String), &Row> = w
+        .rows(FWA_REFERRALS)
+        .iter()
+        .map(|r| ((s(r, "provider_id"), s(r, "pattern").unwrap(), s(r, "reasons").unwrap()), r))
+        .collect();
     same_keys("gold_fwa_referrals", &actual, &expected);
     for (k, (n, cents, scores)) in &expected {
-        let r = &actual[k];
+        let r = actual[k];
         assert_eq!((i(r, "referred_claims"), i(r, "amount")), (Some(*n), Some(*cents)), "{k:?}");
         let mean = scores.iter().sum::<f64>() / scores.len() as f64;
         assert!((f(r, "mean_score").unwrap() - mean).abs() < 1e-12, "{k:?}");
         same_f(f(r, "max_score"), scores.iter().copied().reduce(f64::max), "max_score");
     }
+}
 
-    // gold_dq_scorecard.
+#[test]
+fn gold_dq_scorecard_matches_dq_results() {
+    let w = warehouse();
     let mut expected: Scorecard = BTreeMap::new();
-    for r in rows(
-        d,
-        "SELECT run_id, CAST(logical_date AS VARCHAR) AS day, \"table\", rule, action, batch_id, rows_evaluated, \
-         rows_failed FROM dq_results",
-    ) {
+    for r in w.rows(DQ_RESULTS) {
         let key = (
-            i(&r, "run_id").unwrap(),
-            s(&r, "day").unwrap(),
-            s(&r, "table").unwrap(),
-            s(&r, "rule").unwrap(),
-            s(&r, "action").unwrap(),
+            i(r, "run_id").unwrap(),
+            s(r, "day").unwrap(),
+            s(r, "table").unwrap(),
+            s(r, "rule").unwrap(),
+            s(r, "action").unwrap(),
         );
         let e = expected.entry(key).or_default();
-        e.0.extend(s(&r, "batch_id"));
-        e.1 += i(&r, "rows_evaluated").unwrap_or(0);
-        e.2 += i(&r, "rows_failed").unwrap_or(0);
+        e.0.extend(s(r, "batch_id"));
+        e.1 += i(r, "rows_evaluated").unwrap_or(0);
+        e.2 += i(r, "rows_failed").unwrap_or(0);
     }
-    let actual: BTreeMap<(i64, String, String, String, String), Row> =
-        rows(d, "SELECT *, CAST(logical_date AS VARCHAR) AS day FROM gold_dq_scorecard")
-            .into_iter()
-            .map(|r| {
-                let key = (
-                    i(&r, "run_id").unwrap(),
-                    s(&r, "day").unwrap(),
-                    s(&r, "table_name").unwrap(),
-                    s(&r, "rule").unwrap(),
-                    s(&r, "action").unwrap(),
-                );
-                (key, r)
-            })
-            .collect();
+    let actual: BTreeMap<(i64, String, String, String, String), &Row> = w
+        .rows(DQ_SCORECARD)
+        .iter()
+        .map(|r| {
+            let key = (
+                i(r, "run_id").unwrap(),
+                s(r, "day").unwrap(),
+                s(r, "table_name").unwrap(),
+                s(r, "rule").unwrap(),
+                s(r, "action").unwrap(),
+            );
+            (key, r)
+        })
+        .collect();
     same_keys("gold_dq_scorecard", &actual, &expected);
     for (k, (batches, evaluated, failed)) in &expected {
-        let r = &actual[k];
+        let r = actual[k];
         assert_eq!(
             (i(r, "batches"), i(r, "rows_evaluated"), i(r, "rows_failed")),
             (Some(batches.len() as i64), Some(*evaluated), Some(*failed)),

@@ -433,7 +433,7 @@ fn a_stage_is_retried_while_its_database_is_down_and_fails_named_when_it_stays_d
         ],
     );
     std::fs::create_dir(d.join("models")).unwrap();
-    let sources = ingest::DEFAULT_SOURCES
+    let sources = reference::models::SOURCES
         .replace("active = false", "active = true")
         .replace("table = \"members\"", &format!("table = \"{table}\""));
     std::fs::write(d.join("models/sources.toml"), sources).unwrap();

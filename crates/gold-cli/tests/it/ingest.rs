@@ -61,7 +61,7 @@ fn wrong_database_credentials_are_a_clear_error_without_the_password() {
     gold_ok(dir.path(), &["generate", "--out", "landing", "--members", "20", "--days", "1"]);
     // A project whose models turn the SQL member source on.
     std::fs::create_dir(dir.path().join("models")).unwrap();
-    let sources = ingest::DEFAULT_SOURCES.replace("active = false", "active = true");
+    let sources = reference::models::SOURCES.replace("active = false", "active = true");
     std::fs::write(dir.path().join("models/sources.toml"), sources).unwrap();
     // An unreachable server is a transient error; no retries here.
     std::fs::write(dir.path().join("gold.toml"), "[build]\nretries = 0\n").unwrap();

@@ -21,16 +21,7 @@ fn config(store: Store, test: &str) -> Option<(String, String)> {
         Store::S3 => "GOLD_TEST_S3_BUCKET",
         Store::Azure => "GOLD_TEST_AZURE_CONTAINER",
     };
-    let name = match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ if std::env::var_os("CI").is_some() => panic!("{var} must be set under CI (see tests/run.sh)"),
-        _ => {
-            eprintln!("skipped: set {var} (eval \"$(bash tests/interop/emulators.sh)\")");
-            return None;
-        }
-    };
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let unique = format!("{test}-{}-{nanos}", std::process::id());
+    let (name, unique) = testkit::emulator(var, test)?;
     let (root, storage) = match store {
         Store::S3 => (
             format!("s3://{name}/{unique}"),
