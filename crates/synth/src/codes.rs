@@ -1,17 +1,12 @@
-//! Code sets the generator bills: real ICD-10-CM codes (from
-//! `data/reference/`) and the hand-written procedure table in `data/codes/`.
+//! Code sets the generator bills: real ICD-10-CM codes and the
+//! hand-written procedure table, both from the `reference` crate.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 
 use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::{Error, Result};
-
-const ICD_GZ: &[u8] = include_bytes!("../../../data/reference/icd10cm_fy2026_billable.tsv.gz");
-const PROCEDURES_TSV: &str = include_str!("../../../data/codes/procedures.tsv");
-const PLACE_OF_SERVICE_TSV: &str = include_str!("../../../data/reference/place_of_service.tsv");
 
 /// Who a diagnosis code is plausible for.
 #[derive(Clone, Copy)]
@@ -82,16 +77,7 @@ const FEMALE_ONLY: &[&str] = &[
 /// Prefixes that never fit an adult member: perinatal, congenital, newborn.
 const NEVER_ADULT: &[&str] = &["P", "Q", "Z38", "Z3A"];
 
-/// One procedure code of `data/codes/procedures.tsv`.
-#[derive(Debug)]
-pub(crate) struct Procedure {
-    pub(crate) code: String,
-    pub(crate) category: String,
-    pub(crate) specialty: String,
-    pub(crate) level: u8,
-    pub(crate) base_amount: f64,
-    pub(crate) components: Vec<String>,
-}
+pub(crate) use reference::Procedure;
 
 pub(crate) struct Codes {
     pub(crate) procedures: Vec<Procedure>,
@@ -110,20 +96,17 @@ pub(crate) struct Codes {
 
 impl Codes {
     pub(crate) fn load() -> Result<Self> {
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(ICD_GZ)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::Embedded(format!("ICD-10-CM list: {e}")))?;
         let mut official = HashSet::new();
         let mut described = Vec::new();
         let (mut general, mut male, mut female) = (Vec::new(), Vec::new(), Vec::new());
-        for line in text.lines().skip(1) {
-            let mut parts = line.split('\t');
-            let (Some(code), Some(dotted), Some(description)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
+        let icd = reference::icd10cm();
+        if icd.is_empty() {
+            return Err(Error::Embedded("the ICD-10-CM list is empty".into()));
+        }
+        for c in icd {
+            let (code, dotted) = (c.code.as_str(), c.dotted.as_str());
             official.insert(code.to_string());
-            described.push((dotted.to_string(), description.to_string()));
+            described.push((dotted.to_string(), c.description.clone()));
             if NEVER_ADULT.iter().any(|p| code.starts_with(p)) {
                 continue;
             }
@@ -144,33 +127,13 @@ impl Codes {
         }
         let common_total = common.iter().map(|c| c.1).sum();
 
-        let mut procedures = Vec::new();
-        for (i, line) in PROCEDURES_TSV.lines().enumerate().skip(1) {
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() < 5 {
-                return Err(Error::Embedded(format!("procedures.tsv line {}: expected 6 fields", i + 1)));
-            }
-            let parse_err = |what: &str| Error::Embedded(format!("procedures.tsv line {}: bad {what}", i + 1));
-            procedures.push(Procedure {
-                code: f[0].to_string(),
-                category: f[1].to_string(),
-                specialty: f[2].to_string(),
-                level: f[3].parse().map_err(|_| parse_err("level"))?,
-                base_amount: f[4].parse().map_err(|_| parse_err("base_amount"))?,
-                components: f
-                    .get(5)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.split(';').map(str::to_string).collect())
-                    .unwrap_or_default(),
-            });
-        }
+        let procedures = reference::procedures().map_err(|e| Error::Embedded(e.to_string()))?;
         let by_code = procedures.iter().enumerate().map(|(i, p)| (p.code.clone(), i)).collect();
         let mut by_specialty: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, p) in procedures.iter().enumerate() {
             by_specialty.entry(p.specialty.clone()).or_default().push(i);
         }
-        let place_of_service =
-            PLACE_OF_SERVICE_TSV.lines().skip(1).filter_map(|l| l.split('\t').next()).map(str::to_string).collect();
+        let place_of_service = reference::place_of_service().into_iter().map(|p| p.code).collect();
         Ok(Self {
             procedures,
             by_code,

@@ -13,6 +13,7 @@ use crate::Config;
 use crate::Result;
 use crate::codes::{Codes, invalid_icd};
 use crate::db::MemberRow;
+use crate::flow::{Flow, PATIENT_SHARE};
 use crate::output::{Landing, RowRef, SourceFile, Truth};
 use crate::rng::{Domain, Stream, stream};
 use crate::world::npi;
@@ -170,13 +171,6 @@ impl Intensity {
     }
 }
 
-/// Mean enrollment-system claims per member over the whole history.
-const CLAIMS_PER_MEMBER: f64 = 3.0;
-/// Mean care-management claims and events per patient.
-const EHR_CLAIMS_PER_PATIENT: f64 = 3.5;
-const EVENTS_PER_PATIENT: f64 = 5.5;
-const PATIENT_SHARE: f64 = 0.85;
-
 /// Which providers commit which fraud, and the collusion ring.
 struct FraudPlan {
     by_pattern: Vec<Vec<usize>>,
@@ -189,7 +183,7 @@ struct FraudPlan {
 }
 
 impl FraudPlan {
-    fn new(cfg: &Config, providers: usize) -> Self {
+    fn new(cfg: &Config, providers: usize, flow: Flow) -> Self {
         let mut rng = stream(cfg.seed, Domain::Fraud, 0);
         let mut order: Vec<usize> = (0..providers).collect();
         order.shuffle(&mut rng);
@@ -202,7 +196,7 @@ impl FraudPlan {
         let ring_members =
             sample(&mut ring_rng, cfg.members as usize, ring_size).into_iter().map(|i| i as u64).collect();
         // Each pattern gets about an equal share of the fraudulent claims.
-        let per_pattern_claims = cfg.fraud_rate * CLAIMS_PER_MEMBER / ALL_PATTERNS as f64;
+        let per_pattern_claims = cfg.fraud_rate * flow.claims_per_member(cfg.days) / ALL_PATTERNS as f64;
         // About 6.5% of members' coverage had ended before the history starts.
         let after_coverage_rate = per_pattern_claims / 0.065;
         let ring_rate = per_pattern_claims * cfg.members as f64 / ring_size as f64;
@@ -380,6 +374,7 @@ pub(crate) struct World<'c> {
     pub(crate) providers: Vec<Provider>,
     primary_care: Vec<usize>,
     fraud: FraudPlan,
+    flow: Flow,
 }
 
 impl<'c> World<'c> {
@@ -393,8 +388,9 @@ impl<'c> World<'c> {
             .filter(|(_, p)| PRIMARY_CARE.contains(&p.main_specialty()))
             .map(|(i, _)| i)
             .collect();
-        let fraud = FraudPlan::new(cfg, providers.len());
-        Self { cfg, codes, providers, primary_care, fraud }
+        let flow = Flow::of(cfg);
+        let fraud = FraudPlan::new(cfg, providers.len(), flow);
+        Self { cfg, codes, providers, primary_care, fraud, flow }
     }
 
     fn date(&self, day: u32) -> NaiveDate {
@@ -523,7 +519,7 @@ impl<'c> World<'c> {
     /// day, if the member is enrolled then.
     pub(crate) fn member(&self, index: u64, out: &mut Out<'_>) -> Result<Option<MemberRow>> {
         let cfg = self.cfg;
-        let (member, mut rng) = Member::generate(cfg.seed, index, cfg.start_date, cfg.days);
+        let (member, mut rng) = Member::generate(cfg.seed, index, cfg.start_date, cfg.days, self.flow);
         let name = member.name();
         for (day, state) in member.days.iter().enumerate() {
             let Some(state) = state else { continue };
@@ -595,9 +591,23 @@ impl<'c> World<'c> {
         }))
     }
 
+    /// The member's care-management (EHR) records: the patient rows, then
+    /// the EHR claims and medical events on the days the member is present.
     fn patient(&self, m: &Member, present: &[u32], pcp: usize, rng: &mut Stream, out: &mut Out<'_>) -> Result<()> {
         let cfg = self.cfg;
-        let patient = Patient::generate(m, rng, cfg.start_date, cfg.days);
+        let patient = Patient::generate(m, rng, cfg.start_date, cfg.days, self.flow);
+        self.patient_rows(m, &patient, rng, out)?;
+
+        let days: Vec<u32> = present.iter().copied().filter(|d| *d >= patient.first_day).collect();
+        if days.is_empty() {
+            return Ok(());
+        }
+        self.ehr_claims(m, &days, pcp, rng, out)?;
+        self.medical_events(m, &days, pcp, rng, out)
+    }
+
+    /// One `patients.csv` row per state of the patient's history.
+    fn patient_rows(&self, m: &Member, patient: &Patient, rng: &mut Stream, out: &mut Out<'_>) -> Result<()> {
         let sex = match m.gender {
             'M' => "MALE",
             'F' => "FEMALE",
@@ -644,11 +654,14 @@ impl<'c> World<'c> {
             })?;
         }
 
-        let days: Vec<u32> = present.iter().copied().filter(|d| *d >= patient.first_day).collect();
-        if days.is_empty() {
-            return Ok(());
-        }
-        let n_claims = Poisson::new(EHR_CLAIMS_PER_PATIENT).expect("valid poisson").sample(rng) as u32;
+        Ok(())
+    }
+
+    /// The patient's EHR claims (`claims.csv`), a quarter of them sent again
+    /// later with a newer status.
+    fn ehr_claims(&self, m: &Member, days: &[u32], pcp: usize, rng: &mut Stream, out: &mut Out<'_>) -> Result<()> {
+        let cfg = self.cfg;
+        let n_claims = Poisson::new(self.flow.ehr_claims(days.len())).expect("valid poisson").sample(rng) as u32;
         for k in 0..n_claims {
             let day = days[rng.gen_range(0..days.len())];
             let claim_date = self.date(day) - Duration::days(rng.gen_range(0..=3));
@@ -657,13 +670,18 @@ impl<'c> World<'c> {
             let code = self.procedure_for(provider.main_specialty(), rng);
             let base = self.codes.procedure(&code).map_or(100.0, |p| p.base_amount);
             let amount = round2(base * LogNormal::new(0.0, 0.25).expect("valid lognormal").sample(rng));
+            let amount = if self.flow.is_steady() { self.facility(rng, amount).0 } else { amount };
             let diagnosis = self.codes.diagnosis(rng, m.age_on(claim_date), m.sex());
             let diagnosis = icd_as_sent(rng, diagnosis);
-            let status = *weighted(rng, EHR_STATUSES);
+            let status = if self.flow.is_steady() { "submitted" } else { *weighted(rng, EHR_STATUSES) };
             let id = format!("EC{:08}{:02}", m.index + 1, k);
             let row =
                 vec![id.clone(), m.id.clone(), money(amount), ymd(claim_date), diagnosis, code, status.to_string()];
             self.emit_ehr_claim(out, rng, day, row.clone())?;
+            if self.flow.is_steady() {
+                self.ehr_decisions(out, rng, claim_date, row)?;
+                continue;
+            }
             // A quarter of the claims are sent again later with a newer status.
             if rng.gen_bool(0.25) {
                 let later = day + rng.gen_range(1..=5);
@@ -686,7 +704,64 @@ impl<'c> World<'c> {
             }
         }
 
-        let n_events = Poisson::new(EVENTS_PER_PATIENT).expect("valid poisson").sample(rng) as u32;
+        Ok(())
+    }
+
+    /// In the steady flow, a care-management claim's decision (one in ten
+    /// denied) and payment, each sent as a row of its own on the day it
+    /// happens, with the enrollment system's timing.
+    fn ehr_decisions(
+        &self,
+        out: &mut Out<'_>,
+        rng: &mut Stream,
+        claim_date: NaiveDate,
+        row: Vec<String>,
+    ) -> Result<()> {
+        let (decide, pay) = self.flow.adjudication_days();
+        let step = |mean: f64, rng: &mut Stream| {
+            Duration::days((1.0 + Exp::new(1.0 / mean).expect("valid exp").sample(rng)).min(45.0) as i64)
+        };
+        let decided = claim_date + step(decide, rng);
+        let denied = rng.gen_bool(0.1);
+        let mut updates = vec![(decided, if denied { "denied" } else { "approved" })];
+        if !denied {
+            updates.push((decided + step(pay, rng), "paid"));
+        }
+        for (date, status) in updates {
+            let day = self.day_of(date);
+            if day < 0 || day >= i64::from(self.cfg.days) {
+                continue; // not arrived yet
+            }
+            let mut row = row.clone();
+            row[6] = status.to_string();
+            self.emit_ehr_claim(out, rng, day as u32, row)?;
+        }
+        Ok(())
+    }
+
+    /// In the steady flow, some claims are facility claims, whose amounts
+    /// dwarf an office visit's: an inpatient stay (1.2% of claims, about
+    /// $22,000) or an outpatient facility claim (20%, about $4,500: surgery,
+    /// imaging, an emergency visit), scaled so that a member-year costs
+    /// about the same whatever its claim count. They make the loss ratio a
+    /// real plan's (`docs/economics.md`). Returns the amount and, for a
+    /// facility claim, its claim type.
+    fn facility(&self, rng: &mut Stream, amount: f64) -> (f64, Option<&'static str>) {
+        let scale = self.flow.cost_scale();
+        let extra = |mean: f64, sigma: f64, rng: &mut Stream| {
+            let mu = mean.ln() - sigma * sigma / 2.0;
+            LogNormal::new(mu, sigma).expect("valid lognormal").sample(rng) * scale
+        };
+        match rng.gen_range(0..1000) {
+            0..12 => (round2(amount + extra(22_000.0, 0.6, rng)), Some("Institutional")),
+            12..212 => (round2(amount + extra(4_500.0, 0.7, rng)), Some("Outpatient")),
+            _ => (amount, None),
+        }
+    }
+
+    /// The patient's medical events (`medical_events.csv`).
+    fn medical_events(&self, m: &Member, days: &[u32], pcp: usize, rng: &mut Stream, out: &mut Out<'_>) -> Result<()> {
+        let n_events = Poisson::new(self.flow.events(days.len())).expect("valid poisson").sample(rng) as u32;
         for k in 0..n_events {
             let day = days[rng.gen_range(0..days.len())];
             let event_date = self.date(day) - Duration::days(rng.gen_range(0..=2));
@@ -796,7 +871,7 @@ impl<'c> World<'c> {
         let cfg = self.cfg;
         let mut arrivals: Vec<u32> = Vec::new();
         if !present.is_empty() {
-            let n = Poisson::new(CLAIMS_PER_MEMBER).expect("valid poisson").sample(rng) as u32;
+            let n = Poisson::new(self.flow.enrollment_claims(present.len())).expect("valid poisson").sample(rng) as u32;
             arrivals.extend((0..n).map(|_| present[rng.gen_range(0..present.len())]));
         }
         // Some claims arrive the day before their member is enrolled.
@@ -889,6 +964,13 @@ impl<'c> World<'c> {
         let icd = icd.into_iter().map(|c| icd_as_sent(rng, c)).collect();
         let amount = self.amount_of(&cpt, region, rng);
         let claim_type = if specialty == "Emergency Medicine" { "Institutional" } else { *weighted(rng, CLAIM_TYPES) };
+        let (amount, claim_type) = match self.flow.is_steady() {
+            true => {
+                let (amount, facility) = self.facility(rng, amount);
+                (amount, facility.unwrap_or(claim_type))
+            }
+            false => (amount, claim_type),
+        };
         let channel = *weighted(rng, CHANNELS);
         Claim {
             id,
@@ -1068,9 +1150,11 @@ impl<'c> World<'c> {
         if rng.gen_bool(0.7) {
             events.push(("Pending", submitted + Duration::seconds(rng.gen_range(2 * 3600..2 * 86_400))));
         }
+        let (decide, pay) = self.flow.adjudication_days();
         let decided = submitted
             + Duration::seconds(
-                (86_400.0f64 * (1.0 + Exp::new(1.0 / 7.0).expect("valid exp").sample(rng))).min(60.0 * 86_400.0) as i64,
+                (86_400.0f64 * (1.0 + Exp::new(1.0 / decide).expect("valid exp").sample(rng))).min(60.0 * 86_400.0)
+                    as i64,
             );
         if rng.gen_bool(claim.denial) {
             events.push(("Rejected", decided));
@@ -1078,7 +1162,7 @@ impl<'c> World<'c> {
             events.push(("Approved", decided));
             let paid = decided
                 + Duration::seconds(
-                    (86_400.0f64 * (1.0 + Exp::new(1.0 / 6.0).expect("valid exp").sample(rng))).min(45.0 * 86_400.0)
+                    (86_400.0f64 * (1.0 + Exp::new(1.0 / pay).expect("valid exp").sample(rng))).min(45.0 * 86_400.0)
                         as i64,
                 );
             events.push(("Paid", paid));

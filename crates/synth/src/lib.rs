@@ -20,8 +20,11 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 mod codes;
 mod db;
+mod flow;
 mod r#gen;
 mod output;
 mod rng;
@@ -50,13 +53,26 @@ pub enum Error {
     InvalidConfig(String),
     /// The output folder already holds files and overwriting was not asked for.
     #[error("{} is not empty; choose another folder or pass --force to replace a previous generation", path.display())]
-    NotEmpty { path: PathBuf },
+    NotEmpty {
+        /// The folder.
+        path: PathBuf,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The member database could not be written. The URL has its password removed.
     #[error("members database {url}: {source}")]
-    Database { url: String, source: sqlx::Error },
+    Database {
+        /// The database URL, without its password.
+        url: String,
+        /// sqlx's error.
+        source: sqlx::Error,
+    },
     /// A code set embedded in the binary is broken.
     #[error("embedded reference data: {0}")]
     Embedded(String),
@@ -69,7 +85,10 @@ impl Error {
     /// Whether the user can fix this (bad settings, unusable folder or
     /// database), as opposed to a bug.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Self::InvalidConfig(_) | Self::NotEmpty { .. } | Self::Io { .. } | Self::Database { .. })
+        match self {
+            Self::InvalidConfig(_) | Self::NotEmpty { .. } | Self::Io { .. } | Self::Database { .. } => true,
+            Self::Embedded(_) | Self::Internal(_) => false,
+        }
     }
 }
 
@@ -87,11 +106,16 @@ pub struct Config {
     pub days: u32,
     /// The first day.
     pub start_date: NaiveDate,
+    /// The random seed: the same seed gives the same files.
     pub seed: u64,
     /// Probability that a row carries an injected defect.
     pub defect_rate: f64,
     /// Share of enrollment-system claims that are fraudulent.
     pub fraud_rate: f64,
+    /// A steady daily flow of this many claims per member-year (over both
+    /// source systems), instead of a fixed number of claims per member over
+    /// the whole history: see the `flow` module.
+    pub claims_per_member_year: Option<f64>,
     /// Also write the member table into this database (`postgres://…`,
     /// `mysql://…`, `sqlite://…`).
     pub members_db: Option<String>,
@@ -118,6 +142,7 @@ impl Config {
             seed: 42,
             defect_rate: 0.02,
             fraud_rate: 0.02,
+            claims_per_member_year: None,
             members_db: None,
             members_table: "members".to_string(),
             force: false,
@@ -141,6 +166,11 @@ impl Config {
         if !(0.0..=0.5).contains(&self.fraud_rate) {
             return bad(format!("--fraud-rate must be between 0 and 0.5, got {}", self.fraud_rate));
         }
+        if let Some(r) = self.claims_per_member_year
+            && !(0.1..=100.0).contains(&r)
+        {
+            return bad(format!("--claims-per-member-year must be between 0.1 and 100, got {r}"));
+        }
         Ok(())
     }
 }
@@ -148,11 +178,17 @@ impl Config {
 /// What was written.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// The landing root written.
     pub out: PathBuf,
+    /// Distinct members.
     pub members: u64,
+    /// Providers in the directory.
     pub providers: u64,
+    /// Day folders written.
     pub days: u32,
+    /// The first day folder's date.
     pub first_day: NaiveDate,
+    /// The last day folder's date.
     pub last_day: NaiveDate,
     /// Data rows (not headers) in all files.
     pub rows: u64,
@@ -160,9 +196,13 @@ pub struct Summary {
     pub files: BTreeMap<String, u64>,
     /// Data rows per source file name, over all days.
     pub by_source: BTreeMap<&'static str, u64>,
+    /// Rows with an injected defect.
     pub defects: u64,
+    /// Injected defects by kind.
     pub defects_by_kind: BTreeMap<&'static str, u64>,
+    /// Claims labelled fraudulent in `_truth/`.
     pub fraud_labels: u64,
+    /// Fraud labels by pattern.
     pub fraud_by_pattern: BTreeMap<&'static str, u64>,
     /// Rows in the member table of `legacy.db` (and of `--members-db`).
     pub member_table_rows: u64,
@@ -292,6 +332,10 @@ fn write_manifest(config: &Config, summary: &Summary) -> Result<()> {
         "fraud_rate": config.fraud_rate,
         "summary": summary,
     });
+    let mut manifest = manifest;
+    if let Some(r) = config.claims_per_member_year {
+        manifest["claims_per_member_year"] = serde_json::json!(r);
+    }
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
     fs::write(&path, text + "\n").map_err(io_err(&path))
 }

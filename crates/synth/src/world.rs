@@ -6,6 +6,7 @@ use rand::seq::SliceRandom;
 use rand_distr::{Distribution, Normal, Poisson};
 
 use crate::codes::Sex;
+use crate::flow::Flow;
 use crate::rng::{Domain, Stream, stream};
 
 const FIRST_NAMES: &[&str] = &[
@@ -441,7 +442,7 @@ pub(crate) fn member_id(index: u64) -> String {
 impl Member {
     /// The member and its random stream, positioned after the member's own
     /// history, for everything else generated about it.
-    pub(crate) fn generate(seed: u64, index: u64, start: NaiveDate, days: u32) -> (Self, Stream) {
+    pub(crate) fn generate(seed: u64, index: u64, start: NaiveDate, days: u32, flow: Flow) -> (Self, Stream) {
         let mut rng = stream(seed, Domain::Member, index);
         let gender = match rng.gen_range(0..100) {
             0..=48 => 'M',
@@ -497,14 +498,14 @@ impl Member {
         for d in join_day..days {
             let date = start + Duration::days(i64::from(d));
             if d > join_day {
-                if present && rng.gen_bool(0.004) {
+                if present && rng.gen_bool(flow.member_leaves()) {
                     present = false;
                     back_on = rng.gen_bool(0.6).then(|| d + rng.gen_range(1..5));
                 } else if !present && back_on == Some(d) {
                     present = true;
                     state.last_updated = date_at(date, rng.gen_range(3600..20 * 3600));
                 }
-                if present && rng.gen_bool(0.03) {
+                if present && rng.gen_bool(flow.member_changes()) {
                     // One to four of plan, region, email and the active flag change.
                     let mut fields = [0, 1, 2, 3];
                     fields.shuffle(&mut rng);
@@ -601,7 +602,7 @@ pub(crate) struct Patient {
 }
 
 impl Patient {
-    pub(crate) fn generate(member: &Member, rng: &mut Stream, start: NaiveDate, days: u32) -> Self {
+    pub(crate) fn generate(member: &Member, rng: &mut Stream, start: NaiveDate, days: u32, flow: Flow) -> Self {
         let age = member.age_on(start);
         let bmi: f64 = Normal::new(28.0, 6.0).expect("valid normal").sample(rng);
         let smoke_p = match age {
@@ -624,7 +625,7 @@ impl Patient {
             date_at(start + Duration::days(i64::from(first_day)), rng.gen_range(0..86_000)),
         )];
         for d in first_day + 1..days {
-            if rng.gen_bool(0.02) {
+            if rng.gen_bool(flow.patient_changes()) {
                 match rng.gen_range(0..4) {
                     0 => {
                         state.bmi = ((state.bmi + rng.gen_range(-2.5..2.5f64)).clamp(16.0, 50.0) * 10.0).round() / 10.0
@@ -663,22 +664,11 @@ pub(crate) struct Provider {
     pub(crate) versions: Vec<(u32, ProviderState)>,
 }
 
-/// A 10-digit NPI with a valid Luhn check digit (over `80840` + 9 digits).
+/// A 10-digit NPI with a valid check digit.
 pub(crate) fn npi(index: u64) -> String {
-    let body = 100_000_000 + (index * 104_729) % 900_000_000;
-    let digits = format!("80840{body}");
-    let mut sum = 0;
-    for (i, c) in digits.bytes().rev().enumerate() {
-        let mut d = u32::from(c - b'0');
-        if i % 2 == 0 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    format!("{body}{}", (10 - sum % 10) % 10)
+    let body = (100_000_000 + (index * 104_729) % 900_000_000).to_string();
+    let check = reference::npi_check_digit(&body).expect("nine digits");
+    format!("{body}{check}")
 }
 
 fn location(rng: &mut Stream, region: usize) -> Location {
