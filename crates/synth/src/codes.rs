@@ -106,7 +106,10 @@ impl Codes {
         for c in icd {
             let (code, dotted) = (c.code.as_str(), c.dotted.as_str());
             official.insert(code.to_string());
-            described.push((dotted.to_string(), c.description.clone()));
+            // 518 official descriptions hold a tab; the reference file the
+            // generator writes keeps the text before it.
+            let description = c.description.split('\t').next().unwrap_or_default();
+            described.push((dotted.to_string(), description.to_string()));
             if NEVER_ADULT.iter().any(|p| code.starts_with(p)) {
                 continue;
             }
