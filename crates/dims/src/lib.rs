@@ -310,6 +310,7 @@ async fn build_dim(warehouse: &Warehouse, run: &RunContext, dim: &DimModel) -> R
         commit_info: commit.info(),
         // Warehouse tables stay plain Delta (reader 1) for every engine.
         deletion_vectors: false,
+        table_properties: storage::table_properties().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     };
     let batch =
         merge::Batch { id: format!("{}@v{version}", dim.source), sequence: version, clock: run.clock.now(), rows };

@@ -100,6 +100,7 @@ impl Dim {
             commit_info: Commit::new(run, "infer").info(),
             // Warehouse tables stay plain Delta (reader 1) for every engine.
             deletion_vectors: false,
+            table_properties: storage::table_properties().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         };
         let sequence = self.version().unwrap_or(-1) + 1;
         let outcome = merge::infer(

@@ -315,6 +315,7 @@ pub(crate) async fn snapshot(
             (merge::SOURCE_DIGEST.to_string(), json!(digest)),
         ],
         deletion_vectors: !args.no_deletion_vectors,
+        table_properties: storage::table_properties().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     };
     // The very file (and options) the table's newest version applied: the
     // table is already its result.

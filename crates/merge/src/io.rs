@@ -570,7 +570,9 @@ pub(crate) async fn commit(
 ) -> Result<u64> {
     let properties = CommitProperties::default()
         .with_metadata(info.into_iter().chain(target.commit_info.iter().cloned()))
-        .with_application_transaction(Transaction::new(&target.app_id, sequence));
+        .with_application_transaction(Transaction::new(&target.app_id, sequence))
+        // Old commit files stay: time travel and audits reach every version.
+        .with_cleanup_expired_logs(Some(false));
     match table {
         Some(table) => {
             let operation = DeltaOperation::Merge {

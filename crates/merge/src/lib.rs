@@ -43,6 +43,7 @@
 //!     app_id: "gold.dims.dim_members".into(),
 //!     commit_info: Vec::new(),
 //!     deletion_vectors: false,
+//!     table_properties: Vec::new(),
 //! };
 //! let spec = Spec::new(&["member_id"]);
 //! let rows = merge::source::read_snapshot(std::path::Path::new("members.csv"), None).await?;
@@ -215,6 +216,9 @@ pub struct Target {
     /// table then needs a reader that knows deletion vectors (Delta reader
     /// version 3). A table that exists keeps what it was created with.
     pub deletion_vectors: bool,
+    /// Delta table properties a table this merge creates is given
+    /// (`delta.checkpointInterval`, …), beside the merge's own.
+    pub table_properties: Vec<(String, String)>,
 }
 
 /// Counts of what a merge did, per key version.

@@ -243,6 +243,7 @@ async fn add_files(
                 .with_storage_options(warehouse.storage_options().clone())
                 .with_columns(kernel.fields().cloned())
                 .with_partition_columns(partition_by.to_vec())
+                .with_configuration(crate::warehouse::new_table_properties())
                 .with_actions(actions)
                 .with_commit_properties(commit.properties())
                 .await

@@ -117,7 +117,9 @@ impl<'a> Commit<'a> {
     }
 
     pub(crate) fn properties(&self) -> CommitProperties {
-        let mut properties = CommitProperties::default().with_metadata(self.info());
+        // No commit deletes the log's old files: see `layout`.
+        let mut properties =
+            CommitProperties::default().with_metadata(self.info()).with_cleanup_expired_logs(Some(false));
         if !self.txns.is_empty() {
             properties = properties.with_application_transactions(
                 self.txns.iter().map(|(app_id, version)| Transaction::new(app_id, *version)).collect(),
@@ -310,6 +312,7 @@ impl Warehouse {
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(commit.partition_by.clone())
+            .with_configuration(new_table_properties())
             .with_commit_properties(commit.properties());
         if commit.merge_schema {
             write = write.with_schema_mode(SchemaMode::Merge);
@@ -329,6 +332,7 @@ impl Warehouse {
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(SchemaMode::Overwrite)
             .with_partition_columns(commit.partition_by.clone())
+            .with_configuration(new_table_properties())
             .with_commit_properties(commit.properties())
             .await
             .map_err(delta_err(name))?;
@@ -354,6 +358,7 @@ impl Warehouse {
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(predicate.to_string())
             .with_partition_columns(commit.partition_by.clone())
+            .with_configuration(new_table_properties())
             .with_commit_properties(commit.properties())
             .await
             .map_err(delta_err(name))?;
@@ -710,6 +715,11 @@ impl Warehouse {
 }
 
 /// The version a write just committed.
+/// The table properties a new table is created with (see `layout`).
+pub(crate) fn new_table_properties() -> Vec<(&'static str, Option<String>)> {
+    crate::table_properties().into_iter().map(|(k, v)| (k, Some(v))).collect()
+}
+
 pub(crate) fn committed_version(name: &TableName, table: &DeltaTable) -> Result<i64> {
     table
         .version()

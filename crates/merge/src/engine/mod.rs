@@ -522,7 +522,7 @@ impl<'a> Merge<'a> {
     /// transaction, creating the table if need be.
     async fn commit(&self, schema: &Schema, actions: Vec<Action>) -> Result<u64> {
         let (target, spec, batch) = (self.target, self.spec, &self.batch);
-        let mut configuration = HashMap::new();
+        let mut configuration: HashMap<String, String> = target.table_properties.iter().cloned().collect();
         configuration.insert(PROP_ENCODING.to_string(), self.layout.encoding.to_string());
         configuration.insert(PROP_KEY.to_string(), spec.key.join(","));
         configuration.insert(PROP_SK.to_string(), spec.surrogate_key.clone());

@@ -33,6 +33,7 @@ impl Table {
                 app_id: "gold.test".into(),
                 commit_info: vec![("gold.operation".into(), serde_json::json!("test"))],
                 deletion_vectors: true,
+                table_properties: Vec::new(),
             },
         }
     }
