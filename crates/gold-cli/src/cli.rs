@@ -364,6 +364,11 @@ pub(crate) struct IngestArgs {
 pub(crate) enum Stage {
     /// Bronze: every source's new files and rows, exactly once.
     Ingest,
+    /// Upkeep, after an ingest that brought something new: sets the table
+    /// properties that keep history (checkpoints every 10 commits, no
+    /// expired-log clean-up) and compacts a table partition that has
+    /// gathered 16 small files.
+    Compact,
     /// Silver: typing, data-quality rules, quarantine, de-duplication.
     Silver,
     /// The SCD2 dimensions: dim_members, dim_patients, dim_providers.
@@ -392,6 +397,7 @@ impl Stage {
             Self::Facts => pipeline::Stage::Facts,
             Self::Score => pipeline::Stage::Score,
             Self::Aggregates => pipeline::Stage::Aggregates,
+            Self::Compact => pipeline::Stage::Compact,
         }
     }
 }

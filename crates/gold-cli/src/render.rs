@@ -51,9 +51,26 @@ pub(crate) fn stages(done: &[StageDone], landing: &std::path::Path) -> String {
                 text.push_str("score:\n");
                 text.push_str(&score(r));
             }
+            StageReport::ScoreSkipped(why) => {
+                let _ = writeln!(text, "score: {why}");
+            }
             StageReport::Aggregates(r) => {
                 text.push_str("aggregates:\n");
                 text.push_str(&aggregates(r));
+            }
+            StageReport::Compact(tables) if !tables.is_empty() => {
+                text.push_str("compact:\n");
+                for t in tables {
+                    let u = &t["upkeep"];
+                    let _ = writeln!(
+                        text,
+                        "  {:<32} files {} -> {}  ({} small files in a partition)",
+                        t["table"].as_str().unwrap_or_default(),
+                        u["files_removed"],
+                        u["files_added"],
+                        u["small_files"]
+                    );
+                }
             }
             _ => {}
         }

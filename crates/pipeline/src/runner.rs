@@ -15,6 +15,10 @@ use crate::{Error, Models, finish_run, with_retries};
 pub enum Stage {
     /// Bronze: every source's new files and rows, exactly once.
     Ingest,
+    /// Upkeep, after an ingest that brought something new: table
+    /// properties and the compaction of small files, so that the stages
+    /// after it read compacted tables.
+    Compact,
     /// Silver: typing, data-quality rules, quarantine, de-duplication.
     Silver,
     /// The SCD2 dimensions.
@@ -29,12 +33,14 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order: what a build runs by default.
-    pub const ALL: [Stage; 6] = [Self::Ingest, Self::Silver, Self::Dims, Self::Facts, Self::Score, Self::Aggregates];
+    pub const ALL: [Stage; 7] =
+        [Self::Ingest, Self::Compact, Self::Silver, Self::Dims, Self::Facts, Self::Score, Self::Aggregates];
 
     /// The stage's name, as in `--only` and the run summary.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ingest => "ingest",
+            Self::Compact => "compact",
             Self::Silver => "silver",
             Self::Dims => "dims",
             Self::Facts => "facts",
@@ -136,6 +142,11 @@ pub async fn run_stages(
     if stages.contains(&Stage::Ingest) {
         done.push(with_retries(retries, "ingest", || stages::ingest(warehouse, run, &models.sources, landing)).await?);
         storage::failpoint("after-ingest");
+    }
+    // A build whose ingest brought nothing new writes nothing: no upkeep.
+    let news = !stages.contains(&Stage::Ingest) || done.iter().any(|d| !d.tables.is_empty());
+    if stages.contains(&Stage::Compact) && news {
+        done.push(with_retries(retries, "compact", || stages::compact(warehouse, run, &models.dims)).await?);
     }
     if stages.contains(&Stage::Silver) {
         done.extend(crate::rounds::silver_and_dims(warehouse, run, models, stages.contains(&Stage::Dims)).await?);

@@ -60,8 +60,13 @@ pub enum StageReport {
     Facts(facts::FactsReport),
     /// The score stage.
     Score(scoring::ScoreReport),
+    /// The score stage of a nightly build that had too little history to
+    /// train a model on: why nothing was scored.
+    ScoreSkipped(String),
     /// The aggregates stage.
     Aggregates(Vec<aggregates::AggregateReport>),
+    /// The compact stage: one document per table it wrote.
+    Compact(Vec<serde_json::Value>),
 }
 
 /// A stage that ran.
@@ -160,7 +165,25 @@ pub(crate) async fn score(
     training: scoring::Training,
 ) -> Result<StageDone, Error> {
     let started = std::time::Instant::now();
-    let report = scoring::score(warehouse, run, config, training).await.map_err(|e| failed(Stage::Score)(e.into()))?;
+    let report = match scoring::score(warehouse, run, config, training).await {
+        Ok(report) => report,
+        // A new insurer's first nights: too few claims or providers to fit
+        // a model on. The night's data is built all the same; the claims
+        // are scored on the first night that has enough history.
+        Err(e @ scoring::Error::TooFewRows { .. }) if training == scoring::Training::WhenStale => {
+            let warning = format!("claims not scored: too little history to train a fraud model yet ({e})");
+            tracing::warn!("{warning}");
+            let seconds = started.elapsed().as_secs_f64();
+            let doc = json!({"stage": "score", "seconds": seconds, "skipped": true, "warnings": [warning]});
+            return Ok(StageDone {
+                stage: Stage::Score,
+                doc,
+                tables: Vec::new(),
+                report: StageReport::ScoreSkipped(warning),
+            });
+        }
+        Err(e) => return Err(failed(Stage::Score)(e.into())),
+    };
     let mut tables = Vec::new();
     if let Some(v) = report.trained.as_ref().and_then(|t| t.table_version) {
         tables.push(TableWritten::new(scoring::MODELS, v, 1));
@@ -187,4 +210,37 @@ pub(crate) async fn aggregates(warehouse: &Warehouse, run: &RunContext, models: 
         reports.iter().filter_map(|r| r.version.map(|v| TableWritten::new(&r.table, v, r.rows as i64))).collect();
     let doc = json!({"stage": "aggregates", "seconds": started.elapsed().as_secs_f64(), "aggregates": reports});
     Ok(StageDone { stage: Stage::Aggregates, doc, tables, report: StageReport::Aggregates(reports) })
+}
+
+/// The compact stage: gives every table the table properties it lacks and
+/// compacts the ones whose small files have piled up
+/// ([`Warehouse::keep_in_shape`]), so a year-old warehouse loads and scans
+/// as fast as a new one. It runs after ingest, so the stages after it
+/// (and the input versions the aggregates record) see compacted tables. A dimension's new version is recorded in
+/// `_dim_changes` as changing no interval, or the next facts stage would
+/// distrust it and rebuild every fact.
+pub(crate) async fn compact(
+    warehouse: &Warehouse,
+    run: &RunContext,
+    dims: &dims::DimCatalog,
+) -> Result<StageDone, Error> {
+    let started = std::time::Instant::now();
+    let fail = |e: StageError| failed(Stage::Compact)(e);
+    let names = warehouse.tables().await.map_err(|e| fail(e.into()))?;
+    let (mut tables, mut docs) = (Vec::new(), Vec::new());
+    for table in names.keys() {
+        let name = storage::TableName::new(table).map_err(|e| fail(e.into()))?;
+        let commit = storage::Commit::new(run, "compact");
+        let upkeep = warehouse.keep_in_shape(&name, &commit).await.map_err(|e| fail(e.into()))?;
+        let Some(version) = upkeep.version() else { continue };
+        if dims.dims().iter().any(|d| d.table == *table) {
+            dims::record_changes(warehouse, run, table, version as u64, &[]).await.map_err(|e| fail(e.into()))?;
+        }
+        if table != storage::LEDGER_TABLE {
+            tables.push(TableWritten::new(table, version, 0));
+        }
+        docs.push(json!({"table": table, "upkeep": upkeep}));
+    }
+    let doc = json!({"stage": "compact", "seconds": started.elapsed().as_secs_f64(), "tables": docs});
+    Ok(StageDone { stage: Stage::Compact, doc, tables, report: StageReport::Compact(docs) })
 }

@@ -6,6 +6,8 @@ use pipeline::{BuildRequest, Models, RebuildRequest, Stage, StageReport};
 use storage::{Ledger, RunStatus, Warehouse};
 use testkit::date;
 
+mod year;
+
 const DAYS: [&str; 4] = ["2024-12-29", "2024-12-30", "2024-12-31", "2025-01-01"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,4 +63,29 @@ async fn a_rebuild_into_the_live_warehouse_or_of_a_date_before_any_build_is_refu
         pipeline::rebuild(&warehouse, &models, &RebuildRequest { as_of: date(DAYS[0]), out: None }).await.unwrap_err();
     assert!(err.is_user_error(), "{err}");
     assert!(err.to_string().contains("no build succeeded for 2024-12-29"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_night_with_too_little_history_builds_and_leaves_scoring_for_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let config = synth::Config {
+        members: 300,
+        days: 2,
+        seed: 5,
+        claims_per_member_year: Some(12.0),
+        ..synth::Config::new(&landing)
+    };
+    synth::generate(&config, &mut |_, _| {}).await.unwrap();
+    let warehouse = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
+    let models = Models::defaults().unwrap();
+    let night =
+        pipeline::build(&warehouse, &models, &BuildRequest::nightly(&landing, Some(config.start_date))).await.unwrap();
+    let score = night.stages.0.iter().find(|s| s.stage == Stage::Score).unwrap();
+    assert!(matches!(score.report, StageReport::ScoreSkipped(_)), "{}", score.doc);
+    assert!(score.doc["warnings"][0].as_str().unwrap().contains("rows to train on"), "{}", score.doc);
+    let facts = night.stages.0.iter().find(|s| s.stage == Stage::Facts).unwrap();
+    assert!(facts.tables.iter().any(|t| t.table == "fact_claims" && t.rows > 0), "the night's facts are built");
+    let runs = Ledger::new(&warehouse).runs().await.unwrap();
+    assert_eq!(runs.last().unwrap().status, RunStatus::Succeeded);
 }
