@@ -60,7 +60,7 @@ fn nightly_builds_and_a_rebuild_run_on_the_object_store(store: Store) {
             assert_eq!(code, Some(0), "build {day} {warehouse:?}: {doc}");
             let stages: Vec<&str> =
                 doc["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-            assert_eq!(stages, ["ingest", "silver", "dims", "facts", "score", "aggregates"], "{doc}");
+            assert_eq!(stages, ["ingest", "compact", "silver", "dims", "facts", "score", "aggregates"], "{doc}");
             if warehouse.is_empty() {
                 assert_eq!(doc["warehouse"], format!("{root}/"), "the build wrote to the object store");
             }
