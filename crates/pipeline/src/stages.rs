@@ -216,9 +216,10 @@ pub(crate) async fn aggregates(warehouse: &Warehouse, run: &RunContext, models: 
 /// compacts the ones whose small files have piled up
 /// ([`Warehouse::keep_in_shape`]), so a year-old warehouse loads and scans
 /// as fast as a new one. It runs after ingest, so the stages after it
-/// (and the input versions the aggregates record) see compacted tables. A dimension's new version is recorded in
-/// `_dim_changes` as changing no interval, or the next facts stage would
-/// distrust it and rebuild every fact.
+/// (and the input versions the aggregates record) see compacted tables.
+/// A dimension's new version is recorded in `_dim_changes` as changing no
+/// interval, or the next facts stage would distrust it and rebuild every
+/// fact.
 pub(crate) async fn compact(
     warehouse: &Warehouse,
     run: &RunContext,
