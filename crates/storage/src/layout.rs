@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::Arc;
 
 use crate::warehouse::{committed_version, delta_err};
 use crate::{Commit, Error, Result, TableName, Warehouse};
@@ -111,21 +110,10 @@ impl Warehouse {
             upkeep.properties_set = Some(committed_version(name, &table)?);
         }
         if upkeep.small_files >= COMPACT_AT {
-            let before = committed_version(name, &table)?;
-            let session: Arc<dyn deltalake::datafusion::catalog::Session> = Arc::new(Self::session().state());
-            let target = NonZeroU64::new(COMPACT_TARGET).expect("a positive size");
-            let (after, metrics) = table
-                .optimize()
-                .with_type(deltalake::operations::optimize::OptimizeType::Compact)
-                .with_target_size(target)
-                .with_session_state(session)
-                .with_commit_properties(commit.properties())
-                .await
-                .map_err(delta_err(name))?;
-            let after = committed_version(name, &after)?;
-            upkeep.compacted = (after != before).then_some(after);
-            upkeep.files_removed = metrics.num_files_removed;
-            upkeep.files_added = metrics.num_files_added;
+            let kind = deltalake::operations::optimize::OptimizeType::Compact;
+            let target = NonZeroU64::new(COMPACT_TARGET);
+            (upkeep.compacted, upkeep.files_removed, upkeep.files_added) =
+                Self::optimize_loaded(name, table, kind, target, commit).await?;
         }
         Ok(upkeep)
     }

@@ -646,21 +646,32 @@ impl Warehouse {
     ) -> Result<(Option<i64>, u64, u64)> {
         use deltalake::operations::optimize::OptimizeType;
         let table = self.load(name).await?.ok_or_else(|| Error::NoSuchTable { table: name.to_string() })?;
-        let before = committed_version(name, &table)?;
         let kind = match zorder {
             Some(columns) => OptimizeType::ZOrder(columns.to_vec()),
             None => OptimizeType::Compact,
         };
+        Self::optimize_loaded(name, table, kind, None, commit).await
+    }
+
+    /// [`Self::optimize`] of `table` as loaded, into files of about
+    /// `target` bytes (delta-rs's default when `None`).
+    pub(crate) async fn optimize_loaded(
+        name: &TableName,
+        table: DeltaTable,
+        kind: deltalake::operations::optimize::OptimizeType,
+        target: Option<std::num::NonZeroU64>,
+        commit: &Commit<'_>,
+    ) -> Result<(Option<i64>, u64, u64)> {
+        let before = committed_version(name, &table)?;
         // Our session reads strings and binaries as plain types, so the
         // rewritten files keep the table's types (no view types).
         let session: Arc<dyn deltalake::datafusion::catalog::Session> = Arc::new(Self::session().state());
-        let (after, metrics) = table
-            .optimize()
-            .with_type(kind)
-            .with_session_state(session)
-            .with_commit_properties(commit.properties())
-            .await
-            .map_err(delta_err(name))?;
+        let mut optimize =
+            table.optimize().with_type(kind).with_session_state(session).with_commit_properties(commit.properties());
+        if let Some(target) = target {
+            optimize = optimize.with_target_size(target);
+        }
+        let (after, metrics) = optimize.await.map_err(delta_err(name))?;
         let after = committed_version(name, &after)?;
         Ok(((after != before).then_some(after), metrics.num_files_removed, metrics.num_files_added))
     }
