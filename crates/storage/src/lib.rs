@@ -33,6 +33,7 @@ mod clock;
 mod content;
 mod layout;
 mod ledger;
+mod rewrite;
 mod stream;
 mod warehouse;
 
@@ -40,6 +41,7 @@ pub use clock::{RunClock, RunContext, RunId, RunKind, wall_clock};
 pub use content::{RowSet, row_diff};
 pub use layout::{CHECKPOINT_INTERVAL, COMPACT_AT, COMPACT_TARGET, LOG_RETENTION, Upkeep, table_properties};
 pub use ledger::{LEDGER_TABLE, Ledger, RunRecord, RunStatus, TableVersion};
+pub use rewrite::Touched;
 pub use stream::{Lane, StreamingAppend};
 pub use warehouse::{Commit, HistoryEntry, OBJECT_STORE_SCHEMES, TableName, Warehouse, plain_batch, plain_type};
 

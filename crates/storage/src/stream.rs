@@ -99,10 +99,7 @@ impl Warehouse {
         let partition_by: Vec<String> = partition_by.iter().map(|c| c.to_string()).collect();
         let (mut lanes_out, mut senders, mut tasks) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..lanes.max(1) {
-            let props = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(256 * 1024))
-                .build();
+            let props = writer_properties();
             let mut writer = RecordBatchWriter::try_new(
                 url.as_str(),
                 schema.clone(),
@@ -201,6 +198,11 @@ impl StreamingAppend {
     }
 }
 
+/// How gold writes Parquet: Snappy, row groups of 256Ki rows.
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(256 * 1024)).build()
+}
+
 /// Commits `adds` to table `name`, creating it when it does not exist.
 async fn add_files(
     warehouse: &Warehouse,
@@ -256,7 +258,7 @@ async fn add_files(
 /// Refuses rows the table cannot take without a schema change: every
 /// column written must be a column of the table with the same type, and a
 /// table column not written must be nullable (it reads as NULL).
-fn check_fits(name: &TableName, written: &StructType, table: &StructType) -> Result<()> {
+pub(crate) fn check_fits(name: &TableName, written: &StructType, table: &StructType) -> Result<()> {
     let refuse = |reason: String| Err(Error::Unsupported { table: name.to_string(), reason });
     for f in written.fields() {
         match table.field(f.name()) {
@@ -285,7 +287,7 @@ fn check_fits(name: &TableName, written: &StructType, table: &StructType) -> Res
 
 /// Deletes files written but not committed; best effort (a file left
 /// behind is unreferenced, invisible to readers, and vacuum removes it).
-async fn delete_files(warehouse: &Warehouse, name: &TableName, adds: &[Add]) {
+pub(crate) async fn delete_files(warehouse: &Warehouse, name: &TableName, adds: &[Add]) {
     if adds.is_empty() {
         return;
     }

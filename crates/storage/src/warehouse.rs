@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema};
@@ -149,10 +149,16 @@ pub struct HistoryEntry {
 pub const OBJECT_STORE_SCHEMES: [&str; 7] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "adl"];
 
 /// The warehouse root: a local folder or an object-store URI.
+///
+/// Clones share the tables loaded so far: loading a table again reads
+/// only the commits made since (any process's), not its whole log and
+/// checkpoint, so a run that reads a table in several stages replays its
+/// log once.
 #[derive(Clone, Debug)]
 pub struct Warehouse {
     root: Url,
     storage_options: HashMap<String, String>,
+    loaded: Arc<Mutex<HashMap<Url, DeltaTable>>>,
 }
 
 pub(crate) fn delta_err(table: &TableName) -> impl FnOnce(DeltaTableError) -> Error + '_ {
@@ -193,7 +199,7 @@ impl Warehouse {
             // A relative or absolute path (a Windows drive letter parses as a one-letter scheme).
             _ => Self::local_root(Path::new(location), location)?,
         };
-        Ok(Self { root, storage_options })
+        Ok(Self { root, storage_options, loaded: Arc::default() })
     }
 
     /// An object-store root: a bucket or container, and a prefix ending in `/`.
@@ -249,13 +255,48 @@ impl Warehouse {
     /// first keeps delta-rs from logging a failed load of a table that is
     /// about to be created.)
     async fn handle(&self, url: Url, name: &TableName) -> Result<DeltaTable> {
-        let mut table = DeltaTableBuilder::from_url(url)
+        if let Some(mut table) = self.remembered(&url) {
+            // Only the commits since; a failure loads the table afresh.
+            if table.update_incremental(None).await.is_ok() {
+                self.remember(&url, &table);
+                return Ok(table);
+            }
+        }
+        let mut table = DeltaTableBuilder::from_url(url.clone())
             .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
             .map_err(delta_err(name))?;
         if table.verify_deltatable_existence().await.map_err(delta_err(name))? {
             table.load().await.map_err(delta_err(name))?;
+            self.remember(&url, &table);
         }
         Ok(table)
+    }
+
+    /// The table at `url` as this warehouse last loaded it, unless its
+    /// folder or that version's commit file is gone (the table was
+    /// deleted, or created again).
+    fn remembered(&self, url: &Url) -> Option<DeltaTable> {
+        let table = self.loaded.lock().ok()?.get(url).cloned()?;
+        let version = table.version()?;
+        if let Ok(path) = url.to_file_path()
+            && !path.join("_delta_log").join(format!("{version:020}.json")).exists()
+        {
+            self.forget(url);
+            return None;
+        }
+        Some(table)
+    }
+
+    fn remember(&self, url: &Url, table: &DeltaTable) {
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.insert(url.clone(), table.clone());
+        }
+    }
+
+    fn forget(&self, url: &Url) {
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.remove(url);
+        }
     }
 
     /// A handle to write to, creating a local table folder if needed.
@@ -271,10 +312,32 @@ impl Warehouse {
     pub async fn load(&self, name: &TableName) -> Result<Option<DeltaTable>> {
         let url = self.table_url(name)?;
         if url.to_file_path().is_ok_and(|path| !path.exists()) {
+            self.forget(&url);
             return Ok(None);
         }
         let table = self.handle(url, name).await?;
         Ok(table.version().is_some().then_some(table))
+    }
+
+    /// The partition columns of table `name`, in order; `None` when it
+    /// does not exist.
+    pub async fn partition_columns(&self, name: &TableName) -> Result<Option<Vec<String>>> {
+        let Some(table) = self.load(name).await? else { return Ok(None) };
+        let snapshot = table.snapshot().map_err(delta_err(name))?;
+        Ok(Some(snapshot.metadata().partition_columns().to_vec()))
+    }
+
+    /// The Arrow schema of table `name` at its latest version; `None`
+    /// when it does not exist.
+    pub async fn arrow_schema(&self, name: &TableName) -> Result<Option<deltalake::arrow::datatypes::SchemaRef>> {
+        let Some(table) = self.load(name).await? else { return Ok(None) };
+        use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+        let schema = table.snapshot().map_err(delta_err(name))?.schema();
+        let arrow: deltalake::arrow::datatypes::Schema = schema
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| Error::Schema { table: name.to_string(), source: Box::new(e) })?;
+        Ok(Some(Arc::new(arrow)))
     }
 
     /// The table at `version`.

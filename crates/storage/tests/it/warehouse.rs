@@ -139,3 +139,36 @@ async fn restore_brings_back_the_rows_and_the_exactly_once_markers_of_a_version(
     assert_eq!(history[0].gold["gold.run_id"], 4);
     assert!(history.iter().any(|h| h.operation == "RESTORE"));
 }
+
+#[tokio::test]
+async fn only_the_files_holding_the_keys_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let name = TableName::new("silver_things").unwrap();
+    // Three files: ids 1-2, 3-4 and 5-6.
+    for (i, ids) in [[1, 2], [3, 4], [5, 6]].iter().enumerate() {
+        warehouse.append(&name, vec![batch(ids)], &Commit::new(&run(i as i64 + 1), "silver")).await.unwrap();
+    }
+    let keys: std::collections::HashSet<String> = ["3".to_string(), "9".to_string()].into();
+    let touched = warehouse.files_with_keys(&name, "id", &keys).await.unwrap().unwrap();
+    assert_eq!((touched.files(), touched.touched_rows(), touched.table_rows()), (1, 2, 6));
+    let read = touched.rows().await.unwrap();
+    let mut ids: Vec<String> = testkit::texts(&read, "id");
+    ids.sort();
+    assert_eq!(ids, ["3", "4"], "only the file holding key 3 is read");
+    // Key 3 renamed, key 4 kept, key 9 new.
+    let mut new = batch(&[3, 4, 9]);
+    let names = StringArray::from(vec!["three", "n4", "nine"]);
+    new = RecordBatch::try_new(new.schema(), vec![new.column(0).clone(), Arc::new(names)]).unwrap();
+    let version = touched.replace(&warehouse, vec![new], &Commit::new(&run(4), "silver")).await.unwrap();
+    assert_eq!(version, 3);
+    let actions = log_actions(&dir.path().join("silver_things"), 3);
+    let removed: Vec<&str> = actions.iter().filter_map(|a| a["remove"]["path"].as_str()).collect();
+    assert_eq!(removed.len(), 1, "one file replaced: {removed:?}");
+    let all = warehouse.scan(&name, None).await.unwrap();
+    assert_eq!(
+        testkit::content(&all),
+        ["1|n1", "2|n2", "3|three", "4|n4", "5|n5", "6|n6", "9|nine"],
+        "the other files' rows are untouched"
+    );
+}
