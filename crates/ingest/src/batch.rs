@@ -127,10 +127,17 @@ pub(crate) struct BatchWriter<'a> {
     pub(crate) run: &'a RunContext,
     pub(crate) source: &'a SourceDef,
     pub(crate) table: &'a TableName,
+    /// The table's partition columns: none for a new table.
+    pub(crate) partition_by: &'a [String],
     pub(crate) checkpoint: &'a mut Checkpoint,
 }
 
 impl BatchWriter<'_> {
+    /// The table's partition columns.
+    fn partitions(&self) -> Vec<&str> {
+        self.partition_by.iter().map(String::as_str).collect()
+    }
+
     /// The batch `ahead` batches after the next one.
     fn open(&self, ahead: i64) -> Result<Batch> {
         let source = self.source;
@@ -145,7 +152,7 @@ impl BatchWriter<'_> {
         } else {
             let schema = BronzeBuilder::new(source, meta.clone())?.schema();
             let lanes = parallel::threads();
-            Output::Stream(Box::new(self.warehouse.streaming_append(self.table, schema, &["_ingest_date"], lanes)?))
+            Output::Stream(Box::new(self.warehouse.streaming_append(self.table, schema, &self.partitions(), lanes)?))
         };
         Ok(Batch { seq, meta, output })
     }
@@ -314,7 +321,7 @@ impl BatchWriter<'_> {
             .with_metadata("batch_seq", serde_json::json!(seq))
             .with_metadata("batch_id", serde_json::json!(meta.batch_id))
             .with_metadata("files", files)
-            .partitioned_by(&["_ingest_date"]);
+            .partitioned_by(&self.partitions());
         let writing = std::time::Instant::now();
         // Every row read is committed, or nothing is: the writers' count
         // is checked against the readers' before the commit.

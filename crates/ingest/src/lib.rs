@@ -10,8 +10,10 @@
 //! that silver can replay a catch-up day by day) with the run id and an
 //! application transaction. Every physical row becomes a bronze row with
 //! `_batch_id`, `_ingested_at`, `_source_file`, `_source_row`,
-//! `_rescued_data` and `_error` ([`METADATA_COLUMNS`]); bronze tables are
-//! partitioned by `_ingest_date`.
+//! `_rescued_data` and `_error` ([`METADATA_COLUMNS`]) and its
+//! `_ingest_date`. A new bronze table is not partitioned, so that the
+//! nightly compaction can merge its small daily files (a table created
+//! partitioned by `_ingest_date` keeps that layout).
 //!
 //! A run goes in three steps:
 //! 1. the day folders are listed and every source's matching files are
@@ -214,7 +216,9 @@ pub async fn ingest(
     for (source, plan) in active.into_iter().zip(plans) {
         let table = TableName::new(&source.bronze_table())?;
         let mut report = SourceReport::new(source);
-        let mut writer = BatchWriter { warehouse, run, source, table: &table, checkpoint: &mut checkpoint };
+        let partition_by = warehouse.partition_columns(&table).await?.unwrap_or_default();
+        let mut writer =
+            BatchWriter { warehouse, run, source, table: &table, partition_by: &partition_by, checkpoint: &mut checkpoint };
         match plan {
             Some(plan) => {
                 report.already_ingested = plan.already;

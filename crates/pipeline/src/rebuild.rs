@@ -130,7 +130,10 @@ async fn copy_inputs(live: &Warehouse, out: &Warehouse, r: &RunRecord, run: &Run
         let filter = done.map(|d| format!("_batch_id > '{}'", d.replace('\'', "''")));
         let rows = live.scan_where(&name, Some(version), filter.as_deref()).await?;
         if rows.iter().any(|b| b.num_rows() > 0) {
-            out.append(&name, rows, &commit.partitioned_by(&["_ingest_date"])).await?;
+            // The live table's layout: partitioned as it was created.
+            let parts = live.partition_columns(&name).await?.unwrap_or_default();
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            out.append(&name, rows, &commit.partitioned_by(&parts)).await?;
         }
     }
     Ok(())

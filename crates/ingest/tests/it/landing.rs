@@ -76,7 +76,9 @@ async fn bronze_counts_equal_source_counts_and_a_rerun_adds_nothing() {
             strings(&bronze, "_source_file").into_iter().zip(strings(&bronze, "_source_row")).collect();
         assert_eq!(places.len(), expected, "{}: every (file, row) once", s.table);
         let log = std::fs::read_to_string(wh_dir.join(&s.table).join("_delta_log/00000000000000000000.json")).unwrap();
-        assert!(log.contains(r#""partitionColumns":["_ingest_date"]"#), "{}: partitioned by ingest date", s.table);
+        // Not partitioned, so that the nightly compaction can merge its
+        // daily files.
+        assert!(log.contains(r#""partitionColumns":[]"#), "{}: not partitioned", s.table);
     }
 
     // Malformed stream lines are kept raw, with the parse error.
@@ -177,6 +179,28 @@ async fn later_days_wait_for_their_date_and_missing_sources_are_warnings() {
     let relative = std::path::Path::new(".").join(up).join(landing.strip_prefix("/").unwrap());
     let third = ingest(&warehouse, 3, &catalog, &relative, date("2024-12-31")).await.unwrap();
     assert!(third.sources.iter().all(|s| s.read.is_empty() && s.rows_written == 0), "{:?}", third.sources);
+}
+
+#[tokio::test]
+async fn a_bronze_table_created_partitioned_by_ingest_date_keeps_that_layout() {
+    let Fixture { _dir: _keep, landing, wh_dir, warehouse, catalog } = fixture(150, 3).await;
+    ingest(&warehouse, 1, &catalog, &landing, date("2024-12-29")).await.unwrap();
+    // The table as an older gold created it: partitioned by ingest date.
+    let name = storage::TableName::new("bronze_members").unwrap();
+    let day1 = rows(&warehouse, "bronze_members").await;
+    std::fs::remove_dir_all(wh_dir.join("bronze_members")).unwrap();
+    let run = testkit::run(1, date("2024-12-29"));
+    let commit = storage::Commit::new(&run, "ingest").partitioned_by(&["_ingest_date"]);
+    warehouse.append(&name, day1.clone(), &commit).await.unwrap();
+
+    let later = ingest(&warehouse, 2, &catalog, &landing, date("2024-12-31")).await.unwrap();
+    let members = later.sources.iter().find(|s| s.source == "members").unwrap();
+    assert!(members.rows_written > 0);
+    assert_eq!(count(&rows(&warehouse, "bronze_members").await), count(&day1) + members.rows_written as usize);
+    assert_eq!(warehouse.partition_columns(&name).await.unwrap(), Some(vec!["_ingest_date".to_string()]));
+    let last = latest_version(&wh_dir, "bronze_members").unwrap();
+    let log = std::fs::read_to_string(wh_dir.join(format!("bronze_members/_delta_log/{last:020}.json"))).unwrap();
+    assert!(log.contains("_ingest_date=2024-12-31"), "the new day lands in its own partition: {log}");
 }
 
 #[tokio::test]
