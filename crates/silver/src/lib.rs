@@ -38,6 +38,7 @@
 mod accounts;
 mod bronze;
 mod dedup;
+mod keyed;
 mod dq;
 mod error;
 mod model;

@@ -48,7 +48,7 @@ use crate::rounds::Round;
 use crate::rules::{Rule, rules_of};
 use crate::schema::{Typed, concat_plain, project, state_schema};
 use crate::udf::{self, DIAGNOSIS_REF_TABLE};
-use crate::{Error, Result, dq, state};
+use crate::{Error, Result, dq, keyed, state};
 
 /// Whether `plan_table` builds the table or only checks the rules that can
 /// abort the run.
@@ -107,6 +107,9 @@ pub(crate) struct Planned {
     pub(crate) derived: Vec<(String, RecordBatch)>,
     /// Whether the silver table changed (and so is rewritten).
     pub(crate) state_changed: bool,
+    /// When the table is updated by key: its key and the files the new
+    /// rows replace (see [`crate::keyed`]); else the whole table is.
+    pub(crate) touched: Option<(String, storage::Touched)>,
 }
 
 /// What every step of one table's plan reads: the run, the table's model
@@ -191,6 +194,7 @@ pub(crate) async fn plan_table(
     keys: &KeySets,
     mode: Mode,
     round: &Round,
+    by_key: bool,
 ) -> Result<Option<Planned>> {
     let plan = Plan::new(warehouse, run, model, keys, mode).await?;
     let t = plan.table();
@@ -203,12 +207,17 @@ pub(crate) async fn plan_table(
     }
     // 3. One type per column across sources, else as the table has it;
     // then the rules, row by row.
-    let state = plan.read_whole(&plan.name).await?;
-    let typed = Typed::new(bronze::column_types(model, &frames, [&state, &orphans.quarantine]));
+    let keyed = keyed::keyed(&plan, by_key).await?;
+    let held = match &keyed {
+        Some(k) => Some(k.types()),
+        None => plan.read_whole(&plan.name).await?,
+    };
+    let typed = Typed::new(bronze::column_types(model, &frames, [&held, &orphans.quarantine]));
     let mut sources = bronze::check_rows(&plan, frames, &typed).await?;
-    // 4. Candidates already released by a run that stopped halfway.
+    // 4. The current rows (of the touched keys' files, or all), and the
+    // candidates already released by a run that stopped halfway.
     let state_schema = state_schema(&typed.fields);
-    let state = state.map(|s| project(t, &s, &state_schema)).transpose()?;
+    let (state, touched) = current_rows(&plan, keyed, held, &state_schema, &sources, &orphans).await?;
     orphans.split(state.as_ref());
     // 5. Dispositions; a failed `fail` rule aborts here.
     let mut counts = Dispositions::of(&plan, &sources);
@@ -234,12 +243,14 @@ pub(crate) async fn plan_table(
     // 10. Derived tables.
     let derived = if state_changed { derived_tables(&plan, &state_schema, &new_state).await? } else { Vec::new() };
 
+    // Rows in files the night leaves alone, by the table's statistics.
+    let untouched = touched.as_ref().map_or(0, |(_, f)| f.table_rows().saturating_sub(f.touched_rows()));
     let report = TableReport {
         table: t.to_string(),
         batches: counts.by_batch.iter().map(|&b| counts.accounts[b].clone()).collect(),
         rules: dq::rule_counts(&dq_rows),
         released: fates.released,
-        rows: new_state.iter().map(|b| b.num_rows() as u64).sum(),
+        rows: untouched + new_state.iter().map(|b| b.num_rows() as u64).sum::<u64>(),
         deleted,
         ..TableReport::default()
     };
@@ -253,7 +264,35 @@ pub(crate) async fn plan_table(
         txns,
         derived,
         state_changed,
+        touched,
     }))
+}
+
+/// Step 4's current rows, brought to `state_schema`: of the files holding
+/// the touched keys when the table is updated by key and the night's rows
+/// fit it, else the whole table (`held`, read already, or read now).
+async fn current_rows(
+    plan: &Plan<'_>,
+    keyed: Option<keyed::Keyed>,
+    held: Option<RecordBatch>,
+    state_schema: &SchemaRef,
+    sources: &[bronze::SourceRows],
+    orphans: &quarantine::Orphans,
+) -> Result<(Option<RecordBatch>, Option<(String, storage::Touched)>)> {
+    let t = plan.table();
+    let whole = match keyed {
+        None => held,
+        Some(k) => {
+            if k.fits(state_schema)
+                && let Some(keys) = k.touched_keys(t, sources, orphans)?
+            {
+                let (rows, touched) = k.read(plan, &keys, state_schema).await?;
+                return Ok((rows, Some((k.key, touched))));
+            }
+            plan.read_whole(&plan.name).await?
+        }
+    };
+    Ok((whole.map(|s| project(t, &s, state_schema)).transpose()?, None))
 }
 
 /// Step 10: each derived table, by its SQL over the new silver rows (as

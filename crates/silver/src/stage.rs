@@ -49,7 +49,7 @@ pub async fn build_silver_round(
     let mut keys = KeySets::default();
     for model in catalog.tables() {
         if rules_of(model).iter().any(Rule::can_abort) {
-            plan_table(warehouse, run, model, &keys, Mode::CheckAborts, round).await?;
+            plan_table(warehouse, run, model, &keys, Mode::CheckAborts, round, false).await?;
         }
     }
     // Then table by table, parents first: plan, write, and keep only the
@@ -64,7 +64,10 @@ pub async fn build_silver_round(
     let mut writing: Option<Writing> = None;
     for model in catalog.tables() {
         let started = std::time::Instant::now();
-        let planned = plan_table(warehouse, run, model, &keys, Mode::Build, round).await;
+        // A table other tables check their keys against is read whole:
+        // its keys are kept for them.
+        let by_key = !wanted.iter().any(|(t, _)| *t == model.table);
+        let planned = plan_table(warehouse, run, model, &keys, Mode::Build, round, by_key).await;
         if let Ok(Some(_)) = &planned {
             tracing::debug!(table = %model.table, seconds = started.elapsed().as_secs_f64(), "planned");
         }

@@ -13,7 +13,8 @@ use storage::{Commit, RunContext, TableName, Warehouse};
 
 use crate::dq::DQ_RESULTS_TABLE;
 use crate::error::arrow_err;
-use crate::plan::Planned;
+use crate::keyed::replace_derived;
+use crate::plan::{Planned, key_set};
 use crate::quarantine::row_ids;
 use crate::report::{SilverReport, TableReport};
 use crate::schema::concat_plain;
@@ -83,11 +84,25 @@ pub(crate) async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &
     {
         let commit = with_txns(Commit::new(run, "silver"), &plan.txns, "")
             .with_metadata("released", serde_json::json!(plan.report.released));
-        plan.report.version = Some(warehouse.overwrite(&name, state.clone(), &commit).await?);
-        for (table, batch) in std::mem::take(&mut plan.derived) {
-            let d = TableName::new(&table)?;
-            let v = warehouse.overwrite(&d, vec![batch], &Commit::new(run, "silver derived")).await?;
-            plan.report.derived.push((table, v));
+        let derived = std::mem::take(&mut plan.derived);
+        match plan.touched.take() {
+            // By key: the touched files, and the derived rows of their keys.
+            Some((key, touched)) => {
+                plan.report.version = Some(touched.replace(warehouse, state.clone(), &commit).await?);
+                let keys = key_set(&t, state, &key)?;
+                for (table, batch) in derived {
+                    let v = replace_derived(warehouse, run, &table, &key, &keys, batch).await?;
+                    plan.report.derived.push((table, v));
+                }
+            }
+            None => {
+                plan.report.version = Some(warehouse.overwrite(&name, state.clone(), &commit).await?);
+                for (table, batch) in derived {
+                    let d = TableName::new(&table)?;
+                    let v = warehouse.overwrite(&d, vec![batch], &Commit::new(run, "silver derived")).await?;
+                    plan.report.derived.push((table, v));
+                }
+            }
         }
     }
     if !plan.released.is_empty() {

@@ -2,6 +2,7 @@
 //! landing files, real Delta tables in temporary folders.
 
 mod actions;
+mod by_key;
 mod landing;
 mod orphans;
 mod support;
