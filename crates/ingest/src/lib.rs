@@ -217,8 +217,14 @@ pub async fn ingest(
         let table = TableName::new(&source.bronze_table())?;
         let mut report = SourceReport::new(source);
         let partition_by = warehouse.partition_columns(&table).await?.unwrap_or_default();
-        let mut writer =
-            BatchWriter { warehouse, run, source, table: &table, partition_by: &partition_by, checkpoint: &mut checkpoint };
+        let mut writer = BatchWriter {
+            warehouse,
+            run,
+            source,
+            table: &table,
+            partition_by: &partition_by,
+            checkpoint: &mut checkpoint,
+        };
         match plan {
             Some(plan) => {
                 report.already_ingested = plan.already;

@@ -143,10 +143,7 @@ pub(crate) async fn replace_derived(
     }
     let touched = warehouse.files_with_keys(&name, key, keys).await?;
     let touched = touched.ok_or_else(|| vanished(table))?;
-    let schema = warehouse
-        .arrow_schema(&name)
-        .await?
-        .ok_or_else(|| vanished(table))?;
+    let schema = warehouse.arrow_schema(&name).await?.ok_or_else(|| vanished(table))?;
     let mut parts = Vec::new();
     if let Some(old) = concat_plain(table, &touched.rows().await?)? {
         let old_keys = old.column_by_name(key).ok_or_else(no_key)?;

@@ -38,9 +38,9 @@
 mod accounts;
 mod bronze;
 mod dedup;
-mod keyed;
 mod dq;
 mod error;
+mod keyed;
 mod model;
 mod plan;
 mod quarantine;

@@ -18,8 +18,8 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, StructType};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
@@ -51,7 +51,12 @@ impl Warehouse {
     /// The files of table `name` holding a row whose column `key` (as
     /// text) is one of `keys`; `None` when the table does not exist. Reads
     /// only the key column.
-    pub async fn files_with_keys(&self, name: &TableName, key: &str, keys: &HashSet<String>) -> Result<Option<Touched>> {
+    pub async fn files_with_keys(
+        &self,
+        name: &TableName,
+        key: &str,
+        keys: &HashSet<String>,
+    ) -> Result<Option<Touched>> {
         let Some(table) = self.load(name).await? else { return Ok(None) };
         let query_err = |source: DataFusionError| Error::Query { table: name.to_string(), source: Box::new(source) };
         let arrow_err = |source| Error::Arrow { table: name.to_string(), source: Box::new(source) };

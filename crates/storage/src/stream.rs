@@ -200,7 +200,10 @@ impl StreamingAppend {
 
 /// How gold writes Parquet: Snappy, row groups of 256Ki rows.
 pub(crate) fn writer_properties() -> WriterProperties {
-    WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(256 * 1024)).build()
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .build()
 }
 
 /// Commits `adds` to table `name`, creating it when it does not exist.
