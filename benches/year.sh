@@ -28,8 +28,13 @@ else
   cargo build --release -p gold-cli -j 2 -q >&2
   BIN="$CARGO_TARGET_DIR/release/gold"
 fi
-PY="${GOLD_VENV:-$HOME/.cache/gold/venv}/bin/python"
-[ -x "$PY" ] || PY=python3
+# delta_layout.py reads checkpoints with pyarrow, from a venv of its own.
+VENV="${GOLD_BENCH_VENV:-$HOME/.cache/gold/bench-venv}"
+if ! "$VENV/bin/python" -c 'import pyarrow' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check pyarrow==26.0.1 >&2
+fi
+PY="$VENV/bin/python"
 if [ -z "${SCRATCH:-}" ]; then
   SCRATCH="$(mktemp -d)"
   trap 'rm -rf "$SCRATCH"' EXIT
