@@ -24,7 +24,7 @@ use deltalake::kernel::{Action, Add, StructType};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 
-use crate::warehouse::{check_plain_strings, delta_err, plain_batch};
+use crate::warehouse::{check_plain_strings, collect_plain, delta_err};
 use crate::{Commit, Error, Result, TableName, Warehouse};
 
 /// The column that carries each row's file while the keys are read.
@@ -134,13 +134,8 @@ impl Touched {
         let ctx = Warehouse::session();
         let provider = provider(&self.table, &ctx, name, Some(&self.urls)).await?;
         let frame = ctx.read_table(provider).map_err(&query_err)?;
-        let frame = frame.drop_columns(&[FILE_COLUMN]).map_err(&query_err)?;
-        let batches = frame.collect().await.map_err(query_err)?;
-        batches
-            .iter()
-            .map(plain_batch)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
+        let frame = frame.drop_columns(&[FILE_COLUMN]).map_err(query_err)?;
+        collect_plain(name, frame).await
     }
 
     /// Replaces the touched files by `batches` in one commit, with

@@ -779,13 +779,22 @@ impl Warehouse {
         if let Some(columns) = columns {
             frame = frame.select_columns(columns).map_err(&query_err)?;
         }
-        let batches = frame.collect().await.map_err(query_err)?;
-        batches
-            .iter()
-            .map(plain_batch)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
+        collect_plain(name, frame).await
     }
+}
+
+/// The rows of `frame`, a query of table `name`, with plain types.
+pub(crate) async fn collect_plain(
+    name: &TableName,
+    frame: deltalake::datafusion::prelude::DataFrame,
+) -> Result<Vec<RecordBatch>> {
+    let batches =
+        frame.collect().await.map_err(|source| Error::Query { table: name.to_string(), source: Box::new(source) })?;
+    batches
+        .iter()
+        .map(plain_batch)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|source| Error::Arrow { table: name.to_string(), source: Box::new(source) })
 }
 
 /// The version a write just committed.
