@@ -679,7 +679,7 @@ impl<'c> World<'c> {
                 vec![id.clone(), m.id.clone(), money(amount), ymd(claim_date), diagnosis, code, status.to_string()];
             self.emit_ehr_claim(out, rng, day, row.clone())?;
             if self.flow.is_steady() {
-                self.ehr_decisions(out, rng, claim_date, row)?;
+                self.ehr_decisions(out, rng, self.date(day), row)?;
                 continue;
             }
             // A quarter of the claims are sent again later with a newer status.
@@ -709,19 +709,15 @@ impl<'c> World<'c> {
 
     /// In the steady flow, a care-management claim's decision (one in ten
     /// denied) and payment, each sent as a row of its own on the day it
-    /// happens, with the enrollment system's timing.
-    fn ehr_decisions(
-        &self,
-        out: &mut Out<'_>,
-        rng: &mut Stream,
-        claim_date: NaiveDate,
-        row: Vec<String>,
-    ) -> Result<()> {
+    /// happens, with the enrollment system's timing, counted from the day
+    /// the claim `arrived` (a decision sent before its claim would lose to
+    /// it, silver ordering EHR rows by landing day).
+    fn ehr_decisions(&self, out: &mut Out<'_>, rng: &mut Stream, arrived: NaiveDate, row: Vec<String>) -> Result<()> {
         let (decide, pay) = self.flow.adjudication_days();
         let step = |mean: f64, rng: &mut Stream| {
             Duration::days((1.0 + Exp::new(1.0 / mean).expect("valid exp").sample(rng)).min(45.0) as i64)
         };
-        let decided = claim_date + step(decide, rng);
+        let decided = arrived + step(decide, rng);
         let denied = rng.gen_bool(0.1);
         let mut updates = vec![(decided, if denied { "denied" } else { "approved" })];
         if !denied {
