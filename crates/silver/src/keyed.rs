@@ -99,7 +99,12 @@ impl Keyed {
             keys.extend(k);
         }
         if let (Some(q), false) = (&orphans.quarantine, orphans.candidates.is_empty()) {
-            let Some(k) = keys_of(t, q, &self.key, Some(&orphans.candidates))? else { return Ok(None) };
+            // As the table types its key, so that both read the same text.
+            let Some(c) = q.column_by_name(&self.key) else { return Ok(None) };
+            let Ok(typed) = self.schema.field_with_name(&self.key) else { return Ok(None) };
+            let c = cast(c, typed.data_type()).map_err(arrow_err(t))?;
+            let q = RecordBatch::try_from_iter([(self.key.as_str(), c)]).map_err(arrow_err(t))?;
+            let Some(k) = keys_of(t, &q, &self.key, Some(&orphans.candidates))? else { return Ok(None) };
             keys.extend(k);
         }
         Ok(Some(keys))

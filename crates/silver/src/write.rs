@@ -1,7 +1,7 @@
 //! Writing one planned table, in an order that survives a stop at any
 //! point: the new quarantine rows and the `dq_results` rows first, then
-//! the silver rows (whose txn marks the bronze batches done), the derived
-//! tables, and last the release marks on quarantine. A write whose txn
+//! the derived tables, the silver rows (whose txn marks the bronze
+//! batches done), and last the release marks on quarantine. A write whose txn
 //! shows it done (by a run that stopped halfway) is skipped, and release
 //! marks are recomputed from silver's lineage, so a stop loses nothing.
 
@@ -85,23 +85,26 @@ pub(crate) async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &
         let commit = with_txns(Commit::new(run, "silver"), &plan.txns, "")
             .with_metadata("released", serde_json::json!(plan.report.released));
         let derived = std::mem::take(&mut plan.derived);
+        // The derived tables first: the silver commit's txns mark the
+        // batches done, so a run stopped in between writes both again.
         match plan.touched.take() {
-            // By key: the touched files, and the derived rows of their keys.
+            // By key: the derived rows of the rewritten keys, then the
+            // touched files.
             Some((key, touched)) => {
-                plan.report.version = Some(touched.replace(warehouse, state.clone(), &commit).await?);
                 let keys = key_set(&t, state, &key)?;
                 for (table, batch) in derived {
                     let v = replace_derived(warehouse, run, &table, &key, &keys, batch).await?;
                     plan.report.derived.push((table, v));
                 }
+                plan.report.version = Some(touched.replace(warehouse, state.clone(), &commit).await?);
             }
             None => {
-                plan.report.version = Some(warehouse.overwrite(&name, state.clone(), &commit).await?);
                 for (table, batch) in derived {
                     let d = TableName::new(&table)?;
                     let v = warehouse.overwrite(&d, vec![batch], &Commit::new(run, "silver derived")).await?;
                     plan.report.derived.push((table, v));
                 }
+                plan.report.version = Some(warehouse.overwrite(&name, state.clone(), &commit).await?);
             }
         }
     }

@@ -7,7 +7,9 @@
 //! [`Touched::rows`] reads those files whole; [`Touched::replace`] writes
 //! their new rows and, in one Delta commit on the snapshot the files were
 //! found in, removes the old files and adds the new ones. A concurrent
-//! change to the table makes the commit fail rather than lose it.
+//! commit that removes or rewrites files makes it fail rather than lose
+//! that change (a concurrent blind append would not: gold has one writer
+//! a run).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -177,7 +179,8 @@ impl Touched {
             }
         }
         actions.extend(adds.iter().cloned().map(Action::Add));
-        // No predicate: any concurrent change to the table is a conflict.
+        // No predicate: a concurrent commit that removes or rewrites files
+        // conflicts (a blind append does not: gold has one writer a run).
         let operation = DeltaOperation::Merge {
             predicate: None,
             merge_predicate: None,
@@ -192,12 +195,30 @@ impl Touched {
         match done {
             Ok(done) => i64::try_from(done.version())
                 .map_err(|_| Error::Unsupported { table: name.to_string(), reason: "version out of range".into() }),
-            Err(e) => {
-                crate::stream::delete_files(warehouse, name, &adds).await;
-                Err(delta_err(name)(e))
-            }
+            Err(e) => match committed_with(warehouse, name, &adds).await {
+                // The commit is in the log; what failed came after it
+                // (such as the checkpoint): its files must stay.
+                Some(version) => {
+                    tracing::warn!(table = %name, error = %e, "committed, but a step after the commit failed");
+                    Ok(version)
+                }
+                None => {
+                    crate::stream::delete_files(warehouse, name, &adds).await;
+                    Err(delta_err(name)(e))
+                }
+            },
         }
     }
+}
+
+/// The table's version when one of `adds` is among its active files (the
+/// commit that added them went in), else `None`.
+async fn committed_with(warehouse: &Warehouse, name: &TableName, adds: &[Add]) -> Option<i64> {
+    let first = adds.first()?;
+    let table = warehouse.load(name).await.ok()??;
+    let snapshot = table.snapshot().ok()?;
+    let found = snapshot.log_data().iter().any(|f| f.path() == first.path.as_str());
+    found.then(|| table.version().and_then(|v| i64::try_from(v).ok())).flatten()
 }
 
 /// Writes `batches` as new data files of table `name` (partitioned by

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema};
@@ -150,15 +151,24 @@ pub const OBJECT_STORE_SCHEMES: [&str; 7] = ["s3", "s3a", "az", "azure", "abfs",
 
 /// The warehouse root: a local folder or an object-store URI.
 ///
-/// Clones share the tables loaded so far: loading a table again reads
-/// only the commits made since (any process's), not its whole log and
-/// checkpoint, so a run that reads a table in several stages replays its
-/// log once.
+/// Clones share the local tables loaded so far: loading a table again
+/// reads only the commits made since (any process's), not its whole log
+/// and checkpoint, so a run that reads a table in several stages replays
+/// its log once.
 #[derive(Clone, Debug)]
 pub struct Warehouse {
     root: Url,
     storage_options: HashMap<String, String>,
-    loaded: Arc<Mutex<HashMap<Url, DeltaTable>>>,
+    /// By table URL: the table as loaded, and the modification time of
+    /// its newest commit file then.
+    loaded: Arc<Mutex<HashMap<Url, (DeltaTable, SystemTime)>>>,
+}
+
+/// The modification time of `url`'s commit file of `version`, when the
+/// table is local and the file is there.
+fn commit_mtime(url: &Url, version: impl fmt::Display) -> Option<SystemTime> {
+    let path = url.to_file_path().ok()?.join("_delta_log").join(format!("{version:020}.json"));
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 pub(crate) fn delta_err(table: &TableName) -> impl FnOnce(DeltaTableError) -> Error + '_ {
@@ -272,24 +282,24 @@ impl Warehouse {
         Ok(table)
     }
 
-    /// The table at `url` as this warehouse last loaded it, unless its
-    /// folder or that version's commit file is gone (the table was
-    /// deleted, or created again).
+    /// The local table at `url` as this warehouse last loaded it, unless
+    /// that version's commit file is gone or not the one it read (the
+    /// table was deleted, or created again).
     fn remembered(&self, url: &Url) -> Option<DeltaTable> {
-        let table = self.loaded.lock().ok()?.get(url).cloned()?;
-        let version = table.version()?;
-        if let Ok(path) = url.to_file_path()
-            && !path.join("_delta_log").join(format!("{version:020}.json")).exists()
-        {
+        let (table, mtime) = self.loaded.lock().ok()?.get(url).cloned()?;
+        if table.version().and_then(|v| commit_mtime(url, v)) != Some(mtime) {
             self.forget(url);
             return None;
         }
         Some(table)
     }
 
+    /// Keeps `table` for the next load, if it is local (an object store's
+    /// table is loaded afresh each time).
     fn remember(&self, url: &Url, table: &DeltaTable) {
+        let Some(mtime) = table.version().and_then(|v| commit_mtime(url, v)) else { return };
         if let Ok(mut loaded) = self.loaded.lock() {
-            loaded.insert(url.clone(), table.clone());
+            loaded.insert(url.clone(), (table.clone(), mtime));
         }
     }
 
