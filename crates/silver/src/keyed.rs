@@ -25,6 +25,7 @@ use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use storage::{Commit, RunContext, TableName, Touched, Warehouse};
 
 use crate::bronze::SourceRows;
+use crate::cluster::ParentDays;
 use crate::error::arrow_err;
 use crate::plan::{Mode, Plan};
 use crate::quarantine::Orphans;
@@ -129,7 +130,8 @@ impl Keyed {
 
 /// Replaces the rows of derived table `table` whose parent key `key` is
 /// one of `keys` by `rows` (brought to the table's types), rewriting only
-/// the files that hold those keys. Returns the new version.
+/// the files that hold those keys, grouped by their parents' months when
+/// `parents` is given. Returns the new version.
 pub(crate) async fn replace_derived(
     warehouse: &Warehouse,
     run: &RunContext,
@@ -137,6 +139,7 @@ pub(crate) async fn replace_derived(
     key: &str,
     keys: &HashSet<String>,
     rows: RecordBatch,
+    parents: Option<&ParentDays>,
 ) -> Result<i64> {
     let name = TableName::new(table)?;
     let no_key = || Error::Schema {
@@ -159,5 +162,8 @@ pub(crate) async fn replace_derived(
         parts.push(project(table, &filter_record_batch(&old, &keep).map_err(arrow_err(table))?, &schema)?);
     }
     parts.push(project(table, &rows, &schema)?);
+    if let Some(p) = parents {
+        parts = p.by_month(table, &parts, key)?;
+    }
     Ok(touched.replace(warehouse, parts, &Commit::new(run, "silver derived")).await?)
 }

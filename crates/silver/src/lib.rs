@@ -37,6 +37,7 @@
 
 mod accounts;
 mod bronze;
+mod cluster;
 mod dedup;
 mod dq;
 mod error;

@@ -170,6 +170,11 @@ pub struct TableModel {
     /// The tables computed from this one's rows.
     #[serde(default)]
     pub derived: Vec<Derived>,
+    /// A date column: the rows (and the derived tables' rows) are written
+    /// grouped by its month, so that a night's changes to recent rows leave
+    /// the files of settled months alone.
+    #[serde(default)]
+    pub cluster_by: Option<String>,
 }
 
 /// The metadata columns a row may be ordered or tie-broken by.
@@ -260,6 +265,9 @@ impl TableModel {
             if let Some(s) = list.iter().find(|s| !bronze.contains(s.as_str())) {
                 return bad(format!("rule sources: {s:?} is not a [[source]] of this table"));
             }
+        }
+        if let Some(c) = self.cluster_by.as_ref().filter(|c| !columns.contains(c.as_str())) {
+            return bad(format!("cluster_by {c:?} is not a declared column"));
         }
         for p in &self.parents {
             if !columns.contains(p.column.as_str()) {

@@ -11,6 +11,7 @@ use deltalake::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecondA
 use deltalake::arrow::datatypes::TimestampMicrosecondType;
 use storage::{Commit, RunContext, TableName, Warehouse};
 
+use crate::cluster::{ParentDays, by_month};
 use crate::dq::DQ_RESULTS_TABLE;
 use crate::error::arrow_err;
 use crate::keyed::replace_derived;
@@ -85,6 +86,16 @@ pub(crate) async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &
         let commit = with_txns(Commit::new(run, "silver"), &plan.txns, "")
             .with_metadata("released", serde_json::json!(plan.report.released));
         let derived = std::mem::take(&mut plan.derived);
+        let cluster = plan.model.cluster_by.as_deref();
+        let key = (plan.model.key.len() == 1).then(|| plan.model.key[0].clone());
+        let parents = match (cluster, &key, derived.is_empty()) {
+            (Some(c), Some(k), false) => Some(ParentDays::of(&t, state, k, c)?),
+            _ => None,
+        };
+        let rows = match cluster {
+            Some(c) => by_month(&t, state, c)?,
+            None => state.clone(),
+        };
         // The derived tables first: the silver commit's txns mark the
         // batches done, so a run stopped in between writes both again.
         match plan.touched.take() {
@@ -93,18 +104,22 @@ pub(crate) async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &
             Some((key, touched)) => {
                 let keys = key_set(&t, state, &key)?;
                 for (table, batch) in derived {
-                    let v = replace_derived(warehouse, run, &table, &key, &keys, batch).await?;
+                    let v = replace_derived(warehouse, run, &table, &key, &keys, batch, parents.as_ref()).await?;
                     plan.report.derived.push((table, v));
                 }
-                plan.report.version = Some(touched.replace(warehouse, state.clone(), &commit).await?);
+                plan.report.version = Some(touched.replace(warehouse, rows, &commit).await?);
             }
             None => {
                 for (table, batch) in derived {
                     let d = TableName::new(&table)?;
-                    let v = warehouse.overwrite(&d, vec![batch], &Commit::new(run, "silver derived")).await?;
+                    let batches = match (&parents, &key) {
+                        (Some(p), Some(k)) => p.by_month(&table, &[batch], k)?,
+                        _ => vec![batch],
+                    };
+                    let v = warehouse.overwrite(&d, batches, &Commit::new(run, "silver derived")).await?;
                     plan.report.derived.push((table, v));
                 }
-                plan.report.version = Some(warehouse.overwrite(&name, state.clone(), &commit).await?);
+                plan.report.version = Some(warehouse.overwrite(&name, rows, &commit).await?);
             }
         }
     }
