@@ -21,7 +21,6 @@ use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int32Array, Int64Array, ListArray, RecordBatch,
     StringArray,
 };
-use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
 use storage::{Commit, RunContext, Warehouse};
 
@@ -29,7 +28,9 @@ use crate::bridges::{BRIDGES, write_bridge};
 use crate::dim::{Dim, absent_keys, versions};
 use crate::pit::{FactOrder, Resolved};
 use crate::plan::{Plan, extend_rebuild, plan, select, select_strings};
-use crate::read::{DAY_MICROS, cast_to, col, day_start, days_col, decimal, micros_col, month_of, string_col, year_of};
+use crate::read::{
+    DAY_MICROS, cast_to, col, day_start, days_col, decimal, micros_col, month_of, silver_rows_of, string_col, year_of,
+};
 use crate::write::{self, FactTable, Rebuilt, write_with_watermarks};
 use crate::{Error, FACT_CLAIMS, FactOptions, FactsReport, Result, SILVER_CLAIMS, TableReport, date, diagnosis_key};
 
@@ -53,9 +54,16 @@ pub(crate) const CLAIM_COLUMNS: [&str; 16] = [
     "_updated_at",
 ];
 
-/// Plans the claims of `silver_claims` (its [`CLAIM_COLUMNS`], `None` when
-/// the table does not exist yet) and resolves their keys, inferring the
-/// ones the dimensions lack.
+/// The columns of `silver_claims` the claims are planned and keyed by:
+/// read for every claim, where [`CLAIM_COLUMNS`] are read for the claims
+/// rebuilt only.
+pub(crate) const PLAN_COLUMNS: [&str; 7] =
+    ["claim_id", "source_system", "member_id", "provider_id", "claim_date", "service_date", "_updated_at"];
+
+/// Plans the claims of `silver_claims` (its [`PLAN_COLUMNS`], `None` when
+/// the table does not exist yet), resolves their keys, inferring the ones
+/// the dimensions lack, and reads the [`CLAIM_COLUMNS`] of the claims it
+/// rebuilds.
 pub(crate) async fn claims(
     warehouse: &Warehouse,
     run: &RunContext,
@@ -97,15 +105,16 @@ pub(crate) async fn claims(
         ClaimKeys { members: member_keys, providers: provider_keys, sources: string_col(S, &all, "source_system")? };
     let dims = [&mut **members, &mut **patients, &mut **providers];
     let (keys, [m, p, v]) = key_rounds(warehouse, run, dims, &all_keys, &dates, &mut plan, report).await?;
-    let mask = BooleanArray::from(plan.rebuild.clone());
-    let rows = filter_record_batch(&all, &mask).map_err(|e| Error::arrow(S, e))?;
+    let ids = select_strings(&string_col(S, &all, "claim_id")?, &plan.rebuild);
     drop(all);
+    let claim_days_r = select(&claim_days, &plan.rebuild);
+    let rows = silver_rows_of(warehouse, S, &CLAIM_COLUMNS, ("claim_id", &ids), ("claim_date", &claim_days_r)).await?;
     report.count_unknown("fact_claims.member_sk", &m);
     report.count_unknown("fact_claims.patient_sk", &p);
     report.count_unknown("fact_claims.provider_sk", &v);
     Ok(Some(ClaimRows {
         months: select(&pit_days, &plan.rebuild).into_iter().map(month_of).collect(),
-        claim_days: select(&claim_days, &plan.rebuild),
+        claim_days: claim_days_r,
         service_days: select(&service_days, &plan.rebuild),
         dims: versions(&[&**members, &**patients, &**providers]),
         plan,

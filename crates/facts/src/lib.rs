@@ -64,7 +64,7 @@ use storage::{RunContext, Warehouse};
 pub use date::{date_key, federal_holidays};
 pub use diagnosis::diagnosis_key;
 
-use claims::{CLAIM_COLUMNS, claims, write_claims};
+use claims::{PLAN_COLUMNS, claims, write_claims};
 use conformed::conformed_dims;
 use dim::Dim;
 use events::events;
@@ -251,7 +251,7 @@ pub async fn build_facts(
     // dimensions load.
     let reading = {
         let w = warehouse.clone();
-        tokio::spawn(async move { read::silver(&w, SILVER_CLAIMS, &CLAIM_COLUMNS).await })
+        tokio::spawn(async move { read::silver(&w, SILVER_CLAIMS, &PLAN_COLUMNS).await })
     };
     let mut loaded = Ok(());
     for d in [&mut members, &mut patients, &mut providers] {

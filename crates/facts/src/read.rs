@@ -1,11 +1,13 @@
 //! Reading silver: a table's live rows in one batch, and its columns as
 //! the typed vectors the facts are built from.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, RecordBatch, StringArray};
-use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, RecordBatch, StringArray, UInt32Array,
+};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Date32Type, Schema, TimeUnit, TimestampMicrosecondType};
 use storage::{TableName, Warehouse};
 
@@ -55,6 +57,18 @@ pub(crate) fn month_of(days: Option<i32>) -> i32 {
 /// The rows of a silver table (those not `_is_deleted`), in one batch, or
 /// `None` when the table does not exist.
 pub(crate) async fn silver(warehouse: &Warehouse, table: &str, columns: &[&str]) -> Result<Option<RecordBatch>> {
+    silver_where(warehouse, table, columns, None).await
+}
+
+/// [`silver`]'s rows that match the SQL predicate `filter`, if given.
+/// Columns whose names start with `_` may be absent; any other missing
+/// column is an error.
+async fn silver_where(
+    warehouse: &Warehouse,
+    table: &str,
+    columns: &[&str],
+    filter: Option<&str>,
+) -> Result<Option<RecordBatch>> {
     let name = TableName::new(table)?;
     let Some(delta) = warehouse.load(&name).await? else { return Ok(None) };
     let present: HashSet<String> = delta
@@ -74,7 +88,10 @@ pub(crate) async fn silver(warehouse: &Warehouse, table: &str, columns: &[&str])
     if has_deleted {
         wanted.push("_is_deleted");
     }
-    let batches = warehouse.scan_columns(&name, None, &wanted).await?;
+    let batches = match filter {
+        Some(f) => warehouse.scan_columns_where(&name, None, &wanted, f).await?,
+        None => warehouse.scan_columns(&name, None, &wanted).await?,
+    };
     let schema = match batches.first() {
         Some(b) => b.schema(),
         None => return Ok(Some(RecordBatch::new_empty(Arc::new(Schema::empty())))),
@@ -88,6 +105,52 @@ pub(crate) async fn silver(warehouse: &Warehouse, table: &str, columns: &[&str])
         }
     }
     Ok(Some(one))
+}
+
+/// Columns `columns` of the live rows of silver `table` whose key column
+/// `id` is one of `ids` (unique keys), in the order of `ids`. `days` are
+/// those rows' dates in column `date` (as [`days_col`] reads them): the
+/// files whose statistics hold only earlier dates are not read, so a
+/// night that rebuilds recent rows reads recent files.
+pub(crate) async fn silver_rows_of(
+    warehouse: &Warehouse,
+    table: &str,
+    columns: &[&str],
+    (id, ids): (&str, &StringArray),
+    (date, days): (&str, &[Option<i32>]),
+) -> Result<RecordBatch> {
+    let filter = match days.iter().flatten().min() {
+        Some(&d) => {
+            let day = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).map(|d| d.to_string());
+            let day = day.ok_or_else(|| Error::column(table, date, "holds a date out of range"))?;
+            format!("{date} >= DATE '{day}' OR {date} IS NULL")
+        }
+        None => format!("{date} IS NULL"),
+    };
+    let name = TableName::new(table)?;
+    let no_table = || Error::from(storage::Error::NoSuchTable { table: table.to_string() });
+    if ids.is_empty() {
+        // No rows: the columns as the table holds them.
+        let schema = warehouse.arrow_schema(&name).await?.ok_or_else(no_table)?;
+        let fields: Vec<_> = columns.iter().filter_map(|c| schema.field_with_name(c).ok().cloned()).collect();
+        return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))));
+    }
+    let rows = silver_where(warehouse, table, columns, Some(&filter)).await?.ok_or_else(no_table)?;
+    let mut at: HashMap<&str, u32> = HashMap::with_capacity(ids.len());
+    let found = if rows.num_columns() == 0 { None } else { Some(string_col(table, &rows, id)?) };
+    if let Some(f) = &found {
+        for i in 0..f.len() {
+            if f.is_valid(i) {
+                at.insert(f.value(i), i as u32);
+            }
+        }
+    }
+    let mut take = Vec::with_capacity(ids.len());
+    for i in 0..ids.len() {
+        let row = ids.is_valid(i).then(|| at.get(ids.value(i)).copied()).flatten();
+        take.push(row.ok_or_else(|| Error::column(table, id, "changed while the facts were built"))?);
+    }
+    take_record_batch(&rows, &UInt32Array::from(take)).map_err(|e| Error::arrow(table, e))
 }
 
 /// The year of a date inside `dim_date`'s range, else `None`.

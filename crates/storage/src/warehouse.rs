@@ -492,6 +492,19 @@ impl Warehouse {
         self.query(name, version, filter, None).await
     }
 
+    /// Columns `columns` of the rows of the table at `version` (latest if
+    /// `None`) that match the SQL predicate `filter`. Files whose
+    /// statistics rule the predicate out are not read.
+    pub async fn scan_columns_where(
+        &self,
+        name: &TableName,
+        version: Option<i64>,
+        columns: &[&str],
+        filter: &str,
+    ) -> Result<Vec<RecordBatch>> {
+        self.query(name, version, Some(filter), Some(columns)).await
+    }
+
     /// A DataFusion session for queries over warehouse tables: strings come
     /// back as plain `Utf8`, never `Utf8View`.
     pub fn session() -> SessionContext {
