@@ -24,7 +24,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, StructType};
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
+use deltalake::writer::DeltaWriter as _;
 
 use crate::warehouse::{check_plain_strings, collect_plain, delta_err};
 use crate::{Commit, Error, Result, TableName, Warehouse};
@@ -233,16 +233,7 @@ async fn write_files(
     batches: Vec<RecordBatch>,
 ) -> Result<Vec<Add>> {
     let Some(first) = batches.first() else { return Ok(Vec::new()) };
-    let url = warehouse.table_url(name)?;
-    let mut writer = RecordBatchWriter::try_new(
-        url.as_str(),
-        first.schema(),
-        (!partitions.is_empty()).then(|| partitions.to_vec()),
-        Some(warehouse.storage_options().clone()),
-    )
-    .map_err(delta_err(name))?
-    .with_writer_properties(crate::stream::writer_properties())
-    .with_target_file_size(crate::COMPACT_TARGET);
+    let mut writer = crate::stream::file_writer(warehouse, name, first.schema(), partitions, crate::COMPACT_TARGET)?;
     let mut adds = Vec::new();
     for b in batches.into_iter().filter(|b| b.num_rows() > 0) {
         let written = match writer.write(b).await {

@@ -95,20 +95,10 @@ impl Warehouse {
         lanes: usize,
     ) -> Result<StreamingAppend> {
         check_plain_strings(name, &[RecordBatch::new_empty(schema.clone())])?;
-        let url = self.table_url(name)?;
         let partition_by: Vec<String> = partition_by.iter().map(|c| c.to_string()).collect();
         let (mut lanes_out, mut senders, mut tasks) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..lanes.max(1) {
-            let props = writer_properties();
-            let mut writer = RecordBatchWriter::try_new(
-                url.as_str(),
-                schema.clone(),
-                (!partition_by.is_empty()).then(|| partition_by.clone()),
-                Some(self.storage_options().clone()),
-            )
-            .map_err(delta_err(name))?
-            .with_writer_properties(props)
-            .with_target_file_size(TARGET_FILE_BYTES);
+            let mut writer = file_writer(self, name, schema.clone(), &partition_by, TARGET_FILE_BYTES)?;
             let (tx, mut rx) = mpsc::channel::<RecordBatch>(QUEUED_BATCHES);
             let table = name.clone();
             tasks.push(tokio::spawn(async move {
@@ -204,6 +194,27 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(256 * 1024))
         .build()
+}
+
+/// A writer of new data files of table `name` (not committed), in files
+/// of about `target` bytes, with [`writer_properties`].
+pub(crate) fn file_writer(
+    warehouse: &Warehouse,
+    name: &TableName,
+    schema: deltalake::arrow::datatypes::SchemaRef,
+    partition_by: &[String],
+    target: u64,
+) -> Result<RecordBatchWriter> {
+    let url = warehouse.table_url(name)?;
+    Ok(RecordBatchWriter::try_new(
+        url.as_str(),
+        schema,
+        (!partition_by.is_empty()).then(|| partition_by.to_vec()),
+        Some(warehouse.storage_options().clone()),
+    )
+    .map_err(delta_err(name))?
+    .with_writer_properties(writer_properties())
+    .with_target_file_size(target))
 }
 
 /// Commits `adds` to table `name`, creating it when it does not exist.
