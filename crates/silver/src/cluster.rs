@@ -37,8 +37,12 @@ fn month(day: Option<i32>) -> i32 {
 }
 
 /// `batch`'s rows as one batch per month of `day` (a day per row), months
-/// ascending and rows of no date first, each month's rows by day.
+/// ascending and rows of no date first, each month's rows by day. A batch
+/// of no rows stays one (empty) batch: a write needs its schema.
 fn split(t: &str, batch: &RecordBatch, day: &[Option<i32>]) -> Result<Vec<RecordBatch>> {
+    if batch.num_rows() == 0 {
+        return Ok(vec![batch.clone()]);
+    }
     let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
     order.sort_by_key(|&i| day[i as usize]);
     let mut out = Vec::new();
@@ -125,7 +129,7 @@ mod tests {
         assert_eq!(ids, vec![vec![1], vec![4, 2], vec![3, 0]]);
 
         // A derived row goes with its parent's month.
-        let parents = ParentDays::of("t", &[b], "id", "claim_date").unwrap();
+        let parents = ParentDays::of("t", &[b.clone()], "id", "claim_date").unwrap();
         let d = RecordBatch::try_from_iter([
             ("id", Arc::new(StringArray::from(vec!["0", "4", "9", "0"])) as _),
             ("code", Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as _),
@@ -135,5 +139,9 @@ mod tests {
         let codes: Vec<Vec<&str>> =
             out.iter().map(|b| b.column(1).as_string::<i32>().iter().flatten().collect()).collect();
         assert_eq!(codes, vec![vec!["c"], vec!["b"], vec!["a", "d"]]);
+
+        // No rows: one empty batch, with the columns a write needs.
+        let none = by_month("t", &[b.slice(0, 0)], "claim_date").unwrap();
+        assert_eq!((none.len(), none[0].num_rows(), none[0].num_columns()), (1, 0, 2));
     }
 }
