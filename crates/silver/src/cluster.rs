@@ -121,7 +121,7 @@ mod tests {
             ("claim_date", Arc::new(Date32Array::from(dates)) as _),
         ])
         .unwrap();
-        let out = by_month("t", &[b.clone()], "claim_date").unwrap();
+        let out = by_month("t", std::slice::from_ref(&b), "claim_date").unwrap();
         let ids: Vec<Vec<i64>> = out
             .iter()
             .map(|b| b.column(0).as_primitive::<deltalake::arrow::datatypes::Int64Type>().values().to_vec())
@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(ids, vec![vec![1], vec![4, 2], vec![3, 0]]);
 
         // A derived row goes with its parent's month.
-        let parents = ParentDays::of("t", &[b.clone()], "id", "claim_date").unwrap();
+        let parents = ParentDays::of("t", std::slice::from_ref(&b), "id", "claim_date").unwrap();
         let d = RecordBatch::try_from_iter([
             ("id", Arc::new(StringArray::from(vec!["0", "4", "9", "0"])) as _),
             ("code", Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as _),

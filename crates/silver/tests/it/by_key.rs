@@ -66,10 +66,13 @@ fn month_of(date: &str) -> Option<u32> {
     Some(y * 100 + m)
 }
 
+/// The months of each data file's first and last `claim_date`, by path.
+type FileMonths = std::collections::HashMap<String, (u32, u32)>;
+
 /// Per data file of `table`'s log: the months of its first and last
 /// `claim_date` (from the add action's statistics), and, per commit,
 /// the files it removed.
-fn files_by_commit(wh: &Path, table: &str) -> (std::collections::HashMap<String, (u32, u32)>, Vec<Vec<String>>) {
+fn files_by_commit(wh: &Path, table: &str) -> (FileMonths, Vec<Vec<String>>) {
     let log = wh.join(table).join("_delta_log");
     let mut versions: Vec<u64> = std::fs::read_dir(&log)
         .unwrap()
