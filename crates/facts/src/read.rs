@@ -119,14 +119,6 @@ pub(crate) async fn silver_rows_of(
     (id, ids): (&str, &StringArray),
     (date, days): (&str, &[Option<i32>]),
 ) -> Result<RecordBatch> {
-    let filter = match days.iter().flatten().min() {
-        Some(&d) => {
-            let day = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).map(|d| d.to_string());
-            let day = day.ok_or_else(|| Error::column(table, date, "holds a date out of range"))?;
-            format!("{date} >= DATE '{day}' OR {date} IS NULL")
-        }
-        None => format!("{date} IS NULL"),
-    };
     let name = TableName::new(table)?;
     let no_table = || Error::from(storage::Error::NoSuchTable { table: table.to_string() });
     if ids.is_empty() {
@@ -135,21 +127,25 @@ pub(crate) async fn silver_rows_of(
         let fields: Vec<_> = columns.iter().filter_map(|c| schema.field_with_name(c).ok().cloned()).collect();
         return Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))));
     }
-    let rows = silver_where(warehouse, table, columns, Some(&filter)).await?.ok_or_else(no_table)?;
-    let mut at: HashMap<&str, u32> = HashMap::with_capacity(ids.len());
-    let found = if rows.num_columns() == 0 { None } else { Some(string_col(table, &rows, id)?) };
-    if let Some(f) = &found {
-        for i in 0..f.len() {
-            if f.is_valid(i) {
-                at.insert(f.value(i), i as u32);
-            }
+    let filter = match days.iter().flatten().min() {
+        Some(&d) => {
+            let day = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).map(|d| d.to_string());
+            let day = day.ok_or_else(|| Error::column(table, date, "holds a date out of range"))?;
+            format!("{date} >= DATE '{day}' OR {date} IS NULL")
         }
+        None => format!("{date} IS NULL"),
+    };
+    let rows = silver_where(warehouse, table, columns, Some(&filter)).await?.ok_or_else(no_table)?;
+    let changed = || Error::column(table, id, "changed while the facts were built");
+    if rows.num_columns() == 0 {
+        return Err(changed());
     }
-    let mut take = Vec::with_capacity(ids.len());
-    for i in 0..ids.len() {
-        let row = ids.is_valid(i).then(|| at.get(ids.value(i)).copied()).flatten();
-        take.push(row.ok_or_else(|| Error::column(table, id, "changed while the facts were built"))?);
-    }
+    let found = string_col(table, &rows, id)?;
+    let at: HashMap<&str, u32> =
+        (0..found.len()).filter(|&i| found.is_valid(i)).map(|i| (found.value(i), i as u32)).collect();
+    let take = (0..ids.len())
+        .map(|i| ids.is_valid(i).then(|| at.get(ids.value(i)).copied()).flatten().ok_or_else(changed))
+        .collect::<Result<Vec<u32>>>()?;
     take_record_batch(&rows, &UInt32Array::from(take)).map_err(|e| Error::arrow(table, e))
 }
 

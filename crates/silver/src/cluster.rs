@@ -64,12 +64,17 @@ pub(crate) fn by_month(t: &str, batches: &[RecordBatch], column: &str) -> Result
     split(t, &all, &days(t, &all, column)?)
 }
 
-/// The date column `column` of the parent rows, by key (as text): the
-/// month a derived row is written in is its parent's.
-pub(crate) struct ParentDays(HashMap<String, i32>);
+/// The date column of the parent rows, by their key (as text): the month
+/// a derived row is written in is its parent's.
+pub(crate) struct ParentDays {
+    /// The key column, which the derived rows carry too.
+    key: String,
+    days: HashMap<String, i32>,
+}
 
 impl ParentDays {
-    /// The days of `batches`' rows by their key column `key`.
+    /// The days in column `column` of `batches`' rows, by their key column
+    /// `key`.
     pub(crate) fn of(t: &str, batches: &[RecordBatch], key: &str, column: &str) -> Result<Self> {
         let mut map = HashMap::new();
         for b in batches {
@@ -82,19 +87,19 @@ impl ParentDays {
                 }
             }
         }
-        Ok(Self(map))
+        Ok(Self { key: key.to_string(), days: map })
     }
 
-    /// The rows of `batches` (of derived table `t`, keyed by `key`)
-    /// regrouped by the month of their parent (rows of an unknown parent
-    /// first).
-    pub(crate) fn by_month(&self, t: &str, batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>> {
+    /// The rows of `batches` (of derived table `t`, which carries the
+    /// parent's key) regrouped by the month of their parent (rows of an
+    /// unknown parent first).
+    pub(crate) fn by_month(&self, t: &str, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
         let Some(all) = concat_plain(t, batches)? else { return Ok(Vec::new()) };
-        let Some(k) = all.column_by_name(key) else { return Ok(vec![all]) };
+        let Some(k) = all.column_by_name(&self.key) else { return Ok(vec![all]) };
         let k = cast(k, &DataType::Utf8).map_err(arrow_err(t))?;
         let k = k.as_string::<i32>();
         let day: Vec<Option<i32>> =
-            (0..all.num_rows()).map(|i| k.is_valid(i).then(|| self.0.get(k.value(i)).copied()).flatten()).collect();
+            (0..all.num_rows()).map(|i| k.is_valid(i).then(|| self.days.get(k.value(i)).copied()).flatten()).collect();
         split(t, &all, &day)
     }
 }
@@ -135,7 +140,7 @@ mod tests {
             ("code", Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as _),
         ])
         .unwrap();
-        let out = parents.by_month("d", &[d], "id").unwrap();
+        let out = parents.by_month("d", &[d]).unwrap();
         let codes: Vec<Vec<&str>> =
             out.iter().map(|b| b.column(1).as_string::<i32>().iter().flatten().collect()).collect();
         assert_eq!(codes, vec![vec!["c"], vec!["b"], vec!["a", "d"]]);

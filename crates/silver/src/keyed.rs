@@ -163,7 +163,7 @@ pub(crate) async fn replace_derived(
     }
     parts.push(project(table, &rows, &schema)?);
     if let Some(p) = parents {
-        parts = p.by_month(table, &parts, key)?;
+        parts = p.by_month(table, &parts)?;
     }
     Ok(touched.replace(warehouse, parts, &Commit::new(run, "silver derived")).await?)
 }

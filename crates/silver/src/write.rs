@@ -87,9 +87,8 @@ pub(crate) async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &
             .with_metadata("released", serde_json::json!(plan.report.released));
         let derived = std::mem::take(&mut plan.derived);
         let cluster = plan.model.cluster_by.as_deref();
-        let key = (plan.model.key.len() == 1).then(|| plan.model.key[0].clone());
-        let parents = match (cluster, &key, derived.is_empty()) {
-            (Some(c), Some(k), false) => Some(ParentDays::of(&t, state, k, c)?),
+        let parents = match (cluster, plan.model.key.as_slice(), derived.is_empty()) {
+            (Some(c), [k], false) => Some(ParentDays::of(&t, state, k, c)?),
             _ => None,
         };
         let rows = match cluster {
@@ -112,9 +111,9 @@ pub(crate) async fn write_table(warehouse: &Warehouse, run: &RunContext, plan: &
             None => {
                 for (table, batch) in derived {
                     let d = TableName::new(&table)?;
-                    let batches = match (&parents, &key) {
-                        (Some(p), Some(k)) => p.by_month(&table, &[batch], k)?,
-                        _ => vec![batch],
+                    let batches = match &parents {
+                        Some(p) => p.by_month(&table, &[batch])?,
+                        None => vec![batch],
                     };
                     let v = warehouse.overwrite(&d, batches, &Commit::new(run, "silver derived")).await?;
                     plan.report.derived.push((table, v));
